@@ -1,0 +1,40 @@
+//! Backends: where a tensor's numbers live and which kernels compute on them.
+//!
+//! The design that lets a GPU backend sit beside the CPU one: a [`Tensor`](crate::Tensor) carries a
+//! [`Storage`] that is one variant per device. Each op (in `src/ops/`) has one device-dispatching
+//! entry point per kernel (`layernorm::forward`, `layernorm::backward`, ...) that matches on the
+//! storage and calls that device's kernel. The autograd gradient rules call only those entry
+//! points, never a device's kernel directly, so they are the same whichever backend computed the
+//! forward. Adding a device means adding a `Storage` variant and one match arm per kernel.
+
+pub mod cpu;
+
+use std::sync::Arc;
+
+/// Where a tensor lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => write!(f, "cpu"),
+        }
+    }
+}
+
+/// A tensor's numbers, on one device. Cloning shares them (reference counted).
+#[derive(Clone, Debug)]
+pub enum Storage {
+    Cpu(Arc<cpu::CpuBuffer>),
+}
+
+impl Storage {
+    pub fn device(&self) -> Device {
+        match self {
+            Storage::Cpu(_) => Device::Cpu,
+        }
+    }
+}

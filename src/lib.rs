@@ -1,0 +1,19 @@
+//! # vitcore
+//!
+//! A from-scratch tensor engine that trains Vision Transformers: f32 tensors, a reverse-mode
+//! autograd over a recorded tape, a rayon CPU backend, and the ViT built from those pieces.
+//!
+//! Reading order for learning the ViT op by op: [`tensor`], [`autograd`], then each file of
+//! [`ops`] (every one opens with its forward math and the derivation of its backward).
+
+pub mod autograd;
+pub mod backend;
+pub mod error;
+pub mod ops;
+pub mod rng;
+pub mod tensor;
+
+pub use autograd::{Gradients, Graph, Op, ParamId, ParamStore, Var};
+pub use backend::Device;
+pub use error::{Error, Result};
+pub use tensor::Tensor;
