@@ -9,6 +9,7 @@
 pub mod autograd;
 pub mod backend;
 pub mod error;
+pub mod nn;
 pub mod ops;
 pub mod rng;
 pub mod tensor;

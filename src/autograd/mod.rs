@@ -29,6 +29,8 @@
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
+pub mod profile;
+
 /// A handle to a value recorded on a [`Graph`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Var(usize);
@@ -146,7 +148,10 @@ impl Graph {
     pub fn apply(&mut self, mut op: impl Op + 'static, inputs: &[Var]) -> Result<Var> {
         let value = {
             let xs: Vec<&Tensor> = inputs.iter().map(|v| &self.nodes[v.0].value).collect();
-            op.forward(&xs)?
+            let timer = profile::start();
+            let y = op.forward(&xs)?;
+            profile::stop(timer, op.name(), "forward");
+            y
         };
         let requires_grad =
             self.grad_enabled && inputs.iter().any(|v| self.nodes[v.0].requires_grad);
@@ -204,7 +209,9 @@ impl Graph {
                 .iter()
                 .map(|v| self.nodes[v.0].requires_grad)
                 .collect();
+            let timer = profile::start();
             let input_grads = op.backward(&g, &xs, &node.value, &needs)?;
+            profile::stop(timer, op.name(), "backward");
             drop(g);
             for ((input, need), ig) in node.inputs.iter().zip(&needs).zip(input_grads) {
                 let (true, Some(ig)) = (*need, ig) else {

@@ -13,7 +13,13 @@ pub fn exp(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     let xc = x.clamp(-87.0, 88.0);
-    let n = (xc * LOG2E).round();
+    // Round to nearest by the 1.5·2²³ trick: `f32::round` is a library call on baseline x86-64
+    // and would stop the loop from vectorising.
+    const SHIFTER: f32 = 12_582_912.0;
+    let shifted = xc * LOG2E + SHIFTER;
+    let n = shifted - SHIFTER;
+    // n as an integer, read from the mantissa of `shifted` (a float→int cast would not vectorise).
+    let n_int = shifted.to_bits().wrapping_sub(SHIFTER.to_bits()) as i32;
     let r = xc - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_1e-4_f32;
     p = p * r + 1.398_199_9e-3;
@@ -22,7 +28,7 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 5.000_000_1e-1;
     let p = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    let scale = f32::from_bits(((n_int + 127) as u32) << 23);
     if x < -87.0 {
         0.0
     } else {

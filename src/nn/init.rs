@@ -1,0 +1,46 @@
+//! Parameter initialisation.
+//!
+//! Two schemes, both documented here because initialisation decides whether a ViT trains at all:
+//!
+//! - [`Init::Torch`] reproduces what the original PyTorch MNIST script got from PyTorch's defaults:
+//!   `nn.Linear` and `nn.Conv2d` weights and biases drawn from `U(−1/√fan_in, 1/√fan_in)`
+//!   (kaiming-uniform with a = √5), `nn.MultiheadAttention`'s packed `in_proj_weight`
+//!   (`attn.qkv.weight`) Xavier-uniform `U(±√(6/(fan_in+fan_out)))` with zero bias and a zero
+//!   `out_proj` (`attn.proj`) bias, layernorms γ = 1, β = 0, and the class token and position
+//!   embedding from `N(0, 1)` (`torch.randn`). `nn.TransformerEncoder` deep-copies one layer, so all
+//!   blocks *start identical*; [`crate::nn::VitConfig::identical_blocks`] reproduces that.
+//! - [`Init::Timm`] follows timm's ViT: weights of linear layers (and the patch projection) from a
+//!   normal with std 0.02 truncated at ±2σ, zero biases, position embedding std 0.02, class token
+//!   std 1e-6, layernorms 1 and 0. Small weights keep the residual stream dominated by the
+//!   embeddings early in training, which trains faster and more stably from scratch.
+
+use crate::rng::Rng;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Init {
+    Torch,
+    Timm,
+}
+
+/// `n` draws from `N(0, std²)` truncated to ±2 std (resampled, as `trunc_normal_`).
+pub fn trunc_normal(rng: &mut Rng, n: usize, std: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| loop {
+            let z = rng.normal();
+            if z.abs() <= 2.0 {
+                break z * std;
+            }
+        })
+        .collect()
+}
+
+/// `U(−1/√fan_in, 1/√fan_in)`: PyTorch's default for Linear/Conv weights and biases.
+pub fn torch_default(rng: &mut Rng, n: usize, fan_in: usize) -> Vec<f32> {
+    rng.uniform_vec(n, 1.0 / (fan_in as f32).sqrt())
+}
+
+/// Xavier/Glorot uniform `U(±√(6/(fan_in+fan_out)))`.
+pub fn xavier_uniform(rng: &mut Rng, fan_in: usize, fan_out: usize) -> Vec<f32> {
+    rng.uniform_vec(fan_in * fan_out, (6.0 / (fan_in + fan_out) as f32).sqrt())
+}
