@@ -1,8 +1,8 @@
 //! Data augmentation: a random rotation (and optional shift) per image, nearest-neighbour sampled.
 //!
 //! The original MNIST ViT setup used torchvision's `RandomRotation(15)`: an angle drawn uniformly
-//! from `[-15°, 15°]`, rotation about the image centre, `NEAREST` interpolation and fill 0. We
-//! reproduce that geometry exactly (it is PIL's `Image.rotate`):
+//! from `[-15°, 15°]`, rotation about the image centre, `NEAREST` interpolation and fill 0. We use
+//! the same geometry as PIL's `Image.rotate`, which that transform calls:
 //!
 //! - **Coordinates**: pixel `(x, y)` is column `x`, row `y` (y points down); its centre is at
 //!   `(x, y)`. The rotation centre is the centre of the image, `c = ((W-1)/2, (H-1)/2)` — for
