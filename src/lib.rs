@@ -8,8 +8,10 @@
 
 pub mod autograd;
 pub mod backend;
+pub mod checkpoint;
 pub mod error;
 pub mod ops;
+pub mod optim;
 pub mod rng;
 pub mod tensor;
 
