@@ -8,10 +8,12 @@
 
 pub mod autograd;
 pub mod backend;
+pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod nn;
 pub mod ops;
+pub mod optim;
 pub mod rng;
 pub mod tensor;
 
