@@ -99,11 +99,7 @@ fn temp_path(path: &Path) -> Result<PathBuf> {
 
 /// Write `tensors` and `metadata` to `path` atomically (see the module documentation).
 /// Names must be unique and non-empty (`__metadata__` is reserved by the format).
-pub fn save(
-    path: impl AsRef<Path>,
-    tensors: &[(String, &Tensor)],
-    metadata: &HashMap<String, String>,
-) -> Result<()> {
+pub fn save(path: impl AsRef<Path>, tensors: &[(String, &Tensor)], metadata: &HashMap<String, String>) -> Result<()> {
     let path = path.as_ref();
     let mut seen = HashSet::new();
     for (name, _) in tensors {
@@ -114,10 +110,7 @@ pub fn save(
             ));
         }
         if !seen.insert(name.as_str()) {
-            return Err(Error::checkpoint(
-                path,
-                format!("tensor name `{name}` is given twice"),
-            ));
+            return Err(Error::checkpoint(path, format!("tensor name `{name}` is given twice")));
         }
     }
     let tmp = temp_path(path)?;
@@ -190,9 +183,7 @@ pub fn save_params(
 fn describe(e: &SafeTensorError) -> String {
     match e {
         SafeTensorError::HeaderTooSmall => "shorter than the 8-byte header length".into(),
-        SafeTensorError::InvalidHeaderLength => {
-            "the header length is larger than the file (truncated?)".into()
-        }
+        SafeTensorError::InvalidHeaderLength => "the header length is larger than the file (truncated?)".into(),
         SafeTensorError::HeaderTooLarge => "the header length is implausibly large".into(),
         SafeTensorError::InvalidHeader
         | SafeTensorError::InvalidHeaderStart
@@ -204,9 +195,7 @@ fn describe(e: &SafeTensorError) -> String {
         SafeTensorError::InvalidOffset(name) => {
             format!("tensor `{name}` has invalid data offsets")
         }
-        SafeTensorError::TensorInvalidInfo => {
-            "a tensor's byte range does not match its shape and dtype".into()
-        }
+        SafeTensorError::TensorInvalidInfo => "a tensor's byte range does not match its shape and dtype".into(),
         SafeTensorError::ValidationOverflow => "a tensor's size overflows".into(),
         other => format!("{other:?}"),
     }
@@ -222,11 +211,7 @@ pub fn load(path: impl AsRef<Path>) -> Result<Contents> {
     let (n, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
         Error::checkpoint(
             path,
-            format!(
-                "not a valid safetensors file ({} bytes): {}",
-                bytes.len(),
-                describe(&e)
-            ),
+            format!("not a valid safetensors file ({} bytes): {}", bytes.len(), describe(&e)),
         )
     })?;
     // read_metadata checked that the offsets tile the data section exactly.
@@ -250,8 +235,8 @@ pub fn load(path: impl AsRef<Path>) -> Result<Contents> {
         for (x, b) in v.iter_mut().zip(raw.chunks_exact(4)) {
             *x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         }
-        let t = Tensor::from_vec(v, &info.shape)
-            .map_err(|e| Error::checkpoint(path, format!("tensor `{name}`: {e}")))?;
+        let t =
+            Tensor::from_vec(v, &info.shape).map_err(|e| Error::checkpoint(path, format!("tensor `{name}`: {e}")))?;
         out.push((name, t));
     }
     let metadata = header.metadata().clone().unwrap_or_default();
@@ -261,11 +246,7 @@ pub fn load(path: impl AsRef<Path>) -> Result<Contents> {
 /// Set every parameter of `params` from `tensors` (names under `optim.` are skipped), all or
 /// nothing: on any missing, unexpected or misshapen tensor the store is left unchanged and the
 /// error (naming `path`) lists every problem.
-pub fn assign_params(
-    path: impl AsRef<Path>,
-    tensors: &[(String, Tensor)],
-    params: &mut ParamStore,
-) -> Result<()> {
+pub fn assign_params(path: impl AsRef<Path>, tensors: &[(String, Tensor)], params: &mut ParamStore) -> Result<()> {
     let path = path.as_ref();
     let mut by_name: HashMap<&str, &Tensor> = HashMap::new();
     let mut duplicated = Vec::new();
@@ -326,10 +307,7 @@ pub fn assign_params(
 
 /// Load the parameters of `params` from the checkpoint at `path` (see [`assign_params`]) and
 /// return its metadata.
-pub fn load_into(
-    path: impl AsRef<Path>,
-    params: &mut ParamStore,
-) -> Result<HashMap<String, String>> {
+pub fn load_into(path: impl AsRef<Path>, params: &mut ParamStore) -> Result<HashMap<String, String>> {
     let path = path.as_ref();
     let (tensors, metadata) = load(path)?;
     assign_params(path, &tensors, params)?;
@@ -383,10 +361,7 @@ mod tests {
                 "blocks.0.attn.qkv.bias".into(),
                 t(vec![1.0, -0.0, f32::MIN_POSITIVE, 1e30, -7.25, 0.1], &[6]),
             ),
-            (
-                "cls_token".into(),
-                t(vec![0.25, 0.5, 0.75, 1.0], &[1, 1, 4]),
-            ),
+            ("cls_token".into(), t(vec![0.25, 0.5, 0.75, 1.0], &[1, 1, 4])),
             ("scalar".into(), Tensor::scalar(42.0)),
             ("empty".into(), t(vec![], &[0, 3])),
         ]
@@ -398,8 +373,7 @@ mod tests {
 
     fn store() -> ParamStore {
         let mut p = ParamStore::new();
-        p.add("patch_embed.proj.weight", Tensor::full(&[4, 3], 1.0))
-            .unwrap();
+        p.add("patch_embed.proj.weight", Tensor::full(&[4, 3], 1.0)).unwrap();
         p.add("head.weight", Tensor::full(&[2, 4], 2.0)).unwrap();
         p.add("head.bias", Tensor::full(&[2], 3.0)).unwrap();
         p
@@ -412,10 +386,7 @@ mod tests {
         let tensors = sample();
         let meta = HashMap::from([
             ("epoch".to_string(), "7".to_string()),
-            (
-                "config".to_string(),
-                r#"{"dim": 192, "note": "ünïcode"}"#.to_string(),
-            ),
+            ("config".to_string(), r#"{"dim": 192, "note": "ünïcode"}"#.to_string()),
         ]);
         save(&path, &refs(&tensors), &meta).unwrap();
         let (back, meta_back) = load(&path).unwrap();
@@ -439,12 +410,7 @@ mod tests {
         let dir = TempDir::new("layout");
         let path = dir.0.join("a.safetensors");
         let x = t(vec![1.0, -2.0, 0.5], &[3, 1]);
-        save(
-            &path,
-            &[("blocks.0.attn.qkv.weight".into(), &x)],
-            &HashMap::new(),
-        )
-        .unwrap();
+        save(&path, &[("blocks.0.attn.qkv.weight".into(), &x)], &HashMap::new()).unwrap();
         let bytes = fs::read(&path).unwrap();
         let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
         assert_eq!(n % 8, 0, "header padded to 8 bytes");
@@ -478,12 +444,7 @@ mod tests {
     #[test]
     fn failed_write_names_the_path() {
         let dir = TempDir::new("nodir");
-        let path = dir
-            .0
-            .join("no")
-            .join("such")
-            .join("dir")
-            .join("ckpt.safetensors");
+        let path = dir.0.join("no").join("such").join("dir").join("ckpt.safetensors");
         let x = Tensor::ones(&[2]);
         let e = save(&path, &[("w".into(), &x)], &HashMap::new()).unwrap_err();
         let msg = e.to_string();
@@ -512,12 +473,7 @@ mod tests {
     fn truncated_or_corrupt_file_is_an_error_naming_the_path() {
         let dir = TempDir::new("trunc");
         let good = dir.0.join("good.safetensors");
-        save(
-            &good,
-            &refs(&sample()),
-            &HashMap::from([("k".into(), "v".into())]),
-        )
-        .unwrap();
+        save(&good, &refs(&sample()), &HashMap::from([("k".into(), "v".into())])).unwrap();
         let bytes = fs::read(&good).unwrap();
         let bad = dir.0.join("bad.safetensors");
         let mut cases: Vec<Vec<u8>> = [0, 1, 7, 8, 9, 16, bytes.len() / 2, bytes.len() - 1]
@@ -545,8 +501,7 @@ mod tests {
 
     #[test]
     fn non_f32_dtype_is_an_error_naming_the_tensor() {
-        let header =
-            r#"{"blocks.0.norm1.weight":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}}"#;
+        let header = r#"{"blocks.0.norm1.weight":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}}"#;
         let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
         bytes.extend_from_slice(header.as_bytes());
         bytes.extend_from_slice(&1.0f64.to_le_bytes());
@@ -555,9 +510,7 @@ mod tests {
         fs::write(&path, bytes).unwrap();
         let msg = load(&path).unwrap_err().to_string();
         assert!(
-            msg.contains("blocks.0.norm1.weight")
-                && msg.contains("F64")
-                && msg.contains("f64.safetensors"),
+            msg.contains("blocks.0.norm1.weight") && msg.contains("F64") && msg.contains("f64.safetensors"),
             "{msg}"
         );
     }
@@ -575,23 +528,12 @@ mod tests {
         }
         // Optimiser state in the same file is skipped by load_into.
         let extra = vec![("optim.m.head.bias".to_string(), Tensor::zeros(&[2]))];
-        save_params(
-            &path,
-            &src,
-            &extra,
-            &HashMap::from([("step".into(), "3".into())]),
-        )
-        .unwrap();
+        save_params(&path, &src, &extra, &HashMap::from([("step".into(), "3".into())])).unwrap();
         let mut dst = store();
         let meta = load_into(&path, &mut dst).unwrap();
         assert_eq!(meta["step"], "3");
         for id in dst.ids() {
-            assert_eq!(
-                dst.value(id).data(),
-                src.value(id).data(),
-                "{}",
-                dst.name(id)
-            );
+            assert_eq!(dst.value(id).data(), src.value(id).data(), "{}", dst.name(id));
         }
     }
 
@@ -626,9 +568,6 @@ mod tests {
             assert!(msg.contains(needle), "`{needle}` not in: {msg}");
         }
         let after: Vec<Vec<f32>> = params.ids().map(|id| params.value(id).to_vec()).collect();
-        assert_eq!(
-            before, after,
-            "a failed load must leave the store unchanged"
-        );
+        assert_eq!(before, after, "a failed load must leave the store unchanged");
     }
 }

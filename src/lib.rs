@@ -9,6 +9,7 @@
 pub mod autograd;
 pub mod backend;
 pub mod checkpoint;
+pub mod cli;
 pub mod data;
 pub mod error;
 pub mod nn;
@@ -16,6 +17,7 @@ pub mod ops;
 pub mod optim;
 pub mod rng;
 pub mod tensor;
+pub mod train;
 
 pub use autograd::{Gradients, Graph, Op, ParamId, ParamStore, Var};
 pub use backend::Device;

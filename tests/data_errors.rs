@@ -21,8 +21,7 @@ impl TempDir {
     fn new(name: &str) -> TempDir {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let dir =
-            std::env::temp_dir().join(format!("vitcore-data-{name}-{}-{n}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("vitcore-data-{name}-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
@@ -43,9 +42,7 @@ impl Drop for TempDir {
 
 /// An IDX image file: `count` images of `rows x cols` with the given magic and pixel bytes.
 fn idx_images(magic: u32, count: u32, rows: u32, cols: u32, pixels: usize) -> Vec<u8> {
-    let header = [magic, count, rows, cols]
-        .into_iter()
-        .flat_map(u32::to_be_bytes);
+    let header = [magic, count, rows, cols].into_iter().flat_map(u32::to_be_bytes);
     header.chain((0..pixels).map(|i| (i % 251) as u8)).collect()
 }
 
@@ -61,17 +58,10 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 }
 
 /// The error's message, checked to mention `path`'s file name and every one of `parts`.
-fn assert_error_mentions<T: std::fmt::Debug>(
-    result: Result<T, Error>,
-    path: &Path,
-    parts: &[&str],
-) -> String {
+fn assert_error_mentions<T: std::fmt::Debug>(result: Result<T, Error>, path: &Path, parts: &[&str]) -> String {
     let msg = result.expect_err("expected an error").to_string();
     let file = path.file_name().unwrap().to_str().unwrap();
-    assert!(
-        msg.contains(file),
-        "message does not name the file {file}: {msg}"
-    );
+    assert!(msg.contains(file), "message does not name the file {file}: {msg}");
     for part in parts {
         assert!(msg.contains(part), "message lacks {part:?}: {msg}");
     }
@@ -91,11 +81,7 @@ fn corrupt_idx_magic() {
     let p = tmp.write("swapped.idx", idx_labels(3, &[1, 2, 3]));
     assert_error_mentions(read_idx_images(&p), &p, &["found 0x00000801", "label file"]);
     let p = tmp.write("labels.idx", idx_images(0x803, 1, 2, 2, 4));
-    assert_error_mentions(
-        read_idx_labels(&p),
-        &p,
-        &["expected 0x00000801", "found 0x00000803"],
-    );
+    assert_error_mentions(read_idx_labels(&p), &p, &["expected 0x00000801", "found 0x00000803"]);
 }
 
 #[test]
@@ -109,28 +95,13 @@ fn truncated_idx_data() {
         &["truncated", "expected", "2352", "found 1568"],
     );
     // The same inside a valid gzip stream.
-    let p = tmp.write(
-        "images.idx.gz",
-        gzip(&idx_images(0x803, 3, 28, 28, 2 * 784)),
-    );
-    assert_error_mentions(
-        read_idx_images(&p),
-        &p,
-        &["truncated", "2352", "found 1568"],
-    );
+    let p = tmp.write("images.idx.gz", gzip(&idx_images(0x803, 3, 28, 28, 2 * 784)));
+    assert_error_mentions(read_idx_images(&p), &p, &["truncated", "2352", "found 1568"]);
     let p = tmp.write("labels.idx", idx_labels(5, &[1, 2]));
-    assert_error_mentions(
-        read_idx_labels(&p),
-        &p,
-        &["truncated", "5 labels", "found 2"],
-    );
+    assert_error_mentions(read_idx_labels(&p), &p, &["truncated", "5 labels", "found 2"]);
     // Cut inside the header.
     let p = tmp.write("header.idx", &idx_images(0x803, 3, 28, 28, 0)[..10]);
-    assert_error_mentions(
-        read_idx_images(&p),
-        &p,
-        &["expected at least 16 bytes", "found 10"],
-    );
+    assert_error_mentions(read_idx_images(&p), &p, &["expected at least 16 bytes", "found 10"]);
 }
 
 #[test]
@@ -168,9 +139,7 @@ fn missing_files() {
         tmp.write(name, b"not loaded: the check for missing files comes first");
     }
     let dir_name = tmp.0.file_name().unwrap().to_str().unwrap().to_string();
-    let msg = load_mnist(&tmp.0)
-        .expect_err("a file is missing")
-        .to_string();
+    let msg = load_mnist(&tmp.0).expect_err("a file is missing").to_string();
     assert!(msg.contains(&dir_name) && msg.contains("missing"), "{msg}");
     assert!(msg.contains("t10k-labels-idx1-ubyte"), "{msg}");
     for present in &MNIST_FILES[..3] {
@@ -178,10 +147,7 @@ fn missing_files() {
     }
     let empty = TempDir::new("missing-all");
     let msg = load_mnist(&empty.0).unwrap_err().to_string();
-    assert!(
-        MNIST_FILES.iter().all(|f| msg.contains(f)),
-        "all four listed: {msg}"
-    );
+    assert!(MNIST_FILES.iter().all(|f| msg.contains(f)), "all four listed: {msg}");
     let nowhere = tmp.0.join("no-such-dir");
     assert_error_mentions(load_mnist(&nowhere), &nowhere, &["does not exist"]);
     let p = tmp.0.join("absent-images.idx");
@@ -204,12 +170,7 @@ fn image_and_label_counts_must_match() {
         &labels,
         &["label #2", "is 10", "0..=9"],
     );
-    assert!(load_idx_dataset(
-        &images,
-        &tmp.write("ok.idx", idx_labels(4, &[0, 1, 2, 3])),
-        10
-    )
-    .is_ok());
+    assert!(load_idx_dataset(&images, &tmp.write("ok.idx", idx_labels(4, &[0, 1, 2, 3])), 10).is_ok());
 }
 
 fn header(labeled: bool) -> String {
@@ -242,19 +203,11 @@ fn write_csv(tmp: &TempDir, name: &str, rows: &[String]) -> PathBuf {
 fn csv_wrong_column_count_on_line_3() {
     let tmp = TempDir::new("csv-cols");
     let p = write_csv(&tmp, "train.csv", &[row("1", 784, &[]), row("2", 783, &[])]);
-    assert_error_mentions(
-        load_kaggle_csv(&p),
-        &p,
-        &["train.csv:3", "expected 785", "found 784"],
-    );
+    assert_error_mentions(load_kaggle_csv(&p), &p, &["train.csv:3", "expected 785", "found 784"]);
     // An unlabeled file with a labeled-looking row.
     let body = format!("{}\n{}\n", header(false), row("0", 784, &[]));
     let p = tmp.write("test.csv", body);
-    assert_error_mentions(
-        load_kaggle_csv(&p),
-        &p,
-        &["test.csv:2", "expected 784", "found 785"],
-    );
+    assert_error_mentions(load_kaggle_csv(&p), &p, &["test.csv:2", "expected 784", "found 785"]);
 }
 
 #[test]
@@ -263,17 +216,9 @@ fn csv_non_numeric_pixel() {
     let p = write_csv(
         &tmp,
         "train.csv",
-        &[
-            row("1", 784, &[]),
-            row("1", 784, &[]),
-            row("4", 784, &[(5, "abc")]),
-        ],
+        &[row("1", 784, &[]), row("1", 784, &[]), row("4", 784, &[(5, "abc")])],
     );
-    assert_error_mentions(
-        load_kaggle_csv(&p),
-        &p,
-        &[":4", "pixel5", "'abc'", "not an integer"],
-    );
+    assert_error_mentions(load_kaggle_csv(&p), &p, &[":4", "pixel5", "'abc'", "not an integer"]);
     let p = write_csv(&tmp, "frac.csv", &[row("1", 784, &[(0, "1.5")])]);
     assert_error_mentions(load_kaggle_csv(&p), &p, &[":2", "pixel0", "'1.5'"]);
     let p = write_csv(&tmp, "label.csv", &[row("seven", 784, &[])]);
@@ -283,11 +228,7 @@ fn csv_non_numeric_pixel() {
 #[test]
 fn csv_label_out_of_range() {
     let tmp = TempDir::new("csv-label");
-    let p = write_csv(
-        &tmp,
-        "train.csv",
-        &[row("9", 784, &[]), row("10", 784, &[])],
-    );
+    let p = write_csv(&tmp, "train.csv", &[row("9", 784, &[]), row("10", 784, &[])]);
     assert_error_mentions(load_kaggle_csv(&p), &p, &[":3", "label 10", "0..=9"]);
     let p = write_csv(&tmp, "neg.csv", &[row("-1", 784, &[])]);
     assert_error_mentions(load_kaggle_csv(&p), &p, &[":2", "label -1"]);
@@ -297,11 +238,7 @@ fn csv_label_out_of_range() {
 fn csv_pixel_out_of_range() {
     let tmp = TempDir::new("csv-pixel");
     let p = write_csv(&tmp, "train.csv", &[row("3", 784, &[(783, "256")])]);
-    assert_error_mentions(
-        load_kaggle_csv(&p),
-        &p,
-        &[":2", "pixel783", "256", "0..=255"],
-    );
+    assert_error_mentions(load_kaggle_csv(&p), &p, &[":2", "pixel783", "256", "0..=255"]);
     let p = write_csv(&tmp, "neg.csv", &[row("3", 784, &[(10, "-3")])]);
     assert_error_mentions(load_kaggle_csv(&p), &p, &[":2", "pixel10", "-3"]);
 }
@@ -309,26 +246,16 @@ fn csv_pixel_out_of_range() {
 #[test]
 fn csv_missing_or_bad_header_and_no_rows() {
     let tmp = TempDir::new("csv-header");
-    let p = tmp.write(
-        "train.csv",
-        format!("{}\n{}\n", row("1", 784, &[]), row("2", 784, &[])),
-    );
+    let p = tmp.write("train.csv", format!("{}\n{}\n", row("1", 784, &[]), row("2", 784, &[])));
     assert_error_mentions(load_kaggle_csv(&p), &p, &[":1", "missing header"]);
     let p = tmp.write(
         "odd.csv",
         format!(
             "label,{}\n",
-            (0..783)
-                .map(|i| format!("pixel{i}"))
-                .collect::<Vec<_>>()
-                .join(",")
+            (0..783).map(|i| format!("pixel{i}")).collect::<Vec<_>>().join(",")
         ),
     );
-    assert_error_mentions(
-        load_kaggle_csv(&p),
-        &p,
-        &[":1", "783 pixel columns", "not a square"],
-    );
+    assert_error_mentions(load_kaggle_csv(&p), &p, &[":1", "783 pixel columns", "not a square"]);
     let p = tmp.write("header-only.csv", format!("{}\n", header(true)));
     assert_error_mentions(load_kaggle_csv(&p), &p, &["no data rows"]);
     let p = tmp.0.join("absent.csv");
@@ -340,11 +267,7 @@ fn png_of_the_wrong_size() {
     let tmp = TempDir::new("png");
     let p = tmp.0.join("wide.png");
     save_png_gray(&p, &vec![128; 20 * 30], 20, 30).unwrap();
-    assert_error_mentions(
-        load_gray_image(&p, 28, 28),
-        &p,
-        &["20x30", "expected 28x28"],
-    );
+    assert_error_mentions(load_gray_image(&p, 28, 28), &p, &["20x30", "expected 28x28"]);
     let p = tmp.write("not-a-picture.png", b"this is text, not a PNG");
     assert_error_mentions(load_gray_image(&p, 28, 28), &p, &["decode"]);
     let p = tmp.0.join("absent.png");

@@ -17,8 +17,7 @@ const TRAIN_COUNTS: [usize; 10] = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 626
 const TEST_COUNTS: [usize; 10] = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009];
 
 fn mnist_dir() -> PathBuf {
-    let root = std::env::var("CARGO_MANIFEST_DIR")
-        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+    let root = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
     Path::new(&root).join("data").join("mnist")
 }
 
@@ -29,8 +28,7 @@ impl TempDir {
     fn new(name: &str) -> TempDir {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let dir =
-            std::env::temp_dir().join(format!("vitcore-data-{name}-{}-{n}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("vitcore-data-{name}-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
@@ -58,16 +56,10 @@ fn real_mnist_has_the_documented_counts_shapes_and_classes() {
     assert_eq!((train.label(0), test.label(0)), (Some(5), Some(7)));
     // Real digits: black border, some full-ink pixels, roughly 19% ink on average.
     let first = train.image(0);
-    assert!(
-        first[..28].iter().all(|&p| p == 0),
-        "top row of a digit is background"
-    );
+    assert!(first[..28].iter().all(|&p| p == 0), "top row of a digit is background");
     assert_eq!(*first.iter().max().unwrap(), 255);
     let ink = train.images.iter().filter(|&&p| p > 0).count() as f64 / train.images.len() as f64;
-    assert!(
-        (0.15..0.25).contains(&ink),
-        "fraction of non-zero pixels {ink}"
-    );
+    assert!((0.15..0.25).contains(&ink), "fraction of non-zero pixels {ink}");
 }
 
 #[test]
@@ -82,10 +74,7 @@ fn raw_uncompressed_files_load_identically() {
         assert_ne!(raw[..2], [0x1f, 0x8b]);
         fs::write(tmp.0.join(name), raw).unwrap();
     }
-    assert_eq!(
-        load_mnist(&tmp.0).unwrap(),
-        load_mnist(mnist_dir()).unwrap()
-    );
+    assert_eq!(load_mnist(&tmp.0).unwrap(), load_mnist(mnist_dir()).unwrap());
 }
 
 #[test]
@@ -134,13 +123,7 @@ fn loader_over_real_test_set_yields_every_image_normalised() {
         labels.extend(batch.labels);
     }
     assert_eq!(labels.len(), 10_000);
-    let expected: Vec<u32> = test
-        .labels
-        .as_ref()
-        .unwrap()
-        .iter()
-        .map(|&l| l as u32)
-        .collect();
+    let expected: Vec<u32> = test.labels.as_ref().unwrap().iter().map(|&l| l as u32).collect();
     assert_eq!(labels, expected, "eval loader keeps dataset order");
 }
 
@@ -171,11 +154,7 @@ fn kaggle_train_and_test_csvs_load() {
     let rows: Vec<String> = (0..3)
         .map(|r| csv_row(Some(r as u8 * 3), |i| ((i + r) % 256) as u8))
         .collect();
-    fs::write(
-        &train,
-        format!("{}\r\n{}\r\n", csv_header(true), rows.join("\r\n")),
-    )
-    .unwrap();
+    fs::write(&train, format!("{}\r\n{}\r\n", csv_header(true), rows.join("\r\n"))).unwrap();
     let d = load_kaggle_csv(&train).unwrap();
     assert_eq!((d.len(), d.image_shape()), (3, [1, 28, 28]));
     assert_eq!(d.labels, Some(vec![0, 3, 6]));
@@ -184,11 +163,7 @@ fn kaggle_train_and_test_csvs_load() {
 
     let test = tmp.0.join("test.csv");
     let rows: Vec<String> = (0..2).map(|_| csv_row(None, |i| (i % 200) as u8)).collect();
-    fs::write(
-        &test,
-        format!("{}\n{}\n", csv_header(false), rows.join("\n")),
-    )
-    .unwrap();
+    fs::write(&test, format!("{}\n{}\n", csv_header(false), rows.join("\n"))).unwrap();
     let d: Dataset = load_kaggle_csv(&test).unwrap();
     assert_eq!((d.len(), d.labels.clone()), (2, None));
     assert_eq!(d.image(1)[199..202], [199, 0, 1]);
@@ -277,8 +252,7 @@ fn from_hex_rows(rows: &[&str; 28]) -> Vec<u8> {
 
 #[test]
 fn rotation_matches_pillow_on_a_real_digit() {
-    let images =
-        vitcore::data::read_idx_images(mnist_dir().join("train-images-idx3-ubyte.gz")).unwrap();
+    let images = vitcore::data::read_idx_images(mnist_dir().join("train-images-idx3-ubyte.gz")).unwrap();
     let five = &images.pixels[..784];
     let cases = [
         (15.0, 0.0, 0.0, &PIL_ROTATE_15),

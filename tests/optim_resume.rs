@@ -10,9 +10,7 @@ fn model(init: f32) -> ParamStore {
     let mut p = ParamStore::new();
     let mut add = |name: &str, shape: &[usize], k: f32| {
         let n: usize = shape.iter().product();
-        let v = (0..n)
-            .map(|i| init * ((i as f32 + k) * 0.61).sin())
-            .collect();
+        let v = (0..n).map(|i| init * ((i as f32 + k) * 0.61).sin()).collect();
         p.add(name, Tensor::from_vec(v, shape).unwrap()).unwrap();
     };
     add("cls_token", &[1, 1, 4], 0.0);
@@ -69,12 +67,7 @@ fn scheduler() -> LrScheduler {
     .unwrap()
 }
 
-fn train(
-    params: &mut ParamStore,
-    opt: &mut Adam,
-    sched: &LrScheduler,
-    steps: std::ops::Range<usize>,
-) {
+fn train(params: &mut ParamStore, opt: &mut Adam, sched: &LrScheduler, steps: std::ops::Range<usize>) {
     for s in steps {
         set_grads(params, s);
         vitcore::optim::clip_grad_norm(params, 2.0).unwrap();
@@ -87,12 +80,7 @@ fn bits(params: &ParamStore) -> Vec<(String, Vec<u32>)> {
     params
         .ids()
         .map(|id| {
-            let v = params
-                .value(id)
-                .data()
-                .iter()
-                .map(|x| x.to_bits())
-                .collect();
+            let v = params.value(id).data().iter().map(|x| x.to_bits()).collect();
             (params.name(id).to_string(), v)
         })
         .collect()
@@ -107,8 +95,7 @@ fn state_bits(opt: &Adam, params: &ParamStore) -> Vec<(String, Vec<u32>)> {
 
 #[test]
 fn resumed_run_takes_identical_steps() {
-    let dir: PathBuf =
-        std::env::temp_dir().join(format!("vitcore-optim-resume-{}", std::process::id()));
+    let dir: PathBuf = std::env::temp_dir().join(format!("vitcore-optim-resume-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("last.safetensors");
@@ -149,12 +136,7 @@ fn resumed_run_takes_identical_steps() {
         "moments"
     );
     for id in full.ids() {
-        assert_eq!(
-            opt_resumed.steps(id),
-            opt_full.steps(id),
-            "{}",
-            full.name(id)
-        );
+        assert_eq!(opt_resumed.steps(id), opt_full.steps(id), "{}", full.name(id));
     }
 
     // Without restoring the optimiser state the run diverges: the test can tell the difference.
@@ -169,8 +151,7 @@ fn resumed_run_takes_identical_steps() {
 
 #[test]
 fn optimiser_state_of_another_model_is_rejected_with_the_path() {
-    let dir: PathBuf =
-        std::env::temp_dir().join(format!("vitcore-optim-reject-{}", std::process::id()));
+    let dir: PathBuf = std::env::temp_dir().join(format!("vitcore-optim-reject-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("other.safetensors");
@@ -200,10 +181,6 @@ fn optimiser_state_of_another_model_is_rejected_with_the_path() {
             && msg.contains("[2, 4]"),
         "{msg}"
     );
-    assert_eq!(
-        fresh.steps(big.id("head.weight").unwrap()),
-        0,
-        "nothing restored"
-    );
+    assert_eq!(fresh.steps(big.id("head.weight").unwrap()), 0, "nothing restored");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -153,20 +153,11 @@ impl Graph {
             profile::stop(timer, op.name(), "forward");
             y
         };
-        let requires_grad =
-            self.grad_enabled && inputs.iter().any(|v| self.nodes[v.0].requires_grad);
+        let requires_grad = self.grad_enabled && inputs.iter().any(|v| self.nodes[v.0].requires_grad);
         self.nodes.push(Node {
             value,
-            op: if requires_grad {
-                Some(Box::new(op))
-            } else {
-                None
-            },
-            inputs: if requires_grad {
-                inputs.to_vec()
-            } else {
-                Vec::new()
-            },
+            op: if requires_grad { Some(Box::new(op)) } else { None },
+            inputs: if requires_grad { inputs.to_vec() } else { Vec::new() },
             requires_grad,
             param: None,
         });
@@ -204,11 +195,7 @@ impl Graph {
             let Some(op) = &node.op else { continue };
             let Some(g) = grads[i].take() else { continue };
             let xs: Vec<&Tensor> = node.inputs.iter().map(|v| &self.nodes[v.0].value).collect();
-            let needs: Vec<bool> = node
-                .inputs
-                .iter()
-                .map(|v| self.nodes[v.0].requires_grad)
-                .collect();
+            let needs: Vec<bool> = node.inputs.iter().map(|v| self.nodes[v.0].requires_grad).collect();
             let timer = profile::start();
             let input_grads = op.backward(&g, &xs, &node.value, &needs)?;
             profile::stop(timer, op.name(), "backward");
@@ -267,9 +254,7 @@ impl Gradients {
 
     /// `(parameter, gradient)` for every parameter the loss depends on.
     pub fn params(&self) -> impl Iterator<Item = (ParamId, &Tensor)> {
-        self.params
-            .iter()
-            .filter_map(|(p, v)| self.get(*v).map(|g| (*p, g)))
+        self.params.iter().filter_map(|(p, v)| self.get(*v).map(|g| (*p, g)))
     }
 }
 

@@ -125,14 +125,7 @@ impl Augment {
     }
 
     /// Augment one `C x H x W` image into a new `u8` buffer.
-    pub fn apply_u8(
-        &self,
-        src: &[u8],
-        shape: [usize; 3],
-        seed: u64,
-        epoch: u64,
-        index: u64,
-    ) -> Vec<u8> {
+    pub fn apply_u8(&self, src: &[u8], shape: [usize; 3], seed: u64, epoch: u64, index: u64) -> Vec<u8> {
         let mut dst = vec![0u8; src.len()];
         self.apply_into(src, shape, (seed, epoch, index), &mut dst, |p| p);
         dst
@@ -153,20 +146,9 @@ impl Transform {
     ///
     /// `src` and `dst` must both hold `C * H * W` values (checked by assertion: a caller bug,
     /// never a data error).
-    pub fn warp_into<T>(
-        &self,
-        src: &[u8],
-        [c, h, w]: [usize; 3],
-        fill: u8,
-        dst: &mut [T],
-        convert: impl Fn(u8) -> T,
-    ) {
+    pub fn warp_into<T>(&self, src: &[u8], [c, h, w]: [usize; 3], fill: u8, dst: &mut [T], convert: impl Fn(u8) -> T) {
         assert_eq!(src.len(), c * h * w, "warp_into: source is not C x H x W");
-        assert_eq!(
-            dst.len(),
-            src.len(),
-            "warp_into: destination size differs from source"
-        );
+        assert_eq!(dst.len(), src.len(), "warp_into: destination size differs from source");
         // f64, like PIL: near-ties round the same way (784 pixels; the cost is nil).
         let (sin, cos) = (self.angle_deg as f64).to_radians().sin_cos();
         let (cx, cy) = ((w as f64 - 1.0) / 2.0, (h as f64 - 1.0) / 2.0);
@@ -226,18 +208,9 @@ mod tests {
     fn rotating_90_degrees_turns_counter_clockwise_about_the_centre() {
         // Odd size: the centre is the middle pixel.
         let img = [1, 2, 3, 4, 5, 6, 7, 8, 9];
-        assert_eq!(
-            rotate(&img, [1, 3, 3], 90.0),
-            vec![3, 6, 9, 2, 5, 8, 1, 4, 7]
-        );
-        assert_eq!(
-            rotate(&img, [1, 3, 3], -90.0),
-            vec![7, 4, 1, 8, 5, 2, 9, 6, 3]
-        );
-        assert_eq!(
-            rotate(&img, [1, 3, 3], 180.0),
-            vec![9, 8, 7, 6, 5, 4, 3, 2, 1]
-        );
+        assert_eq!(rotate(&img, [1, 3, 3], 90.0), vec![3, 6, 9, 2, 5, 8, 1, 4, 7]);
+        assert_eq!(rotate(&img, [1, 3, 3], -90.0), vec![7, 4, 1, 8, 5, 2, 9, 6, 3]);
+        assert_eq!(rotate(&img, [1, 3, 3], 180.0), vec![9, 8, 7, 6, 5, 4, 3, 2, 1]);
         // Even size: the centre (1.5, 1.5) lies between pixels, so 90° is still an exact
         // permutation with nothing lost to the fill (a centre of W/2 would shift it by one).
         let img: Vec<u8> = (1..=16).collect();
@@ -260,10 +233,7 @@ mod tests {
             ..Transform::identity()
         };
         // Output (x, y) reads s = (1.5 - (y - 0.5), 0.5 + (x - 1.5)) rounded half up.
-        assert_eq!(
-            t.warp_u8(&img, [1, 2, 4], 99),
-            vec![99, 3, 7, 99, 99, 2, 6, 99]
-        );
+        assert_eq!(t.warp_u8(&img, [1, 2, 4], 99), vec![99, 3, 7, 99, 99, 2, 6, 99]);
     }
 
     #[test]
@@ -274,10 +244,7 @@ mod tests {
             shift_x: 1.0,
             shift_y: -1.0,
         };
-        assert_eq!(
-            t.warp_u8(&img, [1, 3, 3], 0),
-            vec![0, 4, 5, 0, 7, 8, 0, 0, 0]
-        );
+        assert_eq!(t.warp_u8(&img, [1, 3, 3], 0), vec![0, 4, 5, 0, 7, 8, 0, 0, 0]);
     }
 
     #[test]
@@ -299,21 +266,9 @@ mod tests {
         };
         let a = aug.apply_u8(&img, [1, 28, 28], 42, 1, 7);
         assert_eq!(a, aug.apply_u8(&img, [1, 28, 28], 42, 1, 7));
-        assert_ne!(
-            a,
-            aug.apply_u8(&img, [1, 28, 28], 43, 1, 7),
-            "seed must matter"
-        );
-        assert_ne!(
-            a,
-            aug.apply_u8(&img, [1, 28, 28], 42, 2, 7),
-            "epoch must matter"
-        );
-        assert_ne!(
-            a,
-            aug.apply_u8(&img, [1, 28, 28], 42, 1, 8),
-            "index must matter"
-        );
+        assert_ne!(a, aug.apply_u8(&img, [1, 28, 28], 43, 1, 7), "seed must matter");
+        assert_ne!(a, aug.apply_u8(&img, [1, 28, 28], 42, 2, 7), "epoch must matter");
+        assert_ne!(a, aug.apply_u8(&img, [1, 28, 28], 42, 1, 8), "index must matter");
     }
 
     #[test]
@@ -327,13 +282,8 @@ mod tests {
         assert!(ts.iter().all(|t| t.angle_deg.abs() <= 15.0));
         assert!(ts.iter().any(|t| t.angle_deg > 14.0) && ts.iter().any(|t| t.angle_deg < -14.0));
         let shifts: std::collections::BTreeSet<i32> = ts.iter().map(|t| t.shift_x as i32).collect();
-        assert_eq!(
-            shifts.into_iter().collect::<Vec<_>>(),
-            vec![-2, -1, 0, 1, 2]
-        );
-        assert!(ts
-            .iter()
-            .all(|t| t.shift_x.fract() == 0.0 && t.shift_y.fract() == 0.0));
+        assert_eq!(shifts.into_iter().collect::<Vec<_>>(), vec![-2, -1, 0, 1, 2]);
+        assert!(ts.iter().all(|t| t.shift_x.fract() == 0.0 && t.shift_y.fract() == 0.0));
     }
 
     #[test]
@@ -345,10 +295,6 @@ mod tests {
             shift_px: f32::NAN,
             ..Augment::default()
         };
-        assert!(bad_shift
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("shift_px"));
+        assert!(bad_shift.validate().unwrap_err().to_string().contains("shift_px"));
     }
 }

@@ -84,21 +84,13 @@ fn read_rows<R: std::io::Read>(
         }
     }
     if images.is_empty() {
-        return Err(Error::data(
-            path,
-            None,
-            "the file has a header but no data rows",
-        ));
+        return Err(Error::data(path, None, "the file has a header but no data rows"));
     }
     Ok((images, labels))
 }
 
 /// Read the next record; `false` at end of file. CSV-level errors keep their line number.
-fn read_record<R: std::io::Read>(
-    path: &Path,
-    reader: &mut ::csv::Reader<R>,
-    record: &mut ByteRecord,
-) -> Result<bool> {
+fn read_record<R: std::io::Read>(path: &Path, reader: &mut ::csv::Reader<R>, record: &mut ByteRecord) -> Result<bool> {
     reader.read_byte_record(record).map_err(|e| {
         let line = e.position().map(|p| p.line() as usize);
         Error::data(path, line, format!("unreadable CSV: {e}"))
@@ -151,12 +143,7 @@ fn parse_header(path: &Path, line: Option<usize>, header: &ByteRecord) -> Result
     })
 }
 
-fn check_column_count(
-    path: &Path,
-    line: Option<usize>,
-    record: &ByteRecord,
-    layout: Layout,
-) -> Result<()> {
+fn check_column_count(path: &Path, line: Option<usize>, record: &ByteRecord, layout: Layout) -> Result<()> {
     if record.len() != layout.num_columns() {
         return Err(Error::data(
             path,
@@ -184,22 +171,11 @@ fn parse_label(path: &Path, line: Option<usize>, field: &[u8]) -> Result<u8> {
     Ok(value as u8)
 }
 
-fn parse_pixel(
-    path: &Path,
-    line: Option<usize>,
-    col: usize,
-    pixel: usize,
-    field: &[u8],
-) -> Result<u8> {
+fn parse_pixel(path: &Path, line: Option<usize>, col: usize, pixel: usize, field: &[u8]) -> Result<u8> {
     let column = format!("column {} ('pixel{pixel}')", col + 1);
     let value = parse_integer(path, line, field, &column)?;
-    u8::try_from(value).map_err(|_| {
-        Error::data(
-            path,
-            line,
-            format!("{column}: pixel value {value} is outside 0..=255"),
-        )
-    })
+    u8::try_from(value)
+        .map_err(|_| Error::data(path, line, format!("{column}: pixel value {value} is outside 0..=255")))
 }
 
 /// Parse an integer field, or say which column holds what non-number.
@@ -221,12 +197,7 @@ mod tests {
     #[test]
     fn header_detection() {
         let p = Path::new("t.csv");
-        let l = parse_header(
-            p,
-            Some(1),
-            &record(&["label", "pixel0", "pixel1", "pixel2", "pixel3"]),
-        )
-        .unwrap();
+        let l = parse_header(p, Some(1), &record(&["label", "pixel0", "pixel1", "pixel2", "pixel3"])).unwrap();
         assert_eq!(
             l,
             Layout {
@@ -235,12 +206,7 @@ mod tests {
                 side: 2
             }
         );
-        let l = parse_header(
-            p,
-            Some(1),
-            &record(&["pixel0", "pixel1", "pixel2", "pixel3"]),
-        )
-        .unwrap();
+        let l = parse_header(p, Some(1), &record(&["pixel0", "pixel1", "pixel2", "pixel3"])).unwrap();
         assert_eq!(
             l,
             Layout {
@@ -253,8 +219,7 @@ mod tests {
         assert!(e.to_string().contains("not a square"), "{e}");
         let e = parse_header(p, Some(1), &record(&["label", "pixel0", "pxl1"])).unwrap_err();
         assert!(
-            e.to_string()
-                .contains("column 3 is named 'pxl1', expected 'pixel1'"),
+            e.to_string().contains("column 3 is named 'pxl1', expected 'pixel1'"),
             "{e}"
         );
         let e = parse_header(p, Some(1), &record(&["3", "0", "0"])).unwrap_err();

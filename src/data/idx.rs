@@ -51,25 +51,19 @@ pub fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>> {
         return Ok(raw);
     }
     let mut out = Vec::with_capacity(raw.len() * 4);
-    MultiGzDecoder::new(raw.as_slice())
-        .read_to_end(&mut out)
-        .map_err(|e| {
-            Error::data(
-                path,
-                None,
-                format!(
-                    "corrupt or truncated gzip data ({} compressed bytes, {} decompressed before the error): {e}",
-                    raw.len(),
-                    out.len()
-                ),
-            )
-        })?;
-    if out.is_empty() {
-        return Err(Error::data(
+    MultiGzDecoder::new(raw.as_slice()).read_to_end(&mut out).map_err(|e| {
+        Error::data(
             path,
             None,
-            "gzip stream decompresses to 0 bytes",
-        ));
+            format!(
+                "corrupt or truncated gzip data ({} compressed bytes, {} decompressed before the error): {e}",
+                raw.len(),
+                out.len()
+            ),
+        )
+    })?;
+    if out.is_empty() {
+        return Err(Error::data(path, None, "gzip stream decompresses to 0 bytes"));
     }
     Ok(out)
 }
@@ -105,9 +99,7 @@ pub fn parse_idx_images(path: &Path, bytes: &[u8]) -> Result<IdxImages> {
             Error::data(
                 path,
                 None,
-                format!(
-                    "IDX image header is implausible: {count} images of {rows}x{cols} overflows"
-                ),
+                format!("IDX image header is implausible: {count} images of {rows}x{cols} overflows"),
             )
         })?;
     let what = format!("{count} images of {rows}x{cols}");
@@ -145,11 +137,7 @@ pub fn load_idx_dataset(images: &Path, labels: &Path, num_classes: usize) -> Res
             ),
         ));
     }
-    if let Some((i, &l)) = lab
-        .iter()
-        .enumerate()
-        .find(|(_, &l)| l as usize >= num_classes)
-    {
+    if let Some((i, &l)) = lab.iter().enumerate().find(|(_, &l)| l as usize >= num_classes) {
         return Err(Error::data(
             labels,
             None,
@@ -224,12 +212,7 @@ fn find_mnist_files(dir: &Path) -> Result<[PathBuf; 4]> {
         ));
     }
     let paths: Vec<PathBuf> = found.into_iter().flatten().collect();
-    Ok([
-        paths[0].clone(),
-        paths[1].clone(),
-        paths[2].clone(),
-        paths[3].clone(),
-    ])
+    Ok([paths[0].clone(), paths[1].clone(), paths[2].clone(), paths[3].clone()])
 }
 
 fn find_one(dir: &Path, name: &str) -> Option<PathBuf> {
@@ -242,11 +225,7 @@ fn find_one(dir: &Path, name: &str) -> Option<PathBuf> {
 /// Check the magic number (first, so a wrong kind of file is named as such), then that the
 /// header is complete.
 fn check_header(path: &Path, bytes: &[u8], magic: u32, header_len: usize) -> Result<()> {
-    let kind = if magic == IMAGES_MAGIC {
-        "image"
-    } else {
-        "label"
-    };
+    let kind = if magic == IMAGES_MAGIC { "image" } else { "label" };
     if bytes.len() >= 4 {
         check_magic(path, be_u32(bytes, 0) as u32, magic, kind)?;
     }
@@ -280,13 +259,7 @@ fn check_magic(path: &Path, found: u32, expected: u32, kind: &str) -> Result<()>
 }
 
 /// The `expected` data bytes after the header; an error if the file holds fewer or more.
-fn payload<'a>(
-    path: &Path,
-    bytes: &'a [u8],
-    header_len: usize,
-    expected: usize,
-    what: &str,
-) -> Result<&'a [u8]> {
+fn payload<'a>(path: &Path, bytes: &'a [u8], header_len: usize, expected: usize, what: &str) -> Result<&'a [u8]> {
     let found = bytes.len() - header_len;
     if found != expected {
         let problem = if found < expected {
@@ -307,12 +280,7 @@ fn payload<'a>(
 
 /// Big-endian `u32` at `offset` (the caller has checked the length).
 fn be_u32(bytes: &[u8], offset: usize) -> usize {
-    let b = [
-        bytes[offset],
-        bytes[offset + 1],
-        bytes[offset + 2],
-        bytes[offset + 3],
-    ];
+    let b = [bytes[offset], bytes[offset + 1], bytes[offset + 2], bytes[offset + 3]];
     u32::from_be_bytes(b) as usize
 }
 
@@ -342,16 +310,9 @@ mod tests {
         let mut labels = header(LABELS_MAGIC, &[3]);
         labels.extend([1, 2, 3]);
         let e = parse_idx_images(p, &[labels.clone(), vec![0; 8]].concat()).unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("expected 0x00000803, found 0x00000801"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("expected 0x00000803, found 0x00000801"), "{e}");
         let e = parse_idx_labels(p, &labels[..5]).unwrap_err();
-        assert!(
-            e.to_string().contains("expected at least 8 bytes, found 5"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("expected at least 8 bytes, found 5"), "{e}");
         let e = parse_idx_labels(p, &labels[..10]).unwrap_err();
         assert!(
             e.to_string().contains("truncated") && e.to_string().contains("3 data bytes"),

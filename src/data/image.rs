@@ -50,12 +50,7 @@ pub fn load_gray_image_dataset(
 }
 
 /// Save `width * height` grayscale bytes (row-major) as an 8-bit PNG.
-pub fn save_png_gray(
-    path: impl AsRef<Path>,
-    pixels: &[u8],
-    width: usize,
-    height: usize,
-) -> Result<()> {
+pub fn save_png_gray(path: impl AsRef<Path>, pixels: &[u8], width: usize, height: usize) -> Result<()> {
     let path = path.as_ref();
     if pixels.len() != width * height {
         return Err(Error::config(format!(
@@ -78,22 +73,13 @@ pub fn save_png_gray(
 }
 
 fn dim_u32(path: &Path, n: usize) -> Result<u32> {
-    u32::try_from(n).map_err(|_| {
-        Error::config(format!(
-            "save_png_gray {}: dimension {n} is too large",
-            path.display()
-        ))
-    })
+    u32::try_from(n).map_err(|_| Error::config(format!("save_png_gray {}: dimension {n} is too large", path.display())))
 }
 
 /// I/O failures stay I/O errors; anything else (unknown format, corrupt data) is a data error.
 fn image_error(path: &Path, e: ImageError) -> Error {
     match e {
         ImageError::IoError(io) => Error::io(path, io),
-        other => Error::data(
-            path,
-            None,
-            format!("cannot decode or encode image: {other}"),
-        ),
+        other => Error::data(path, None, format!("cannot decode or encode image: {other}")),
     }
 }

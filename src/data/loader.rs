@@ -90,9 +90,7 @@ impl LoaderConfig {
 
     fn validate(&self) -> Result<()> {
         if self.batch_size == 0 {
-            return Err(Error::config(
-                "loader: batch_size must be at least 1, found 0",
-            ));
+            return Err(Error::config("loader: batch_size must be at least 1, found 0"));
         }
         if !self.mean.is_finite() || !self.std.is_finite() || self.std <= 0.0 {
             return Err(Error::config(format!(
@@ -295,9 +293,7 @@ mod tests {
 
     /// `n` 1x1x2 images whose two pixels spell the index (low byte, high byte); label = index % 10.
     fn indexed(n: usize) -> Arc<Dataset> {
-        let images = (0..n)
-            .flat_map(|i| [(i % 256) as u8, (i / 256) as u8])
-            .collect();
+        let images = (0..n).flat_map(|i| [(i % 256) as u8, (i / 256) as u8]).collect();
         let labels = (0..n).map(|i| (i % 10) as u8).collect();
         Arc::new(Dataset::new(images, Some(labels), [1, 1, 2], 10).unwrap())
     }
@@ -327,11 +323,7 @@ mod tests {
             for (k, px) in b.images.chunks(2).enumerate() {
                 let i = decode(px[0]) + 256 * decode(px[1]);
                 assert_eq!(b.indices[k], i, "indices must name the image");
-                assert_eq!(
-                    b.labels[k],
-                    (i % 10) as u32,
-                    "label must travel with its image"
-                );
+                assert_eq!(b.labels[k], (i % 10) as u32, "label must travel with its image");
                 out.push(i);
             }
         }
@@ -372,17 +364,10 @@ mod tests {
     fn normalisation_is_exact() {
         let images: Vec<u8> = (0..=255).collect();
         let d = Arc::new(Dataset::new(images, Some(vec![0]), [1, 16, 16], 10).unwrap());
-        let b = BatchLoader::new(d, LoaderConfig::eval(1))
-            .unwrap()
-            .next()
-            .unwrap();
+        let b = BatchLoader::new(d, LoaderConfig::eval(1)).unwrap().next().unwrap();
         assert_eq!(b.shape, [1, 1, 16, 16]);
         for p in 0..=255u8 {
-            assert_eq!(
-                b.images[p as usize],
-                (p as f32 / 255.0 - 0.5) / 0.5,
-                "pixel {p}"
-            );
+            assert_eq!(b.images[p as usize], (p as f32 / 255.0 - 0.5) / 0.5, "pixel {p}");
         }
         assert_eq!((b.images[0], b.images[255]), (-1.0, 1.0));
     }
@@ -426,11 +411,7 @@ mod tests {
             done_tx.send(first.len()).unwrap();
         });
         let got = done_rx.recv_timeout(Duration::from_secs(20));
-        assert_eq!(
-            got,
-            Ok(8),
-            "dropping a loader mid-epoch must stop its worker promptly"
-        );
+        assert_eq!(got, Ok(8), "dropping a loader mid-epoch must stop its worker promptly");
     }
 
     #[test]
@@ -473,19 +454,14 @@ mod tests {
         assert_eq!(a[4], expected);
         assert_ne!(
             a[4],
-            d.image(4)
-                .iter()
-                .map(|&p| normalise(p, 0.5, 0.5))
-                .collect::<Vec<_>>()
+            d.image(4).iter().map(|&p| normalise(p, 0.5, 0.5)).collect::<Vec<_>>()
         );
     }
 
     #[test]
     fn bad_configs_are_errors() {
         let d = indexed(4);
-        let e = BatchLoader::new(d.clone(), LoaderConfig::eval(0))
-            .err()
-            .unwrap();
+        let e = BatchLoader::new(d.clone(), LoaderConfig::eval(0)).err().unwrap();
         assert!(e.to_string().contains("batch_size"), "{e}");
         let e = BatchLoader::new(
             d,

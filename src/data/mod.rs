@@ -120,10 +120,7 @@ impl Dataset {
         for &i in indices {
             images.extend_from_slice(self.image(i));
         }
-        let labels = self
-            .labels
-            .as_ref()
-            .map(|l| indices.iter().map(|&i| l[i]).collect());
+        let labels = self.labels.as_ref().map(|l| indices.iter().map(|&i| l[i]).collect());
         Ok(Dataset {
             images,
             labels,
@@ -190,11 +187,7 @@ fn check_labels(labels: &[u8], num_images: usize, num_classes: usize) -> Result<
             labels.len()
         )));
     }
-    if let Some((i, &l)) = labels
-        .iter()
-        .enumerate()
-        .find(|(_, &l)| l as usize >= num_classes)
-    {
+    if let Some((i, &l)) = labels.iter().enumerate().find(|(_, &l)| l as usize >= num_classes) {
         return Err(Error::config(format!(
             "dataset: label {l} of image {i} is outside 0..{num_classes}"
         )));
@@ -239,13 +232,7 @@ mod tests {
         let d = toy(10);
         let (tr, va) = d.split(0.25, 7).unwrap();
         assert_eq!((tr.len(), va.len()), (7, 3)); // ceil(2.5) = 3
-        let mut seen: Vec<u8> = tr
-            .images
-            .iter()
-            .chain(&va.images)
-            .step_by(4)
-            .copied()
-            .collect();
+        let mut seen: Vec<u8> = tr.images.iter().chain(&va.images).step_by(4).copied().collect();
         seen.sort();
         assert_eq!(seen, (0..10).collect::<Vec<u8>>());
         assert_eq!(d.split(0.25, 7).unwrap(), (tr.clone(), va.clone()));

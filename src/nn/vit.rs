@@ -157,12 +157,18 @@ impl Vit {
     pub fn new(cfg: VitConfig, store: &mut ParamStore, seed: u64) -> Result<Vit> {
         cfg.validate()?;
         let (d, m, c, p) = (cfg.embed_dim, cfg.mlp_dim, cfg.channels, cfg.patch);
-        let mut ini = Initialiser { init: cfg.init, rng: Rng::new(seed) };
+        let mut ini = Initialiser {
+            init: cfg.init,
+            rng: Rng::new(seed),
+        };
         let patch_w = store.add("patch_embed.proj.weight", t(ini.weight(d, c * p * p), &[d, c, p, p]))?;
         let patch_b = store.add("patch_embed.proj.bias", t(ini.bias(d, c * p * p), &[d]))?;
         let (cls, pos) = match cfg.init {
             Init::Torch => (ini.rng.normal_vec(d, 1.0), ini.rng.normal_vec(cfg.tokens() * d, 1.0)),
-            Init::Timm => (init::trunc_normal(&mut ini.rng, d, 1e-6), init::trunc_normal(&mut ini.rng, cfg.tokens() * d, 0.02)),
+            Init::Timm => (
+                init::trunc_normal(&mut ini.rng, d, 1e-6),
+                init::trunc_normal(&mut ini.rng, cfg.tokens() * d, 0.02),
+            ),
         };
         let cls_token = store.add("cls_token", t(cls, &[1, 1, d]))?;
         let pos_embed = store.add("pos_embed", t(pos, &[1, cfg.tokens(), d]))?;
@@ -203,8 +209,18 @@ impl Vit {
                 first = Some(values.clone());
             }
             let names = [
-                "norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight", "attn.proj.bias",
-                "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias",
+                "norm1.weight",
+                "norm1.bias",
+                "attn.qkv.weight",
+                "attn.qkv.bias",
+                "attn.proj.weight",
+                "attn.proj.bias",
+                "norm2.weight",
+                "norm2.bias",
+                "mlp.fc1.weight",
+                "mlp.fc1.bias",
+                "mlp.fc2.weight",
+                "mlp.fc2.bias",
             ];
             let mut ids = Vec::with_capacity(12);
             for (name, v) in names.iter().zip(values) {
@@ -219,12 +235,27 @@ impl Vit {
                 fc2: (ids[10], ids[11]),
             });
         }
-        let norm = (store.add("norm.weight", Tensor::ones(&[d]))?, store.add("norm.bias", Tensor::zeros(&[d]))?);
+        let norm = (
+            store.add("norm.weight", Tensor::ones(&[d]))?,
+            store.add("norm.bias", Tensor::zeros(&[d]))?,
+        );
         let k = cfg.num_classes;
         let head_w = ini.weight(k, d);
         let head_b = ini.bias(k, d);
-        let head = (store.add("head.weight", t(head_w, &[k, d]))?, store.add("head.bias", t(head_b, &[k]))?);
-        Ok(Vit { cfg, patch_w, patch_b, cls_token, pos_embed, blocks, norm, head })
+        let head = (
+            store.add("head.weight", t(head_w, &[k, d]))?,
+            store.add("head.bias", t(head_b, &[k]))?,
+        );
+        Ok(Vit {
+            cfg,
+            patch_w,
+            patch_b,
+            cls_token,
+            pos_embed,
+            blocks,
+            norm,
+            head,
+        })
     }
 
     /// The logits `[B, num_classes]` of a batch of images `[B, C, H, W]`.
@@ -234,17 +265,34 @@ impl Vit {
 
     /// Like [`Vit::forward`], also returning each block's attention weights `[B, heads, T, T]`
     /// (what each token, the class token first, looks at).
-    pub fn forward_with_attention(&self, g: &mut Graph, store: &ParamStore, images: Tensor) -> Result<(Var, Vec<Tensor>)> {
+    pub fn forward_with_attention(
+        &self,
+        g: &mut Graph,
+        store: &ParamStore,
+        images: Tensor,
+    ) -> Result<(Var, Vec<Tensor>)> {
         let mut maps = Vec::new();
         let logits = self.forward_inner(g, store, images, Mode::Eval, Some(&mut maps))?;
         Ok((logits, maps))
     }
 
-    fn forward_inner(&self, g: &mut Graph, store: &ParamStore, images: Tensor, mode: Mode, mut maps: Option<&mut Vec<Tensor>>) -> Result<Var> {
+    fn forward_inner(
+        &self,
+        g: &mut Graph,
+        store: &ParamStore,
+        images: Tensor,
+        mode: Mode,
+        mut maps: Option<&mut Vec<Tensor>>,
+    ) -> Result<Var> {
         let cfg = &self.cfg;
         let expect = [cfg.channels, cfg.image_height, cfg.image_width];
         if images.rank() != 4 || images.shape()[1..] != expect {
-            return Err(Error::shape("vit", images.shape(), &expect, "images must be [B, C, H, W] of the model's size"));
+            return Err(Error::shape(
+                "vit",
+                images.shape(),
+                &expect,
+                "images must be [B, C, H, W] of the model's size",
+            ));
         }
         let b = images.shape()[0];
         let (d, tk) = (cfg.embed_dim, cfg.tokens());

@@ -35,7 +35,12 @@ fn broadcast_strides(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
         if b[i] == a[off + i] {
             strides[off + i] = if b[i] == 1 { 0 } else { s };
         } else if b[i] != 1 {
-            return Err(Error::shape("add_broadcast", a, b, "each dimension of b must be 1 or equal to a's"));
+            return Err(Error::shape(
+                "add_broadcast",
+                a,
+                b,
+                "each dimension of b must be 1 or equal to a's",
+            ));
         }
         s *= b[i];
     }
@@ -86,14 +91,21 @@ fn broadcast_offset(mut flat: usize, shape: &[usize], strides: &[usize]) -> usiz
 /// Column sums of `g` viewed as rows of length `row_len`: the bias gradient.
 pub fn sum_rows(g: &Tensor, row_len: usize) -> Result<Tensor> {
     if row_len == 0 || g.numel() % row_len != 0 {
-        return Err(Error::shape("sum_rows", g.shape(), &[row_len], "row length must divide the size"));
+        return Err(Error::shape(
+            "sum_rows",
+            g.shape(),
+            &[row_len],
+            "row length must divide the size",
+        ));
     }
     match g.device() {
         Device::Cpu => {
             let rows = g.numel() / row_len;
             // Chunks of rows summed in parallel, then the partial sums added: also keeps f32
             // rounding error growing with the chunk size rather than with all rows.
-            let rows_per_chunk = (crate::backend::cpu::PAR_GRAIN / row_len).clamp(1, 256).min(rows.max(1));
+            let rows_per_chunk = (crate::backend::cpu::PAR_GRAIN / row_len)
+                .clamp(1, 256)
+                .min(rows.max(1));
             let partials: Vec<Vec<f32>> = g
                 .data()
                 .par_chunks(row_len * rows_per_chunk)
@@ -148,7 +160,11 @@ impl Op for AddBroadcast {
     fn backward(&self, g: &Tensor, x: &[&Tensor], _y: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
         let da = needs[0].then(|| g.clone());
         let db = if needs[1] {
-            Some(if x[1].shape() == g.shape() { g.clone() } else { reduce_to_shape(g, x[1].shape())? })
+            Some(if x[1].shape() == g.shape() {
+                g.clone()
+            } else {
+                reduce_to_shape(g, x[1].shape())?
+            })
         } else {
             None
         };
@@ -160,7 +176,12 @@ impl Graph {
     /// `a + b` for equal shapes (the residual add).
     pub fn add(&mut self, a: Var, b: Var) -> Result<Var> {
         if self.shape(a) != self.shape(b) {
-            return Err(Error::shape("add", self.shape(a), self.shape(b), "shapes must be equal (use add_broadcast to broadcast)"));
+            return Err(Error::shape(
+                "add",
+                self.shape(a),
+                self.shape(b),
+                "shapes must be equal (use add_broadcast to broadcast)",
+            ));
         }
         self.apply(AddBroadcast, &[a, b])
     }
@@ -168,7 +189,12 @@ impl Graph {
     pub fn add_bias(&mut self, x: Var, b: Var) -> Result<Var> {
         let (xs, bs) = (self.shape(x), self.shape(b));
         if bs.len() != 1 || xs.last() != bs.first() {
-            return Err(Error::shape("add_bias", xs, bs, "bias must be 1-D and match the last dimension"));
+            return Err(Error::shape(
+                "add_bias",
+                xs,
+                bs,
+                "bias must be 1-D and match the last dimension",
+            ));
         }
         self.apply(AddBroadcast, &[x, b])
     }

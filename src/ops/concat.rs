@@ -21,7 +21,11 @@ use rayon::prelude::*;
 
 /// (outer, axis length, inner) of a shape around `axis`.
 fn split(shape: &[usize], axis: usize) -> (usize, usize, usize) {
-    (shape[..axis].iter().product(), shape[axis], shape[axis + 1..].iter().product())
+    (
+        shape[..axis].iter().product(),
+        shape[axis],
+        shape[axis + 1..].iter().product(),
+    )
 }
 
 /// Lay `xs` end to end along `axis`.
@@ -34,9 +38,18 @@ pub fn concat(xs: &[&Tensor], axis: usize) -> Result<Tensor> {
     shape[axis] = 0;
     for x in xs {
         let ok = x.rank() == first.rank()
-            && x.shape().iter().zip(first.shape()).enumerate().all(|(d, (a, b))| d == axis || a == b);
+            && x.shape()
+                .iter()
+                .zip(first.shape())
+                .enumerate()
+                .all(|(d, (a, b))| d == axis || a == b);
         if !ok {
-            return Err(Error::shape("concat", first.shape(), x.shape(), format!("shapes must match except along axis {axis}")));
+            return Err(Error::shape(
+                "concat",
+                first.shape(),
+                x.shape(),
+                format!("shapes must match except along axis {axis}"),
+            ));
         }
         shape[axis] += x.shape()[axis];
     }
@@ -44,14 +57,17 @@ pub fn concat(xs: &[&Tensor], axis: usize) -> Result<Tensor> {
         Device::Cpu => {
             let (outer, total, inner) = split(&shape, axis);
             let mut y = Tensor::scratch(&shape);
-            y.data_mut().par_chunks_mut(total * inner).enumerate().for_each(|(o, out)| {
-                let mut off = 0;
-                for x in xs {
-                    let n = x.shape()[axis] * inner;
-                    out[off..off + n].copy_from_slice(&x.data()[o * n..(o + 1) * n]);
-                    off += n;
-                }
-            });
+            y.data_mut()
+                .par_chunks_mut(total * inner)
+                .enumerate()
+                .for_each(|(o, out)| {
+                    let mut off = 0;
+                    for x in xs {
+                        let n = x.shape()[axis] * inner;
+                        out[off..off + n].copy_from_slice(&x.data()[o * n..(o + 1) * n]);
+                        off += n;
+                    }
+                });
             debug_assert_eq!(outer * total * inner, y.numel());
             Ok(y)
         }
@@ -61,7 +77,12 @@ pub fn concat(xs: &[&Tensor], axis: usize) -> Result<Tensor> {
 /// `x[..., start..start+len, ...]` along `axis` (keeps the axis).
 pub fn slice(x: &Tensor, axis: usize, start: usize, len: usize) -> Result<Tensor> {
     if axis >= x.rank() || start + len > x.shape()[axis] {
-        return Err(Error::shape("slice", x.shape(), &[axis, start, len], "slice out of range"));
+        return Err(Error::shape(
+            "slice",
+            x.shape(),
+            &[axis, start, len],
+            "slice out of range",
+        ));
     }
     let (_, n, inner) = split(x.shape(), axis);
     let mut shape = x.shape().to_vec();
@@ -71,10 +92,13 @@ pub fn slice(x: &Tensor, axis: usize, start: usize, len: usize) -> Result<Tensor
             let mut y = Tensor::scratch(&shape);
             if len * inner > 0 {
                 let xd = x.data();
-                y.data_mut().par_chunks_mut(len * inner).enumerate().for_each(|(o, out)| {
-                    let src = o * n * inner + start * inner;
-                    out.copy_from_slice(&xd[src..src + len * inner]);
-                });
+                y.data_mut()
+                    .par_chunks_mut(len * inner)
+                    .enumerate()
+                    .for_each(|(o, out)| {
+                        let src = o * n * inner + start * inner;
+                        out.copy_from_slice(&xd[src..src + len * inner]);
+                    });
             }
             Ok(y)
         }
@@ -136,7 +160,12 @@ impl Op for Select {
     fn backward(&self, g: &Tensor, x: &[&Tensor], _y: &Tensor, _n: &[bool]) -> Result<Vec<Option<Tensor>>> {
         let mut kept = x[0].shape().to_vec();
         kept[self.axis] = 1;
-        Ok(vec![Some(unslice(&g.reshape(&kept)?, x[0].shape(), self.axis, self.index)?)])
+        Ok(vec![Some(unslice(
+            &g.reshape(&kept)?,
+            x[0].shape(),
+            self.axis,
+            self.index,
+        )?)])
     }
 }
 

@@ -24,13 +24,23 @@ use crate::tensor::Tensor;
 
 fn check(z: &[usize], labels: &[u32], smoothing: f32) -> Result<(usize, usize)> {
     if z.len() != 2 || z[0] != labels.len() || z[1] == 0 {
-        return Err(Error::shape("cross_entropy", z, &[labels.len()], "need logits [B, C] and B labels"));
+        return Err(Error::shape(
+            "cross_entropy",
+            z,
+            &[labels.len()],
+            "need logits [B, C] and B labels",
+        ));
     }
     if let Some(&bad) = labels.iter().find(|&&t| t as usize >= z[1]) {
-        return Err(Error::config(format!("cross_entropy: label {bad} is outside 0..{}", z[1])));
+        return Err(Error::config(format!(
+            "cross_entropy: label {bad} is outside 0..{}",
+            z[1]
+        )));
     }
     if !(0.0..1.0).contains(&smoothing) {
-        return Err(Error::config(format!("label smoothing must be in [0, 1), got {smoothing}")));
+        return Err(Error::config(format!(
+            "label smoothing must be in [0, 1), got {smoothing}"
+        )));
     }
     Ok((z[0], z[1]))
 }
@@ -106,6 +116,13 @@ impl Graph {
     /// Mean cross-entropy of `logits [B, C]` against `labels` (B of them), with label smoothing.
     pub fn cross_entropy(&mut self, logits: Var, labels: &[u32], smoothing: f32) -> Result<Var> {
         check(self.shape(logits), labels, smoothing)?;
-        self.apply(CrossEntropy { labels: labels.to_vec(), smoothing, probs: None }, &[logits])
+        self.apply(
+            CrossEntropy {
+                labels: labels.to_vec(),
+                smoothing,
+                probs: None,
+            },
+            &[logits],
+        )
     }
 }

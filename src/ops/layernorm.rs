@@ -27,7 +27,12 @@ use rayon::prelude::*;
 fn check(x: &[usize], gamma: &[usize], beta: &[usize]) -> Result<usize> {
     let d = *x.last().unwrap_or(&0);
     if d == 0 || gamma != [d] || beta != [d] {
-        return Err(Error::shape("layernorm", x, gamma, "need x [..., D] with gamma and beta [D]"));
+        return Err(Error::shape(
+            "layernorm",
+            x,
+            gamma,
+            "need x [..., D] with gamma and beta [D]",
+        ));
     }
     Ok(d)
 }
@@ -63,13 +68,23 @@ pub fn forward(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result<(T
             let (mean, rstd): (Vec<f32>, Vec<f32>) = stats.chunks(2).map(|s| (s[0], s[1])).unzip();
             let mut stat_shape = x.shape().to_vec();
             stat_shape.pop();
-            Ok((y, Tensor::from_vec(mean, &stat_shape)?, Tensor::from_vec(rstd, &stat_shape)?))
+            Ok((
+                y,
+                Tensor::from_vec(mean, &stat_shape)?,
+                Tensor::from_vec(rstd, &stat_shape)?,
+            ))
         }
     }
 }
 
 /// `(dx, dγ, dβ)` from G and the saved statistics.
-pub fn backward(g: &Tensor, x: &Tensor, gamma: &Tensor, mean: &Tensor, rstd: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+pub fn backward(
+    g: &Tensor,
+    x: &Tensor,
+    gamma: &Tensor,
+    mean: &Tensor,
+    rstd: &Tensor,
+) -> Result<(Tensor, Tensor, Tensor)> {
     let d = check(x.shape(), gamma.shape(), gamma.shape())?;
     match x.device() {
         Device::Cpu => {

@@ -53,7 +53,17 @@ pub fn forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
             if let Some(b) = b {
                 crate::backend::cpu::for_each_row(yd, dout, |_, row| row.copy_from_slice(b.data()));
             }
-            gemm(rows, dout, din, MatRef::new(x.data(), din, false), MatRef::new(w.data(), din, true), yd, dout, b.is_some(), true);
+            gemm(
+                rows,
+                dout,
+                din,
+                MatRef::new(x.data(), din, false),
+                MatRef::new(w.data(), din, true),
+                yd,
+                dout,
+                b.is_some(),
+                true,
+            );
             Ok(y)
         }
     }
@@ -66,14 +76,34 @@ pub fn backward(g: &Tensor, x: &Tensor, w: &Tensor, needs: [bool; 3]) -> Result<
         Device::Cpu => {
             let dx = if needs[0] {
                 let mut dx = Tensor::scratch(x.shape());
-                gemm(rows, din, dout, MatRef::new(g.data(), dout, false), MatRef::new(w.data(), din, false), dx.data_mut(), din, false, true);
+                gemm(
+                    rows,
+                    din,
+                    dout,
+                    MatRef::new(g.data(), dout, false),
+                    MatRef::new(w.data(), din, false),
+                    dx.data_mut(),
+                    din,
+                    false,
+                    true,
+                );
                 Some(dx)
             } else {
                 None
             };
             let dw = if needs[1] {
                 let mut dw = Tensor::scratch(w.shape());
-                gemm(dout, din, rows, MatRef::new(g.data(), dout, true), MatRef::new(x.data(), din, false), dw.data_mut(), din, false, true);
+                gemm(
+                    dout,
+                    din,
+                    rows,
+                    MatRef::new(g.data(), dout, true),
+                    MatRef::new(x.data(), din, false),
+                    dw.data_mut(),
+                    din,
+                    false,
+                    true,
+                );
                 Some(dw)
             } else {
                 None

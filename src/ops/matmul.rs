@@ -71,7 +71,17 @@ pub fn matmul(a: &Tensor, b: &Tensor, ta: bool, tb: bool) -> Result<Tensor> {
 
 /// CPU: `batch` independent products, each `[m,k]·[k,n]` after the transposes.
 #[allow(clippy::too_many_arguments)]
-pub fn cpu_batched(a: &[f32], b: &[f32], c: &mut [f32], batch: usize, m: usize, n: usize, k: usize, ta: bool, tb: bool) {
+pub fn cpu_batched(
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    batch: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    ta: bool,
+    tb: bool,
+) {
     let (sa, sb, sc) = (m * k, k * n, m * n);
     let one = |i: usize, ci: &mut [f32], parallel: bool| {
         let am = MatRef::new(&a[i * sa..(i + 1) * sa], if ta { m } else { k }, ta);

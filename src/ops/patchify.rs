@@ -29,7 +29,12 @@ use crate::tensor::Tensor;
 fn dims(x: &[usize], p: usize) -> Result<[usize; 4]> {
     match *x {
         [b, c, h, w] if p > 0 && h % p == 0 && w % p == 0 => Ok([b, c, h, w]),
-        _ => Err(Error::shape("patchify", x, &[p], "need [B, C, H, W] with H and W multiples of the patch size")),
+        _ => Err(Error::shape(
+            "patchify",
+            x,
+            &[p],
+            "need [B, C, H, W] with H and W multiples of the patch size",
+        )),
     }
 }
 
@@ -68,7 +73,12 @@ pub fn backward(g: &Tensor, x_shape: &[usize], p: usize) -> Result<Tensor> {
     let [b, c, h, w] = d;
     let (n, f) = ((h / p) * (w / p), c * p * p);
     if g.shape() != [b, n, f] {
-        return Err(Error::shape("patchify backward", g.shape(), &[b, n, f], "gradient shape"));
+        return Err(Error::shape(
+            "patchify backward",
+            g.shape(),
+            &[b, n, f],
+            "gradient shape",
+        ));
     }
     match g.device() {
         Device::Cpu => {

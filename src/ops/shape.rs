@@ -32,11 +32,19 @@ fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
 
 fn check_perm(shape: &[usize], perm: &[usize]) -> Result<()> {
     let mut seen = vec![false; shape.len()];
-    let ok = perm.len() == shape.len() && perm.iter().all(|&p| p < shape.len() && !std::mem::replace(&mut seen[p], true));
+    let ok = perm.len() == shape.len()
+        && perm
+            .iter()
+            .all(|&p| p < shape.len() && !std::mem::replace(&mut seen[p], true));
     if ok {
         Ok(())
     } else {
-        Err(Error::shape("permute", shape, perm, "perm must be a permutation of the dimensions"))
+        Err(Error::shape(
+            "permute",
+            shape,
+            perm,
+            "perm must be a permutation of the dimensions",
+        ))
     }
 }
 
@@ -133,7 +141,12 @@ impl Graph {
     pub fn transpose(&mut self, x: Var, d0: usize, d1: usize) -> Result<Var> {
         let r = self.shape(x).len();
         if d0 >= r || d1 >= r {
-            return Err(Error::shape("transpose", self.shape(x), &[d0, d1], "dimension out of range"));
+            return Err(Error::shape(
+                "transpose",
+                self.shape(x),
+                &[d0, d1],
+                "dimension out of range",
+            ));
         }
         let mut perm: Vec<usize> = (0..r).collect();
         perm.swap(d0, d1);

@@ -24,7 +24,12 @@ use crate::tensor::Tensor;
 fn row_len(x: &Tensor) -> Result<usize> {
     match x.shape().last() {
         Some(&n) if n > 0 => Ok(n),
-        _ => Err(Error::shape("softmax", x.shape(), &[], "needs a non-empty last dimension")),
+        _ => Err(Error::shape(
+            "softmax",
+            x.shape(),
+            &[],
+            "needs a non-empty last dimension",
+        )),
     }
 }
 

@@ -96,11 +96,8 @@ impl AdamConfig {
     /// The same checks as PyTorch's constructor: `lr, eps, λ ≥ 0` and `0 ≤ β < 1`, all finite.
     pub fn validate(&self) -> Result<()> {
         let (b1, b2) = self.betas;
-        let bad = |what: &str, v: f64, need: &str| {
-            Err(Error::config(format!(
-                "Adam: invalid {what} {v} (expected {need})"
-            )))
-        };
+        let bad =
+            |what: &str, v: f64, need: &str| Err(Error::config(format!("Adam: invalid {what} {v} (expected {need})")));
         if !(self.lr.is_finite() && self.lr >= 0.0) {
             return bad("learning rate", self.lr, "a finite value >= 0");
         }
@@ -178,11 +175,7 @@ fn update_block(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: Coeff
         // Adam: grad.add(param, alpha=λ). A plain `if` keeps the common λ = 0 case exact.
         let g = if k.l2 != 0.0 { g + k.l2 * *p } else { g };
         // AdamW: param.mul_(1 − lr·λ).
-        let pv = if k.decay_mul != 1.0 {
-            *p * k.decay_mul
-        } else {
-            *p
-        };
+        let pv = if k.decay_mul != 1.0 { *p * k.decay_mul } else { *p };
         // exp_avg.lerp_(g, 1 − β1)  (weight < 0.5: self + w·(end − self)).
         *m += k.one_minus_b1 * (g - *m);
         // exp_avg_sq.mul_(β2).addcmul_(g, g, value = 1 − β2).
@@ -230,10 +223,7 @@ impl Adam {
 
     /// Exclude the parameters for which `no_decay(name)` is true from weight decay (both modes),
     /// e.g. `.with_no_decay(default_no_decay)`.
-    pub fn with_no_decay(
-        mut self,
-        no_decay: impl Fn(&str) -> bool + Send + Sync + 'static,
-    ) -> Adam {
+    pub fn with_no_decay(mut self, no_decay: impl Fn(&str) -> bool + Send + Sync + 'static) -> Adam {
         self.no_decay = Some(Arc::new(no_decay));
         self
     }
@@ -259,10 +249,7 @@ impl Adam {
 
     /// How many steps parameter `id` has taken (0 before its first).
     pub fn steps(&self, id: ParamId) -> u64 {
-        self.state
-            .get(id.0)
-            .and_then(|s| s.as_ref())
-            .map_or(0, |s| s.step)
+        self.state.get(id.0).and_then(|s| s.as_ref()).map_or(0, |s| s.step)
     }
 
     /// Forget all state (moments and step counts).
@@ -341,13 +328,7 @@ impl Adam {
                 eps: eps as f32,
                 step_size: (lr / (1.0 - b1.powf(t))) as f32,
             };
-            update(
-                value.data_mut(),
-                grad.data(),
-                st.m.data_mut(),
-                st.v.data_mut(),
-                k,
-            );
+            update(value.data_mut(), grad.data(), st.m.data_mut(), st.v.data_mut(), k);
         }
         Ok(())
     }
@@ -377,10 +358,7 @@ impl Adam {
         meta.insert(format!("{STATE_PREFIX}kind"), kind.to_string());
         for id in params.ids() {
             if let Some(Some(st)) = self.state.get(id.0) {
-                meta.insert(
-                    format!("{STATE_PREFIX}step.{}", params.name(id)),
-                    st.step.to_string(),
-                );
+                meta.insert(format!("{STATE_PREFIX}step.{}", params.name(id)), st.step.to_string());
             }
         }
         meta
@@ -422,12 +400,7 @@ impl Adam {
             .collect();
 
         let mut state: Vec<Option<ParamState>> = vec![None; params.len()];
-        let mut names: Vec<&str> = ms
-            .keys()
-            .chain(vs.keys())
-            .chain(steps.keys())
-            .copied()
-            .collect();
+        let mut names: Vec<&str> = ms.keys().chain(vs.keys()).chain(steps.keys()).copied().collect();
         names.sort_unstable();
         names.dedup();
         for name in names {
@@ -457,9 +430,7 @@ impl Adam {
             let step = match step.parse::<u64>() {
                 Ok(s) if s >= 1 => s,
                 _ => {
-                    problems.push(format!(
-                        "metadata `{ps}{name}` is `{step}`, expected a step count >= 1"
-                    ));
+                    problems.push(format!("metadata `{ps}{name}` is `{step}`, expected a step count >= 1"));
                     continue;
                 }
             };
@@ -494,18 +465,13 @@ impl Adam {
     }
 
     /// [`Adam::load_state`] from a checkpoint file; errors name the file.
-    pub fn load_state_file(
-        &mut self,
-        path: impl AsRef<Path>,
-        params: &ParamStore,
-    ) -> Result<usize> {
+    pub fn load_state_file(&mut self, path: impl AsRef<Path>, params: &ParamStore) -> Result<usize> {
         let path = path.as_ref();
         let (tensors, metadata) = crate::checkpoint::load(path)?;
-        self.load_state(params, &tensors, &metadata)
-            .map_err(|e| match e {
-                Error::Config(msg) => Error::checkpoint(path, msg),
-                other => other,
-            })
+        self.load_state(params, &tensors, &metadata).map_err(|e| match e {
+            Error::Config(msg) => Error::checkpoint(path, msg),
+            other => other,
+        })
     }
 }
 
@@ -576,9 +542,7 @@ mod tests {
         };
         let init: Vec<f32> = (0..n).map(|i| (i as f32 * 0.7).cos() * 1.5).collect();
         let mut params = ParamStore::new();
-        let id = params
-            .add("w", Tensor::from_vec(init.clone(), &[n]).unwrap())
-            .unwrap();
+        let id = params.add("w", Tensor::from_vec(init.clone(), &[n]).unwrap()).unwrap();
         let mut opt = Adam::new(cfg, mode).unwrap();
         let mut reference = Reference::new(&init);
         for s in 0..steps {
@@ -587,12 +551,7 @@ mod tests {
             set_grad(&mut params, id, g.clone());
             opt.step(&mut params).unwrap();
             reference.step(&g, &cfg, mode, true);
-            assert_close(
-                params.value(id).data(),
-                &reference.p,
-                1e-5,
-                &format!("step {s} p"),
-            );
+            assert_close(params.value(id).data(), &reference.p, 1e-5, &format!("step {s} p"));
         }
         assert_eq!(opt.steps(id), steps as u64);
     }
@@ -656,15 +615,9 @@ mod tests {
     fn adamw_decay_only_on_decayed_params() {
         // Zero gradient: Adam's step is 0 (m = 0), so only the decay moves the weight.
         let mut params = ParamStore::new();
-        let w = params
-            .add("blocks.0.mlp.fc1.weight", Tensor::full(&[4], 2.0))
-            .unwrap();
-        let b = params
-            .add("blocks.0.mlp.fc1.bias", Tensor::full(&[4], 2.0))
-            .unwrap();
-        let n = params
-            .add("blocks.0.norm1.weight", Tensor::full(&[4], 2.0))
-            .unwrap();
+        let w = params.add("blocks.0.mlp.fc1.weight", Tensor::full(&[4], 2.0)).unwrap();
+        let b = params.add("blocks.0.mlp.fc1.bias", Tensor::full(&[4], 2.0)).unwrap();
+        let n = params.add("blocks.0.norm1.weight", Tensor::full(&[4], 2.0)).unwrap();
         for id in [w, b, n] {
             set_grad(&mut params, id, vec![0.0; 4]);
         }
@@ -692,11 +645,7 @@ mod tests {
         ] {
             assert!(default_no_decay(n), "{n}");
         }
-        for n in [
-            "head.weight",
-            "blocks.0.attn.qkv.weight",
-            "patch_embed.proj.weight",
-        ] {
+        for n in ["head.weight", "blocks.0.attn.qkv.weight", "patch_embed.proj.weight"] {
             assert!(!default_no_decay(n), "{n}");
         }
     }
@@ -714,11 +663,7 @@ mod tests {
         let mut opt = Adam::adamw(cfg).unwrap();
         set_grad(&mut params, a, vec![1.0, 1.0]);
         opt.step(&mut params).unwrap();
-        assert_eq!(
-            params.value(b).data(),
-            &[1.0, 1.0],
-            "no grad: not even decayed"
-        );
+        assert_eq!(params.value(b).data(), &[1.0, 1.0], "no grad: not even decayed");
         assert_eq!((opt.steps(a), opt.steps(b)), (1, 0));
         // b's first step later is its own step 1 (full bias correction), like PyTorch.
         params.zero_grad();
@@ -821,22 +766,12 @@ mod tests {
             ("optim.v.w".to_string(), Tensor::zeros(&[4])),
             ("optim.m.ghost".to_string(), Tensor::zeros(&[1])),
         ];
-        let e = fresh
-            .load_state(&params, &bad, &meta)
-            .unwrap_err()
-            .to_string();
+        let e = fresh.load_state(&params, &bad, &meta).unwrap_err().to_string();
         assert!(e.contains("[3]") && e.contains("[4]"), "{e}");
         assert!(e.contains("`ghost`"), "{e}");
-        assert_eq!(
-            fresh.steps(id),
-            2,
-            "a failed load leaves the state as it was"
-        );
+        assert_eq!(fresh.steps(id), 2, "a failed load leaves the state as it was");
         let no_v = vec![("optim.m.w".to_string(), Tensor::zeros(&[3]))];
-        let e = fresh
-            .load_state(&params, &no_v, &meta)
-            .unwrap_err()
-            .to_string();
+        let e = fresh.load_state(&params, &no_v, &meta).unwrap_err().to_string();
         assert!(e.contains("missing tensor `optim.v.w`"), "{e}");
     }
 }

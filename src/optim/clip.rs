@@ -58,9 +58,7 @@ pub fn clip_grad_norm(params: &mut ParamStore, max_norm: f64) -> Result<f64> {
         let ids: Vec<_> = params.ids().collect();
         for id in ids {
             if let Some(g) = params.grad_mut(id) {
-                map_into(g.data_mut(), |_, block| {
-                    block.iter_mut().for_each(|x| *x *= scale)
-                });
+                map_into(g.data_mut(), |_, block| block.iter_mut().for_each(|x| *x *= scale));
             }
         }
     }
@@ -78,9 +76,7 @@ pub fn clip_grad_value(params: &mut ParamStore, clip_value: f32) -> Result<()> {
     for id in ids {
         if let Some(g) = params.grad_mut(id) {
             map_into(g.data_mut(), |_, block| {
-                block
-                    .iter_mut()
-                    .for_each(|x| *x = x.clamp(-clip_value, clip_value))
+                block.iter_mut().for_each(|x| *x = x.clamp(-clip_value, clip_value))
             });
         }
     }
@@ -149,13 +145,9 @@ mod tests {
 
     #[test]
     fn value_clip_clamps_each_element() {
-        let (mut params, ids) =
-            store_with_grads(&[("a", vec![-3.0, -0.5, 0.0, 0.25, 2.0]), ("b", vec![10.0])]);
+        let (mut params, ids) = store_with_grads(&[("a", vec![-3.0, -0.5, 0.0, 0.25, 2.0]), ("b", vec![10.0])]);
         clip_grad_value(&mut params, 1.0).unwrap();
-        assert_eq!(
-            params.grad(ids[0]).unwrap().data(),
-            &[-1.0, -0.5, 0.0, 0.25, 1.0]
-        );
+        assert_eq!(params.grad(ids[0]).unwrap().data(), &[-1.0, -0.5, 0.0, 0.25, 1.0]);
         assert_eq!(params.grad(ids[1]).unwrap().data(), &[1.0]);
     }
 

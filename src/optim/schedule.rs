@@ -78,13 +78,7 @@ impl Schedule {
 }
 
 /// The warmup + cosine learning rate at optimiser step `step` (see the module documentation).
-pub fn warmup_cosine(
-    base_lr: f64,
-    step: usize,
-    warmup_steps: usize,
-    total_steps: usize,
-    min_lr: f64,
-) -> f64 {
+pub fn warmup_cosine(base_lr: f64, step: usize, warmup_steps: usize, total_steps: usize, min_lr: f64) -> f64 {
     if step < warmup_steps {
         return base_lr * step as f64 / warmup_steps as f64;
     }
@@ -156,12 +150,7 @@ impl LrScheduler {
                 threshold,
                 ..
             } => {
-                check(
-                    factor > 0.0 && factor < 1.0,
-                    "factor",
-                    factor,
-                    "0 < factor < 1",
-                )?;
+                check(factor > 0.0 && factor < 1.0, "factor", factor, "0 < factor < 1")?;
                 check(
                     min_lr.is_finite() && min_lr >= 0.0,
                     "min_lr",
@@ -240,15 +229,9 @@ impl LrScheduler {
     /// which the training loop keeps.
     pub fn state_metadata(&self) -> HashMap<String, String> {
         HashMap::from([
-            (
-                format!("{STATE_PREFIX}sched.lr"),
-                self.plateau_lr.to_string(),
-            ),
+            (format!("{STATE_PREFIX}sched.lr"), self.plateau_lr.to_string()),
             (format!("{STATE_PREFIX}sched.best"), self.best.to_string()),
-            (
-                format!("{STATE_PREFIX}sched.bad_epochs"),
-                self.bad_epochs.to_string(),
-            ),
+            (format!("{STATE_PREFIX}sched.bad_epochs"), self.bad_epochs.to_string()),
         ])
     }
 
@@ -346,10 +329,7 @@ impl EarlyStopping {
         let best = self.best.map_or("none".to_string(), |b| b.to_string());
         HashMap::from([
             (format!("{STATE_PREFIX}early.best"), best),
-            (
-                format!("{STATE_PREFIX}early.bad_epochs"),
-                self.bad_epochs.to_string(),
-            ),
+            (format!("{STATE_PREFIX}early.bad_epochs"), self.bad_epochs.to_string()),
         ])
     }
 

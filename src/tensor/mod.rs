@@ -126,12 +126,7 @@ impl Tensor {
     /// The same elements under another shape of the same size (shares storage, no copy).
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
         if numel(shape) != self.numel() {
-            return Err(Error::shape(
-                "reshape",
-                &self.shape,
-                shape,
-                "element counts differ",
-            ));
+            return Err(Error::shape("reshape", &self.shape, shape, "element counts differ"));
         }
         Ok(Tensor {
             shape: shape.to_vec(),
@@ -165,10 +160,6 @@ impl Tensor {
 
     /// Euclidean norm of all elements (accumulated in f64).
     pub fn norm(&self) -> f64 {
-        self.data()
-            .iter()
-            .map(|&x| (x as f64) * (x as f64))
-            .sum::<f64>()
-            .sqrt()
+        self.data().iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt()
     }
 }

@@ -62,9 +62,7 @@ fn has_avx2_fma() -> bool {
     {
         use std::sync::OnceLock;
         static HAS: OnceLock<bool> = OnceLock::new();
-        *HAS.get_or_init(|| {
-            std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-        })
+        *HAS.get_or_init(|| std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"))
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -118,11 +116,7 @@ pub fn gemm_with(
     let n_panels = n.div_ceil(NR);
     let mut bp = vec![0.0f32; n_panels * NR * KC.min(k)];
     let cptr = SendPtr(c.as_mut_ptr());
-    let threads = if parallel {
-        rayon::current_num_threads()
-    } else {
-        1
-    };
+    let threads = if parallel { rayon::current_num_threads() } else { 1 };
     // Column width of one task: the whole of N when there are enough row blocks to share out,
     // else N is cut so every thread gets work (e.g. dW of fc2: M = 16 rows, N = 2048).
     let m_blocks = m.div_ceil(MC);
@@ -232,15 +226,7 @@ unsafe fn micro_tile(
 }
 
 #[inline(always)]
-unsafe fn micro_kernel(
-    kc: usize,
-    a: &[f32],
-    b: &[f32],
-    c: *mut f32,
-    ldc: usize,
-    acc: bool,
-    simd: bool,
-) {
+unsafe fn micro_kernel(kc: usize, a: &[f32], b: &[f32], c: *mut f32, ldc: usize, acc: bool, simd: bool) {
     #[cfg(target_arch = "x86_64")]
     if simd {
         return micro_kernel_avx2(kc, a.as_ptr(), b.as_ptr(), c, ldc, acc);
@@ -325,7 +311,14 @@ mod tests {
     #[test]
     fn gemm_matches_naive_for_all_transposes_kernels_and_awkward_sizes() {
         let mut rng = Rng::new(11);
-        for &(m, n, k) in &[(1, 1, 1), (7, 13, 5), (97, 33, 300), (6, 16, 256), (200, 17, 515), (13, 251, 3)] {
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (7, 13, 5),
+            (97, 33, 300),
+            (6, 16, 256),
+            (200, 17, 515),
+            (13, 251, 3),
+        ] {
             for ta in [false, true] {
                 for tb in [false, true] {
                     for simd in [false, true] {

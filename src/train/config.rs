@@ -1,0 +1,193 @@
+//! Training configuration and the presets.
+//!
+//! A run is fully described by a [`TrainConfig`]; it is written to `runs/<name>/config.json` so
+//! that `--resume`, `eval` and `predict` rebuild exactly the same model.
+
+use crate::error::{Error, Result};
+use crate::nn::{Init, VitConfig};
+use crate::ops::GeluKind;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// Adam with L2 weight decay added to the gradient (`torch.optim.Adam`).
+    Adam,
+    /// Adam with decoupled weight decay (`torch.optim.AdamW`), not applied to biases, norms and
+    /// embeddings.
+    AdamW,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScheduleKind {
+    Constant,
+    /// Linear warmup for `warmup_epochs`, then cosine decay to `min_lr` at the last step.
+    WarmupCosine,
+    /// Multiply the lr by `plateau_factor` when the validation loss stalls for `plateau_patience`.
+    Plateau,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub preset: String,
+    pub model: VitConfig,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub eval_batch_size: usize,
+    pub optimizer: OptimizerKind,
+    pub lr: f64,
+    pub betas: (f64, f64),
+    pub eps: f64,
+    pub weight_decay: f64,
+    pub schedule: ScheduleKind,
+    pub warmup_epochs: f64,
+    pub min_lr: f64,
+    pub plateau_factor: f64,
+    pub plateau_patience: usize,
+    pub label_smoothing: f32,
+    /// Clip gradients to this global L2 norm.
+    pub clip_norm: Option<f64>,
+    /// Clip each gradient element to ±this.
+    pub clip_value: Option<f32>,
+    /// Stop after this many epochs without a better validation loss.
+    pub early_stopping: Option<usize>,
+    /// Random rotation in degrees (nearest, fill 0) and shift in pixels.
+    pub rotate_deg: f32,
+    pub shift_px: f32,
+    /// Pixel normalisation `(p/255 - mean)/std`.
+    pub mean: f32,
+    pub std: f32,
+    pub val_fraction: f64,
+    /// Seed of the validation split (the original used 42).
+    pub split_seed: u64,
+    /// Seed of initialisation, shuffling, augmentation and dropout.
+    pub seed: u64,
+    /// Use only the first N training images (quick experiments and tests).
+    pub train_limit: Option<usize>,
+    /// Use only the first N test images.
+    pub test_limit: Option<usize>,
+}
+
+impl TrainConfig {
+    /// The original PyTorch MNIST setup, value for value.
+    pub fn seed_preset() -> TrainConfig {
+        TrainConfig {
+            preset: "seed".into(),
+            model: VitConfig {
+                image_height: 28,
+                image_width: 28,
+                channels: 1,
+                patch: 4,
+                embed_dim: 16,
+                depth: 4,
+                heads: 8,
+                mlp_dim: 2048,
+                num_classes: 10,
+                dropout: 0.001,
+                attn_dropout: 0.001,
+                ln_eps: 1e-5,
+                gelu: GeluKind::Erf,
+                init: Init::Torch,
+                identical_blocks: true,
+            },
+            epochs: 40,
+            batch_size: 512,
+            eval_batch_size: 512,
+            optimizer: OptimizerKind::Adam,
+            lr: 1e-4,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.0,
+            schedule: ScheduleKind::Constant,
+            warmup_epochs: 0.0,
+            min_lr: 0.0,
+            plateau_factor: 0.5,
+            plateau_patience: 3,
+            label_smoothing: 0.0,
+            clip_norm: None,
+            clip_value: None,
+            early_stopping: None,
+            rotate_deg: 15.0,
+            shift_px: 0.0,
+            mean: 0.5,
+            std: 0.5,
+            val_fraction: 0.1,
+            split_seed: 42,
+            seed: 42,
+            train_limit: None,
+            test_limit: None,
+        }
+    }
+
+    /// vitcore's own recipe: reach ≥ 99% MNIST test accuracy fast on a 2-core CPU.
+    /// See the README for the measured time and accuracy.
+    pub fn default_preset() -> TrainConfig {
+        let mut c = TrainConfig::seed_preset();
+        c.preset = "default".into();
+        c.model.embed_dim = 64;
+        c.model.depth = 6;
+        c.model.heads = 4;
+        c.model.mlp_dim = 128;
+        c.model.dropout = 0.0;
+        c.model.attn_dropout = 0.0;
+        c.model.init = Init::Timm;
+        c.model.identical_blocks = false;
+        c.epochs = 10;
+        c.batch_size = 128;
+        c.optimizer = OptimizerKind::AdamW;
+        c.lr = 2e-3;
+        c.weight_decay = 0.05;
+        c.schedule = ScheduleKind::WarmupCosine;
+        c.warmup_epochs = 1.0;
+        c.min_lr = 1e-5;
+        c.label_smoothing = 0.1;
+        c.clip_norm = Some(1.0);
+        c.rotate_deg = 10.0;
+        c.shift_px = 2.0;
+        c
+    }
+
+    pub fn preset(name: &str) -> Result<TrainConfig> {
+        match name {
+            "seed" => Ok(TrainConfig::seed_preset()),
+            "default" => Ok(TrainConfig::default_preset()),
+            other => Err(Error::config(format!(
+                "unknown preset `{other}` (expected seed or default)"
+            ))),
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.model.validate()?;
+        let bad = |what: &str| Err(Error::config(format!("invalid training setting: {what}")));
+        if self.epochs == 0 {
+            return bad("--epochs must be at least 1");
+        }
+        if self.batch_size == 0 || self.eval_batch_size == 0 {
+            return bad("--batch-size must be at least 1");
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad("--lr must be a positive number");
+        }
+        if !(0.0..1.0).contains(&self.val_fraction) {
+            return bad("--val-fraction must be in [0, 1)");
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return bad("--label-smoothing must be in [0, 1)");
+        }
+        if self.std <= 0.0 {
+            return bad("normalisation std must be positive");
+        }
+        Ok(())
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("config serialises")
+    }
+
+    pub fn from_json_file(path: &std::path::Path) -> Result<TrainConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        serde_json::from_str(&text).map_err(|e| Error::data(path, Some(e.line()), format!("not a vitcore config: {e}")))
+    }
+}

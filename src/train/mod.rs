@@ -1,0 +1,581 @@
+//! The training loop, evaluation and prediction: what `vitcore train`, `eval` and `predict` run.
+//!
+//! A run lives in a folder (`runs/<name>/`):
+//! - `config.json` — the full [`TrainConfig`] (rebuilds the model for resume, eval and predict);
+//! - `log.csv` — one row per epoch: `epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds`;
+//! - `last.safetensors` — parameters + optimiser state + progress, written after every epoch;
+//! - `best.safetensors` — the parameters with the lowest validation loss so far;
+//! - `test_metrics.json` — the final test accuracy and confusion matrix.
+//!
+//! Checkpoints are written atomically (temporary file, then rename), so an interrupted run never
+//! leaves a half-written checkpoint; `--resume` continues from `last.safetensors`.
+
+pub mod config;
+
+pub use config::{OptimizerKind, ScheduleKind, TrainConfig};
+
+use crate::autograd::{Graph, ParamStore};
+use crate::checkpoint;
+use crate::data::{self, Augment, BatchLoader, Dataset, LoaderConfig};
+use crate::error::{Error, Result};
+use crate::nn::{Mode, Vit};
+use crate::optim::{clip, Adam, AdamConfig, EarlyStopping, LrScheduler, Schedule};
+use crate::rng::derive_seed;
+use crate::tensor::Tensor;
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Where the training images come from.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataSource {
+    /// MNIST IDX files (train + t10k), gzip or raw.
+    Mnist { dir: PathBuf },
+    /// A Kaggle digit-recognizer `train.csv` (there is no labelled test set: the validation split
+    /// is reported in its place).
+    Csv { train: PathBuf },
+}
+
+/// Loaded data: train (before the validation split) and an optional labelled test set.
+pub struct Data {
+    pub train: Dataset,
+    pub test: Option<Dataset>,
+}
+
+impl DataSource {
+    pub fn load(&self, cfg: &TrainConfig) -> Result<Data> {
+        let limit = |d: Dataset, n: Option<usize>| -> Result<Dataset> {
+            match n {
+                Some(n) if n < d.len() => d.subset(&(0..n).collect::<Vec<_>>()),
+                _ => Ok(d),
+            }
+        };
+        let (train, test) = match self {
+            DataSource::Mnist { dir } => {
+                let (train, test) = data::load_mnist(dir)?;
+                (train, Some(test))
+            }
+            DataSource::Csv { train } => {
+                let d = data::csv::load_kaggle_csv(train)?;
+                if d.labels.is_none() {
+                    return Err(Error::data(
+                        train,
+                        Some(1),
+                        "this CSV has no `label` column: it is a test file, not training data",
+                    ));
+                }
+                (d, None)
+            }
+        };
+        let test = match test {
+            Some(t) => Some(limit(t, cfg.test_limit)?),
+            None => None,
+        };
+        Ok(Data {
+            train: limit(train, cfg.train_limit)?,
+            test,
+        })
+    }
+}
+
+/// Loss, accuracy, confusion matrix (rows: true class, columns: predicted) and the predictions.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct EvalResult {
+    pub loss: f64,
+    pub accuracy: f64,
+    pub correct: usize,
+    pub total: usize,
+    pub confusion: Vec<Vec<usize>>,
+    #[serde(skip)]
+    pub predictions: Vec<u32>,
+    #[serde(skip)]
+    pub probabilities: Vec<Vec<f32>>,
+}
+
+impl EvalResult {
+    /// The confusion matrix as an aligned text table.
+    pub fn confusion_table(&self) -> String {
+        let k = self.confusion.len();
+        let mut s = String::from("true\\pred");
+        for c in 0..k {
+            s += &format!("{c:>6}");
+        }
+        s += "\n";
+        for (t, row) in self.confusion.iter().enumerate() {
+            s += &format!("{t:>9}");
+            for v in row {
+                s += &format!("{v:>6}");
+            }
+            s += "\n";
+        }
+        s
+    }
+}
+
+fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold(0, |best, (i, &v)| if v > row[best] { i } else { best })
+}
+
+/// Softmax of one row of logits (for reporting probabilities).
+fn probabilities(row: &[f32]) -> Vec<f32> {
+    let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let e: Vec<f32> = row.iter().map(|&v| (v - m).exp()).collect();
+    let s: f32 = e.iter().sum();
+    e.iter().map(|v| v / s).collect()
+}
+
+/// Run the model over a dataset (no gradients, dropout off).
+pub fn evaluate(
+    vit: &Vit,
+    store: &ParamStore,
+    ds: &Dataset,
+    cfg: &TrainConfig,
+    keep_probs: bool,
+) -> Result<EvalResult> {
+    let k = vit.cfg.num_classes;
+    let loader = BatchLoader::new(
+        Arc::new(ds.clone()),
+        LoaderConfig {
+            mean: cfg.mean,
+            std: cfg.std,
+            ..LoaderConfig::eval(cfg.eval_batch_size)
+        },
+    )?;
+    let mut confusion = vec![vec![0usize; k]; k];
+    let (mut loss_sum, mut correct, mut labelled) = (0.0f64, 0usize, 0usize);
+    let mut predictions = Vec::with_capacity(ds.len());
+    let mut probs = Vec::new();
+    for batch in loader {
+        let n = batch.len();
+        let mut g = Graph::no_grad();
+        let x = Tensor::from_vec(batch.images, &batch.shape)?;
+        let logits = vit.forward(&mut g, store, x, Mode::Eval)?;
+        if !batch.labels.is_empty() {
+            let loss = g.cross_entropy(logits, &batch.labels, 0.0)?;
+            loss_sum += g.value(loss).item()? as f64 * n as f64;
+        }
+        for (i, row) in g.value(logits).data().chunks(k).enumerate() {
+            let p = argmax(row);
+            predictions.push(p as u32);
+            if keep_probs {
+                probs.push(probabilities(row));
+            }
+            if let Some(&t) = batch.labels.get(i) {
+                confusion[t as usize][p] += 1;
+                correct += (t as usize == p) as usize;
+                labelled += 1;
+            }
+        }
+    }
+    Ok(EvalResult {
+        loss: loss_sum / labelled.max(1) as f64,
+        accuracy: correct as f64 / labelled.max(1) as f64,
+        correct,
+        total: labelled,
+        confusion,
+        predictions,
+        probabilities: probs,
+    })
+}
+
+/// Per-epoch numbers, as in `log.csv`.
+#[derive(Clone, Debug)]
+pub struct EpochLog {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub val_loss: f64,
+    pub val_acc: f64,
+    pub lr: f64,
+    pub seconds: f64,
+}
+
+/// What a finished `train` reports.
+#[derive(Clone, Debug)]
+pub struct TrainSummary {
+    pub epochs: Vec<EpochLog>,
+    /// Test-set (or, for CSV data, validation-set) evaluation of the best checkpoint.
+    pub final_eval: EvalResult,
+    pub final_eval_on: &'static str,
+    pub seconds: f64,
+}
+
+const LOG_HEADER: &str = "epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds";
+
+/// Options that do not change the model or its training.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Continue the run found in `out` instead of starting a new one.
+    pub resume: bool,
+    /// No progress bars (tests, logs).
+    pub quiet: bool,
+}
+
+fn build_optimizer(cfg: &TrainConfig) -> Result<Adam> {
+    let ac = AdamConfig {
+        lr: cfg.lr,
+        betas: cfg.betas,
+        eps: cfg.eps,
+        weight_decay: cfg.weight_decay,
+    };
+    Ok(match cfg.optimizer {
+        OptimizerKind::Adam => Adam::adam(ac)?,
+        OptimizerKind::AdamW => Adam::adamw(ac)?.with_no_decay(crate::optim::adam::default_no_decay),
+    })
+}
+
+fn build_schedule(cfg: &TrainConfig, steps_per_epoch: usize) -> Result<LrScheduler> {
+    let total = cfg.epochs * steps_per_epoch;
+    let schedule = match cfg.schedule {
+        ScheduleKind::Constant => Schedule::Constant,
+        ScheduleKind::WarmupCosine => Schedule::WarmupCosine {
+            warmup_steps: ((cfg.warmup_epochs * steps_per_epoch as f64) as usize).min(total.saturating_sub(1)),
+            total_steps: total,
+            min_lr: cfg.min_lr,
+        },
+        ScheduleKind::Plateau => Schedule::reduce_on_plateau(cfg.plateau_factor, cfg.plateau_patience, cfg.min_lr),
+    };
+    LrScheduler::new(cfg.lr, schedule)
+}
+
+/// Build the model described by `cfg` with freshly initialised parameters.
+pub fn build_model(cfg: &TrainConfig) -> Result<(Vit, ParamStore)> {
+    let mut store = ParamStore::new();
+    let vit = Vit::new(cfg.model.clone(), &mut store, derive_seed(cfg.seed, 1))?;
+    Ok((vit, store))
+}
+
+/// Load a finished or interrupted run: its config and the parameters of `which` checkpoint
+/// (`best` or `last`).
+pub fn load_run(run: &Path, which: &str) -> Result<(TrainConfig, Vit, ParamStore)> {
+    if !run.is_dir() {
+        return Err(Error::config(format!("{}: no such run folder", run.display())));
+    }
+    let cfg = TrainConfig::from_json_file(&run.join("config.json"))?;
+    let (vit, mut store) = build_model(&cfg)?;
+    let path = run.join(format!("{which}.safetensors"));
+    if !path.exists() {
+        return Err(Error::checkpoint(&path, "not found (has the run finished an epoch?)"));
+    }
+    checkpoint::load_into(&path, &mut store)?;
+    Ok((cfg, vit, store))
+}
+
+fn write_file_atomic(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+fn progress_bar(quiet: bool, len: usize, prefix: String) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(len as u64);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(prefix);
+    pb
+}
+
+/// Train a ViT as `cfg` says, on `source`, in the run folder `out`.
+pub fn train(mut cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions) -> Result<TrainSummary> {
+    let started = Instant::now();
+    let mut start_epoch = 0usize;
+    let mut global_step = 0usize;
+    let mut history: Vec<EpochLog> = Vec::new();
+    let mut resume_meta: Option<HashMap<String, String>> = None;
+    let mut resume_tensors = None;
+    let source = if opts.resume {
+        let saved = TrainConfig::from_json_file(&out.join("config.json"))?;
+        // Flags given on resume may only extend the run (more epochs); the rest comes from the run.
+        let epochs = cfg.epochs.max(saved.epochs);
+        cfg = saved;
+        cfg.epochs = epochs;
+        let source_path = out.join("data.json");
+        let text = std::fs::read_to_string(&source_path).map_err(|e| Error::io(&source_path, e))?;
+        let source: DataSource =
+            serde_json::from_str(&text).map_err(|e| Error::data(&source_path, Some(e.line()), e.to_string()))?;
+        let (tensors, meta) = checkpoint::load(out.join("last.safetensors"))?;
+        start_epoch = meta.get("epoch").and_then(|v| v.parse().ok()).unwrap_or(0);
+        global_step = meta.get("global_step").and_then(|v| v.parse().ok()).unwrap_or(0);
+        history = read_log(&out.join("log.csv"))?
+            .into_iter()
+            .filter(|e| e.epoch <= start_epoch)
+            .collect();
+        resume_meta = Some(meta);
+        resume_tensors = Some(tensors);
+        source
+    } else {
+        source
+    };
+    cfg.validate()?;
+    let data = source.load(&cfg)?;
+    let (shape, classes) = (data.train.image_shape(), data.train.num_classes);
+    if shape != [cfg.model.channels, cfg.model.image_height, cfg.model.image_width] || classes != cfg.model.num_classes
+    {
+        return Err(Error::config(format!(
+            "the data has images {shape:?} and {classes} classes but the model expects {:?} and {}",
+            [cfg.model.channels, cfg.model.image_height, cfg.model.image_width],
+            cfg.model.num_classes
+        )));
+    }
+    let (train_set, val_set) = data.train.split(cfg.val_fraction, cfg.split_seed)?;
+    let train_set = Arc::new(train_set);
+
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let (vit, mut store) = build_model(&cfg)?;
+    let mut adam = build_optimizer(&cfg)?;
+    let steps_per_epoch = data::loader::batches_per_epoch(train_set.len(), cfg.batch_size, false);
+    let mut sched = build_schedule(&cfg, steps_per_epoch)?;
+    let mut early = match cfg.early_stopping {
+        Some(p) => Some(EarlyStopping::new(p, 0.0)?),
+        None => None,
+    };
+    let mut best_val = f64::INFINITY;
+    let ckpt_last = out.join("last.safetensors");
+    let ckpt_best = out.join("best.safetensors");
+    if let (Some(meta), Some(tensors)) = (&resume_meta, &resume_tensors) {
+        checkpoint::assign_params(&ckpt_last, tensors, &mut store)?;
+        adam.load_state(&store, tensors, meta)?;
+        sched.load_state_metadata(meta)?;
+        if let Some(e) = early.as_mut() {
+            e.load_state_metadata(meta)?;
+        }
+        best_val = meta
+            .get("best_val_loss")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::INFINITY);
+        println!(
+            "resuming {} after epoch {start_epoch} (step {global_step})",
+            out.display()
+        );
+    } else {
+        write_file_atomic(&out.join("config.json"), &cfg.to_json())?;
+        write_file_atomic(
+            &out.join("data.json"),
+            &serde_json::to_string_pretty(&source).expect("serialises"),
+        )?;
+        write_file_atomic(&out.join("log.csv"), &format!("{LOG_HEADER}\n"))?;
+    }
+    println!(
+        "training ViT ({} parameters) on {} images, validating on {}, {} epochs of {} steps (batch {})",
+        store.numel(),
+        train_set.len(),
+        val_set.len(),
+        cfg.epochs,
+        steps_per_epoch,
+        cfg.batch_size
+    );
+    let augment = (cfg.rotate_deg > 0.0 || cfg.shift_px > 0.0).then(|| Augment {
+        rotate_deg: cfg.rotate_deg,
+        shift_px: cfg.shift_px,
+        fill: 0,
+    });
+
+    for epoch in start_epoch + 1..=cfg.epochs {
+        let t0 = Instant::now();
+        let loader = BatchLoader::new(
+            train_set.clone(),
+            LoaderConfig {
+                mean: cfg.mean,
+                std: cfg.std,
+                ..LoaderConfig::train(cfg.batch_size, cfg.seed, epoch as u64, augment.clone())
+            },
+        )?;
+        let pb = progress_bar(
+            opts.quiet,
+            loader.num_batches(),
+            format!("epoch {epoch}/{}", cfg.epochs),
+        );
+        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+        let mut lr = adam.lr();
+        for batch in loader {
+            let n = batch.len();
+            let x = Tensor::from_vec(batch.images, &batch.shape)?;
+            let mut g = Graph::new();
+            let logits = vit.forward(
+                &mut g,
+                &store,
+                x,
+                Mode::Train {
+                    seed: derive_seed(cfg.seed ^ 0xd50, global_step as u64),
+                },
+            )?;
+            let loss = g.cross_entropy(logits, &batch.labels, cfg.label_smoothing)?;
+            let loss_value = g.value(loss).item()? as f64;
+            if !loss_value.is_finite() {
+                return Err(Error::config(format!(
+                    "training diverged at epoch {epoch}, step {global_step}: loss is {loss_value} (try a lower --lr)"
+                )));
+            }
+            for (row, &t) in g.value(logits).data().chunks(cfg.model.num_classes).zip(&batch.labels) {
+                correct += (argmax(row) == t as usize) as usize;
+            }
+            let grads = g.backward(loss)?;
+            store.zero_grad();
+            store.accumulate_grads(&grads)?;
+            drop(grads);
+            drop(g); // activations go back to the buffer pool before the optimiser runs
+            if let Some(c) = cfg.clip_value {
+                clip::clip_grad_value(&mut store, c)?;
+            }
+            if let Some(c) = cfg.clip_norm {
+                clip::clip_grad_norm(&mut store, c)?;
+            }
+            lr = sched.lr(global_step);
+            adam.set_lr(lr);
+            adam.step(&mut store)?;
+            global_step += 1;
+            loss_sum += loss_value * n as f64;
+            seen += n;
+            pb.inc(1);
+            pb.set_message(format!(
+                "loss {:.4} acc {:.2}% {:.0} img/s",
+                loss_sum / seen as f64,
+                100.0 * correct as f64 / seen as f64,
+                seen as f64 / t0.elapsed().as_secs_f64()
+            ));
+        }
+        pb.finish_and_clear();
+        let val = if val_set.is_empty() {
+            None
+        } else {
+            Some(evaluate(&vit, &store, &val_set, &cfg, false)?)
+        };
+        let (val_loss, val_acc) = val.as_ref().map_or((f64::NAN, f64::NAN), |v| (v.loss, v.accuracy));
+        let log = EpochLog {
+            epoch,
+            train_loss: loss_sum / seen.max(1) as f64,
+            train_acc: correct as f64 / seen.max(1) as f64,
+            val_loss,
+            val_acc,
+            lr,
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        println!(
+            "epoch {epoch:>3}/{}  train loss {:.4} acc {:6.2}%  val loss {:.4} acc {:6.2}%  lr {:.2e}  {:.1}s",
+            cfg.epochs,
+            log.train_loss,
+            100.0 * log.train_acc,
+            log.val_loss,
+            100.0 * log.val_acc,
+            log.lr,
+            log.seconds
+        );
+        append_log(&out.join("log.csv"), &log)?;
+        history.push(log);
+
+        // Checkpoints: best by validation loss (or every epoch when there is no validation set).
+        let improved = val.is_none() || val_loss < best_val;
+        if improved {
+            best_val = if val.is_some() { val_loss } else { best_val };
+            checkpoint::save_params(
+                &ckpt_best,
+                &store,
+                &[],
+                &HashMap::from([("epoch".to_string(), epoch.to_string())]),
+            )?;
+        }
+        let stop = match (early.as_mut(), val.is_some()) {
+            (Some(e), true) => e.should_stop(val_loss),
+            _ => false,
+        };
+        if cfg.schedule == ScheduleKind::Plateau && val.is_some() && sched.step_epoch(val_loss) {
+            println!(
+                "validation loss stalled: learning rate reduced to {:.2e}",
+                sched.lr(global_step)
+            );
+        }
+        let mut meta = adam.state_metadata(&store);
+        meta.extend(sched.state_metadata());
+        if let Some(e) = &early {
+            meta.extend(e.state_metadata());
+        }
+        meta.insert("epoch".into(), epoch.to_string());
+        meta.insert("global_step".into(), global_step.to_string());
+        meta.insert("best_val_loss".into(), best_val.to_string());
+        checkpoint::save_params(&ckpt_last, &store, &adam.state_tensors(&store), &meta)?;
+        if stop {
+            println!(
+                "early stopping: no better validation loss for {} epochs",
+                cfg.early_stopping.unwrap_or(0)
+            );
+            break;
+        }
+    }
+
+    // Final evaluation of the best checkpoint: the test set, or the validation split for CSV data.
+    checkpoint::load_into(&ckpt_best, &mut store)?;
+    let (eval_set, on) = match &data.test {
+        Some(t) => (t, "test"),
+        None => (&val_set, "validation"),
+    };
+    let final_eval = evaluate(&vit, &store, eval_set, &cfg, false)?;
+    println!(
+        "{on} accuracy (best.safetensors): {:.2}% ({}/{})",
+        100.0 * final_eval.accuracy,
+        final_eval.correct,
+        final_eval.total
+    );
+    println!(
+        "confusion matrix ({on} set; rows = true digit, columns = predicted):\n{}",
+        final_eval.confusion_table()
+    );
+    let metrics = serde_json::json!({ "evaluated_on": on, "checkpoint": "best.safetensors", "result": final_eval });
+    write_file_atomic(
+        &out.join("test_metrics.json"),
+        &serde_json::to_string_pretty(&metrics).expect("serialises"),
+    )?;
+    Ok(TrainSummary {
+        epochs: history,
+        final_eval,
+        final_eval_on: on,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn append_log(path: &Path, e: &EpochLog) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(|err| Error::io(path, err))?;
+    writeln!(
+        f,
+        "{},{:.6},{:.6},{:.6},{:.6},{:.6e},{:.2}",
+        e.epoch, e.train_loss, e.train_acc, e.val_loss, e.val_acc, e.lr, e.seconds
+    )
+    .map_err(|err| Error::io(path, err))
+}
+
+/// Read a run's `log.csv`.
+pub fn read_log(path: &Path) -> Result<Vec<EpochLog>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let num = |k: usize| -> Result<f64> {
+            f.get(k)
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| Error::data(path, Some(i + 1), format!("expected 7 numeric columns ({LOG_HEADER})")))
+        };
+        out.push(EpochLog {
+            epoch: num(0)? as usize,
+            train_loss: num(1)?,
+            train_acc: num(2)?,
+            val_loss: num(3)?,
+            val_acc: num(4)?,
+            lr: num(5)?,
+            seconds: num(6)?,
+        });
+    }
+    Ok(out)
+}
