@@ -103,6 +103,29 @@ pub enum Mode {
     Train { seed: u64 },
 }
 
+/// Numbers the dropout sites of one forward pass: each site gets its own mask seed, derived
+/// from the step's seed, so masks differ between sites and steps but repeat for a given seed.
+struct DropoutSites {
+    mode: Mode,
+    site: u64,
+}
+
+impl DropoutSites {
+    /// The next site's `(p, seed)`; `p` is 0 outside training.
+    fn next(&mut self, p: f32) -> (f32, u64) {
+        self.site += 1;
+        match self.mode {
+            Mode::Train { seed } => (p, derive_seed(seed, self.site)),
+            Mode::Eval => (0.0, 0),
+        }
+    }
+
+    fn apply(&mut self, g: &mut Graph, x: Var, p: f32) -> Result<Var> {
+        let (p, seed) = self.next(p);
+        g.dropout(x, p, seed)
+    }
+}
+
 /// The parameter handles of one encoder block.
 #[derive(Clone, Debug)]
 struct BlockParams {
@@ -125,6 +148,8 @@ pub struct Vit {
     blocks: Vec<BlockParams>,
     norm: (ParamId, ParamId),
     head: (ParamId, ParamId),
+    /// Use the fused attention op (default) rather than the composed ops; both compute the same.
+    pub fused_attention: bool,
 }
 
 /// Where the values of the initial parameters come from.
@@ -255,6 +280,7 @@ impl Vit {
             blocks,
             norm,
             head,
+            fused_attention: true,
         })
     }
 
@@ -296,15 +322,8 @@ impl Vit {
         }
         let b = images.shape()[0];
         let (d, tk) = (cfg.embed_dim, cfg.tokens());
-        // Each dropout site gets its own mask stream: seed_for(site) is distinct per site and step.
-        let mut site = 0u64;
-        let mut drop = |g: &mut Graph, x: Var, p: f32| -> Result<Var> {
-            site += 1;
-            match mode {
-                Mode::Train { seed } if p > 0.0 => g.dropout(x, p, derive_seed(seed, site)),
-                _ => Ok(x),
-            }
-        };
+        let mut sites = DropoutSites { mode, site: 0 };
+        let drop = &mut sites;
         let x = g.constant(images);
         let patches = g.patchify(x, cfg.patch)?;
         let w = g.param(store, self.patch_w);
@@ -316,22 +335,27 @@ impl Vit {
         let x = g.concat(&[cls, tokens], 1)?;
         let pos = g.param(store, self.pos_embed);
         let x = g.add_broadcast(x, pos)?;
-        let mut x = drop(g, x, cfg.dropout)?;
+        let mut x = drop.apply(g, x, cfg.dropout)?;
 
         for blk in &self.blocks {
             let n = self.norm(g, store, x, blk.norm1)?;
-            let (a, probs) = self.attention(g, store, n, blk, &mut drop, b)?;
-            if let Some(maps) = maps.as_deref_mut() {
-                maps.push(g.value(probs).reshape(&[b, cfg.heads, tk, tk])?);
-            }
-            let a = drop(g, a, cfg.dropout)?;
+            let a = match maps.as_deref_mut() {
+                Some(maps) => {
+                    let (a, probs) = self.attention_composed(g, store, n, blk, drop, b)?;
+                    maps.push(g.value(probs).reshape(&[b, cfg.heads, tk, tk])?);
+                    a
+                }
+                None if self.fused_attention => self.attention_fused(g, store, n, blk, drop)?,
+                None => self.attention_composed(g, store, n, blk, drop, b)?.0,
+            };
+            let a = drop.apply(g, a, cfg.dropout)?;
             x = g.add(x, a)?;
             let n = self.norm(g, store, x, blk.norm2)?;
             let h = self.linear(g, store, n, blk.fc1)?;
             let h = g.gelu(h, cfg.gelu)?;
-            let h = drop(g, h, cfg.dropout)?;
+            let h = drop.apply(g, h, cfg.dropout)?;
             let h = self.linear(g, store, h, blk.fc2)?;
-            let h = drop(g, h, cfg.dropout)?;
+            let h = drop.apply(g, h, cfg.dropout)?;
             x = g.add(x, h)?;
         }
         let cls_out = g.select(x, 1, 0)?;
@@ -349,14 +373,24 @@ impl Vit {
         g.linear(x, w, Some(b))
     }
 
-    /// Multi-head self-attention; returns the projected output and the attention weights.
-    fn attention(
+    /// Multi-head self-attention through the fused op (`ops::attention`): same result as
+    /// [`Vit::attention_composed`], one pass per head.
+    fn attention_fused(&self, g: &mut Graph, store: &ParamStore, x: Var, blk: &BlockParams, drop: &mut DropoutSites) -> Result<Var> {
+        let qkv = self.linear(g, store, x, blk.qkv)?;
+        let (p, seed) = drop.next(self.cfg.attn_dropout);
+        let o = g.attention(qkv, self.cfg.heads, p, seed)?;
+        self.linear(g, store, o, blk.proj)
+    }
+
+    /// Multi-head self-attention written op by op (the teaching version, and the one that
+    /// exposes the attention weights); returns the projected output and the weights.
+    fn attention_composed(
         &self,
         g: &mut Graph,
         store: &ParamStore,
         x: Var,
         blk: &BlockParams,
-        drop: &mut impl FnMut(&mut Graph, Var, f32) -> Result<Var>,
+        drop: &mut DropoutSites,
         b: usize,
     ) -> Result<(Var, Var)> {
         let cfg = &self.cfg;
@@ -374,7 +408,7 @@ impl Vit {
         let scores = g.matmul_t(q, k, false, true)?; // [B·h, T, T]
         let scores = g.scale(scores, 1.0 / (dh as f32).sqrt())?;
         let probs = g.softmax(scores)?;
-        let probs_dropped = drop(g, probs, cfg.attn_dropout)?;
+        let probs_dropped = drop.apply(g, probs, cfg.attn_dropout)?;
         let o = g.matmul(probs_dropped, v)?; // [B·h, T, Dh]
         let o = g.reshape(o, &[b, h, tk, dh])?;
         let o = g.permute(o, &[0, 2, 1, 3])?;

@@ -5,7 +5,7 @@
 //! `1/(1−p)`, so the expected value of every element is unchanged (at evaluation dropout is the
 //! identity and is simply not applied):
 //! ```text
-//! keep_i = (u_i ≥ p)          u_i = uniform(seed, i) ∈ [0, 1)
+//! keep_i = (u_i ≥ p)          u_i = uniform(seed, i) ∈ [0, 1) (24 random bits / 2²⁴)
 //! y_i = keep_i · x_i / (1 − p)
 //! ```
 //! `u_i` is a hash of `(seed, i)` ([`keep_uniform`]), not a draw from a stateful generator: the
@@ -31,12 +31,29 @@ fn fmix32(mut h: u32) -> u32 {
     h ^ (h >> 16)
 }
 
-/// The dropout uniform for element `i` under `seed`, in [0, 1) with 24 bits.
-/// The CUDA kernel computes exactly this expression.
+/// The 24 random bits of element `i` under `seed`. The CUDA kernel computes exactly this.
+#[inline(always)]
+fn bits24(seed: u64, i: u32) -> i32 {
+    let h = fmix32(fmix32(i ^ seed as u32).wrapping_add((seed >> 32) as u32) ^ 0x9e37_79b9);
+    (h >> 8) as i32
+}
+
+/// The dropout uniform for element `i` under `seed`: `u_i = bits24 / 2²⁴` in [0, 1).
 #[inline(always)]
 pub fn keep_uniform(seed: u64, i: u32) -> f32 {
-    let h = fmix32(fmix32(i ^ seed as u32).wrapping_add((seed >> 32) as u32) ^ 0x9e37_79b9);
-    (h >> 8) as f32 * (1.0 / (1u32 << 24) as f32)
+    bits24(seed, i) as f32 * (1.0 / (1u32 << 24) as f32)
+}
+
+/// `u_i ≥ p` ⇔ `bits24 ≥ ⌈p·2²⁴⌉`: the threshold for [`keep`], so the hot loop compares
+/// integers (this vectorises; a float conversion per element would not as well).
+pub fn keep_threshold(p: f32) -> i32 {
+    (p as f64 * (1u32 << 24) as f64).ceil() as i32
+}
+
+/// Whether element `i` survives: exactly `keep_uniform(seed, i) >= p` for `threshold = keep_threshold(p)`.
+#[inline(always)]
+pub fn keep(seed: u64, i: u32, threshold: i32) -> bool {
+    bits24(seed, i) >= threshold
 }
 
 fn check_p(p: f32) -> Result<()> {
@@ -58,10 +75,10 @@ pub fn apply_mask(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
             let mut y = Tensor::scratch(x.shape());
             let xd = x.data();
             let scale = 1.0 / (1.0 - p);
+            let threshold = keep_threshold(p);
             map_into(y.data_mut(), |off, out| {
                 for (j, (o, &v)) in out.iter_mut().zip(&xd[off..]).enumerate() {
-                    let keep = keep_uniform(seed, (off + j) as u32) >= p;
-                    *o = if keep { v * scale } else { 0.0 };
+                    *o = if keep(seed, (off + j) as u32, threshold) { v * scale } else { 0.0 };
                 }
             });
             Ok(y)

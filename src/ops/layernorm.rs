@@ -18,7 +18,7 @@
 //! Two row means and one pass: no D×D Jacobian is ever formed.
 
 use crate::autograd::{Graph, Op, Var};
-use crate::backend::cpu::for_each_row;
+use crate::backend::cpu::{fastmath, for_each_row};
 use crate::backend::Device;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -55,7 +55,7 @@ pub fn forward(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result<(T
                     for (i, yr) in ys.chunks_mut(d).enumerate() {
                         let r = c * chunk_rows + i;
                         let xr = &xd[r * d..(r + 1) * d];
-                        let mean = xr.iter().sum::<f32>() / d as f32;
+                        let mean = fastmath::sum(xr) / d as f32;
                         let var = xr.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
                         let rstd = 1.0 / (var + eps).sqrt();
                         for (((o, &v), &g), &b) in yr.iter_mut().zip(xr).zip(gd).zip(bd) {

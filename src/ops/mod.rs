@@ -3,6 +3,7 @@
 //! rule, and the `Graph` method that records it.
 
 pub mod add;
+pub mod attention;
 pub mod concat;
 pub mod cross_entropy;
 pub mod dropout;

@@ -65,7 +65,7 @@ pub fn backward(g: &Tensor, y: &Tensor) -> Result<Tensor> {
             let (gd, yd) = (g.data(), y.data());
             for_each_row(dx.data_mut(), n, |r, out| {
                 let (gr, yr) = (&gd[r * n..(r + 1) * n], &yd[r * n..(r + 1) * n]);
-                let dot: f32 = gr.iter().zip(yr).map(|(a, b)| a * b).sum();
+                let dot = fastmath::dot(gr, yr);
                 for ((o, &gi), &yi) in out.iter_mut().zip(gr).zip(yr) {
                     *o = yi * (gi - dot);
                 }

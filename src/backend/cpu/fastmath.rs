@@ -122,3 +122,38 @@ mod tests {
         }
     }
 }
+
+/// `Σ a_i b_i` with 8 independent partial sums. A plain `.sum()` of floats must add in order,
+/// which the compiler may not vectorise; eight lanes it can (and the rounding is no worse).
+#[inline(always)]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let mut tail = 0.0;
+    for (x, y) in ra.iter().zip(rb) {
+        tail += x * y;
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `Σ a_i` with 8 independent partial sums (see [`dot`]).
+#[inline(always)]
+pub fn sum(a: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let c = a.chunks_exact(8);
+    let tail: f32 = c.remainder().iter().sum();
+    for x in c {
+        for k in 0..8 {
+            acc[k] += x[k];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
