@@ -1,0 +1,357 @@
+//! `vitcore train` end to end, through the binary: a smoke test that must reach a stated test
+//! accuracy on real MNIST, the run folder's files, `--seed` repeatability, `--resume`, and the
+//! refusal to overwrite an existing run.
+
+mod cli_common;
+
+use cli_common::*;
+use std::fs;
+use std::path::Path;
+
+const LOG_HEADER: &str = "epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds";
+const RUN_FILES: [&str; 6] = [
+    "config.json",
+    "data.json",
+    "log.csv",
+    "last.safetensors",
+    "best.safetensors",
+    "test_metrics.json",
+];
+
+/// The smoke run: 20 000 real MNIST training images (18 000 after the 10% validation split),
+/// 3 epochs of a 72k-parameter ViT (patch 7, embed 64, 2 blocks). About 11 s on 2 cores; reaches
+/// 93.8% on the first 1000 test images with the default seed (92.8% and 93.3% with seeds 1
+/// and 3), asserted ≥ 85%.
+const SMOKE: &str = "train mnist --train-limit 20000 --test-limit 1000 --epochs 3 --batch-size 64 --lr 3e-3 \
+    --patch 7 --embed-dim 64 --depth 2 --heads 4 --mlp-dim 128 --rotate 0 --shift 0 \
+    --warmup-epochs 0.3 --label-smoothing 0 --quiet --out";
+const SMOKE_MIN_ACCURACY: f64 = 0.85;
+
+fn parse_f64(s: &str, what: &str) -> f64 {
+    s.parse().unwrap_or_else(|_| panic!("{what}: {s:?} is not a number"))
+}
+
+#[test]
+fn smoke_train_on_real_mnist_reaches_85_percent_and_writes_a_complete_run_folder() {
+    let tmp = TempDir::new("smoke");
+    let run_dir = tmp.join("run");
+    let r = vitcore(args_with(SMOKE, &[&run_dir])).ok();
+
+    // stdout: the run folder, the model size, one line per epoch, the test accuracy.
+    assert!(
+        r.stdout.contains(&format!("run folder: {}", run_dir.display())),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("on 18000 images, validating on 2000"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("test accuracy"),
+        "stdout must report the test accuracy:\n{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("confusion matrix"), "{}", r.stdout);
+    let epoch_lines = r.stdout.lines().filter(|l| l.starts_with("epoch ")).count();
+    assert_eq!(epoch_lines, 3, "one stdout line per epoch:\n{}", r.stdout);
+
+    // Every file of a run folder, and no temporary file left behind by the atomic writes.
+    for f in RUN_FILES {
+        let p = run_dir.join(f);
+        assert!(
+            p.is_file() && fs::metadata(&p).unwrap().len() > 0,
+            "missing or empty {}",
+            p.display()
+        );
+    }
+    let names: Vec<String> = fs::read_dir(&run_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.contains("tmp")),
+        "temporary files left: {names:?}"
+    );
+
+    // log.csv: the header, then one row per epoch with 7 numeric columns.
+    let log = fs::read_to_string(run_dir.join("log.csv")).unwrap();
+    assert_eq!(log.lines().next(), Some(LOG_HEADER));
+    let rows = log_rows(&run_dir);
+    assert_eq!(rows.len(), 3, "one row per epoch:\n{log}");
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row.len(), 7, "row {}: {row:?}", i + 1);
+        assert_eq!(row[0], (i + 1).to_string(), "epoch column");
+        let v: Vec<f64> = row.iter().map(|s| parse_f64(s, "log.csv")).collect();
+        assert!(v[1].is_finite() && v[1] > 0.0, "train_loss {row:?}");
+        assert!(
+            (0.0..=1.0).contains(&v[2]) && (0.0..=1.0).contains(&v[4]),
+            "accuracies {row:?}"
+        );
+        assert!(v[3].is_finite() && v[3] > 0.0, "val_loss {row:?}");
+        assert!(v[5] > 0.0 && v[5] <= 3e-3 * 1.0001, "lr {row:?}");
+        assert!(v[6] >= 0.0, "seconds {row:?}");
+    }
+    let col = |r: usize, c: usize| parse_f64(&rows[r][c], "log.csv");
+    assert!(col(2, 1) < col(0, 1), "train loss must fall over 3 epochs:\n{log}");
+    assert!(col(2, 4) > 0.8, "validation accuracy after 3 epochs:\n{log}");
+
+    // config.json: parses, and carries the flags.
+    let cfg = read_json(&run_dir.join("config.json"));
+    assert_eq!(cfg["model"]["patch"], 7);
+    assert_eq!(cfg["model"]["embed_dim"], 64);
+    assert_eq!(cfg["model"]["depth"], 2);
+    assert_eq!(cfg["model"]["heads"], 4);
+    assert_eq!(cfg["model"]["mlp_dim"], 128);
+    assert_eq!(cfg["epochs"], 3);
+    assert_eq!(cfg["batch_size"], 64);
+    assert_eq!(cfg["lr"], 3e-3);
+    assert_eq!(cfg["train_limit"], 20000);
+    assert_eq!(cfg["test_limit"], 1000);
+    assert_eq!(cfg["preset"], "default");
+    // data.json names the MNIST folder it trained on.
+    let data = read_json(&run_dir.join("data.json"));
+    assert!(data["mnist"]["dir"].as_str().unwrap().ends_with("mnist"), "{data}");
+
+    // test_metrics.json: the accuracy, consistent with its counts, its confusion matrix and stdout.
+    let m = read_json(&run_dir.join("test_metrics.json"));
+    assert_eq!(m["evaluated_on"], "test");
+    assert_eq!(m["checkpoint"], "best.safetensors");
+    let acc = m["result"]["accuracy"].as_f64().expect("result.accuracy");
+    let correct = m["result"]["correct"].as_u64().unwrap();
+    let total = m["result"]["total"].as_u64().unwrap();
+    assert_eq!(total, 1000, "--test-limit 1000");
+    assert!(
+        acc >= SMOKE_MIN_ACCURACY,
+        "test accuracy {:.2}% is below {:.0}%:\n{}",
+        100.0 * acc,
+        100.0 * SMOKE_MIN_ACCURACY,
+        r.stdout
+    );
+    assert!((acc - correct as f64 / total as f64).abs() < 1e-12);
+    let conf: Vec<Vec<u64>> = serde_json::from_value(m["result"]["confusion"].clone()).unwrap();
+    assert_eq!(conf.len(), 10);
+    assert!(conf.iter().all(|r| r.len() == 10));
+    assert_eq!(conf.iter().flatten().sum::<u64>(), total);
+    assert_eq!((0..10).map(|i| conf[i][i]).sum::<u64>(), correct);
+    assert!(
+        r.stdout.contains(&format!("{:.2}% ({correct}/{total})", 100.0 * acc)),
+        "stdout and test_metrics.json disagree:\n{}",
+        r.stdout
+    );
+
+    // The checkpoints hold the model that stdout announced; last.safetensors knows its epoch.
+    let (best, best_meta) = checkpoint_contents(&run_dir.join("best.safetensors"));
+    let numel: usize = best.iter().map(|(_, s, _)| s.iter().product::<usize>()).sum();
+    assert!(
+        r.stdout.contains(&format!("training ViT ({numel} parameters)")),
+        "{}",
+        r.stdout
+    );
+    assert!(best.iter().any(|(n, s, _)| n == "cls_token" && s == &[1, 1, 64]));
+    let best_epoch: usize = best_meta["epoch"].parse().unwrap();
+    assert!((1..=3).contains(&best_epoch));
+    let (_, last_meta) = checkpoint_contents(&run_dir.join("last.safetensors"));
+    assert_eq!(last_meta["epoch"], "3");
+}
+
+/// Flags of the small runs below: dropout and augmentation on, so every random stream matters.
+const SMALL: &str = "--train-limit 600 --test-limit 200 --dropout 0.1 --rotate 10 --shift 2";
+
+fn train_small(out: &Path, extra: &str) -> Run {
+    vitcore(args_with(
+        &format!("train mnist {TINY_MODEL} {SMALL} {extra} --out"),
+        &[out],
+    ))
+    .ok()
+}
+
+#[test]
+fn same_seed_repeats_a_run_exactly_and_another_seed_does_not() {
+    let tmp = TempDir::new("seed");
+    let (a, b, c) = (tmp.join("a"), tmp.join("b"), tmp.join("c"));
+    train_small(&a, "--epochs 2 --seed 7");
+    train_small(&b, "--epochs 2 --seed 7");
+    train_small(&c, "--epochs 2 --seed 8");
+
+    let log_a = log_rows_without_seconds(&a);
+    assert_eq!(log_a.len(), 2);
+    assert_eq!(log_a, log_rows_without_seconds(&b), "same --seed, different log.csv");
+    assert_eq!(
+        fs::read(a.join("best.safetensors")).unwrap(),
+        fs::read(b.join("best.safetensors")).unwrap(),
+        "same --seed, different best.safetensors bytes"
+    );
+    // last.safetensors holds the optimiser state too; its metadata order is not fixed, so compare
+    // contents (every tensor bit for bit, and the metadata).
+    assert_eq!(
+        checkpoint_contents(&a.join("last.safetensors")),
+        checkpoint_contents(&b.join("last.safetensors")),
+        "same --seed, different last.safetensors"
+    );
+    assert_eq!(
+        read_json(&a.join("test_metrics.json")),
+        read_json(&b.join("test_metrics.json"))
+    );
+
+    // The seed is used: another one gives another run.
+    assert_ne!(log_a, log_rows_without_seconds(&c), "--seed 8 gave the log of --seed 7");
+    assert_ne!(
+        fs::read(a.join("best.safetensors")).unwrap(),
+        fs::read(c.join("best.safetensors")).unwrap()
+    );
+}
+
+#[test]
+fn resume_continues_an_interrupted_run_exactly() {
+    // A constant schedule, so that a run stopped after epoch 1 is exactly the state of a 2-epoch
+    // run interrupted after its first epoch (a warmup-cosine schedule depends on --epochs).
+    let tmp = TempDir::new("resume");
+    let (whole, parts) = (tmp.join("whole"), tmp.join("parts"));
+    let flags = "--schedule constant --seed 3";
+    train_small(&whole, &format!("{flags} --epochs 2"));
+    train_small(&parts, &format!("{flags} --epochs 1"));
+    assert_eq!(log_rows(&parts).len(), 1);
+
+    let r = vitcore(args_with("train mnist --quiet --epochs 2 --resume", &[&parts])).ok();
+    assert!(
+        r.stdout.contains("resuming") && r.stdout.contains("after epoch 1"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        !r.stdout.contains("epoch   1/"),
+        "epoch 1 must not be trained again:\n{}",
+        r.stdout
+    );
+
+    // log.csv: the header once, epoch 1 kept, epoch 2 added, equal to the uninterrupted run's.
+    let log = fs::read_to_string(parts.join("log.csv")).unwrap();
+    assert_eq!(log.matches(LOG_HEADER).count(), 1, "{log}");
+    let rows = log_rows_without_seconds(&parts);
+    assert_eq!(
+        rows.iter().map(|r| r[0].as_str()).collect::<Vec<_>>(),
+        ["1", "2"],
+        "{log}"
+    );
+    assert_eq!(
+        rows,
+        log_rows_without_seconds(&whole),
+        "resumed log differs from the uninterrupted run's"
+    );
+
+    // The parameters and the optimiser state after epoch 2 are the uninterrupted run's.
+    assert_eq!(
+        checkpoint_contents(&parts.join("last.safetensors")),
+        checkpoint_contents(&whole.join("last.safetensors")),
+        "resumed last.safetensors differs from the uninterrupted run's"
+    );
+    assert_eq!(
+        fs::read(parts.join("best.safetensors")).unwrap(),
+        fs::read(whole.join("best.safetensors")).unwrap()
+    );
+    assert_eq!(
+        read_json(&parts.join("test_metrics.json")),
+        read_json(&whole.join("test_metrics.json"))
+    );
+}
+
+#[test]
+fn out_pointing_at_an_existing_run_is_refused_and_the_run_is_untouched() {
+    let tmp = TempDir::new("exists");
+    let run_dir = tmp.join("run");
+    train_tiny(&run_dir);
+    let before = snapshot(&run_dir);
+
+    let r = vitcore(args_with(
+        &format!("train mnist {TINY_MODEL} --train-limit 300 --epochs 2 --out"),
+        &[&run_dir],
+    ));
+    let shown = run_dir.display().to_string();
+    r.fails_mentioning(&[&shown, "already holds a run", "--resume"]);
+    assert!(
+        !r.stdout.contains("training ViT"),
+        "it must not start training:\n{}",
+        r.stdout
+    );
+    assert_eq!(snapshot(&run_dir), before, "the existing run was modified");
+}
+
+/// Rewrite `run/config.json` with `epochs` set to `n`.
+fn set_config_epochs(run: &Path, n: usize) {
+    let path = run.join("config.json");
+    let mut cfg = read_json(&path);
+    cfg["epochs"] = n.into();
+    fs::write(&path, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+}
+
+#[test]
+#[ignore = "bug: `train --resume RUN` without --epochs trains to the preset's epoch count (10), not the run's (src/cli/mod.rs run_train + src/train/mod.rs train)"]
+fn resume_without_epochs_finishes_the_runs_own_epochs() {
+    // A 2-epoch run interrupted after epoch 1: train 1 epoch (constant schedule, so the state is
+    // the same), then record the run's planned 2 epochs in its config.json.
+    let tmp = TempDir::new("resume-plain");
+    let run_dir = tmp.join("run");
+    vitcore(args_with(
+        &format!("train mnist {TINY_MODEL} --train-limit 300 --test-limit 100 --schedule constant --epochs 1 --out"),
+        &[&run_dir],
+    ))
+    .ok();
+    set_config_epochs(&run_dir, 2);
+
+    // What the README documents: `vitcore train mnist --resume runs/NAME` continues the run.
+    let r = vitcore(args_with("train mnist --quiet --resume", &[&run_dir])).ok();
+    let epochs: Vec<String> = log_rows(&run_dir).into_iter().map(|r| r[0].clone()).collect();
+    assert_eq!(
+        epochs,
+        ["1", "2"],
+        "the run was planned for 2 epochs, resume trained to epoch {}:\n{}",
+        epochs.last().unwrap(),
+        r.stdout
+    );
+}
+
+#[test]
+#[ignore = "bug: resuming after a crash between log.csv's append and last.safetensors' write duplicates the epoch's log row (src/train/mod.rs train: log.csv is not truncated to the checkpoint's epoch)"]
+fn resume_after_a_crash_between_log_and_checkpoint_keeps_one_row_per_epoch() {
+    // Each epoch appends its log.csv row, then writes best and last.safetensors (fsync'd, so this
+    // takes a while). A run killed in between has log rows 1..=k but last.safetensors of k-1.
+    let tmp = TempDir::new("resume-crash");
+    let run_dir = tmp.join("run");
+    let flags = format!("train mnist {TINY_MODEL} --train-limit 300 --test-limit 100 --schedule constant");
+    vitcore(args_with(&format!("{flags} --epochs 1 --out"), &[&run_dir])).ok();
+    let after_epoch_1 = fs::read(run_dir.join("last.safetensors")).unwrap();
+    vitcore(args_with("train mnist --quiet --epochs 2 --resume", &[&run_dir])).ok();
+    assert_eq!(log_rows(&run_dir).len(), 2);
+    // The crash: epoch 2's row is in log.csv, last.safetensors is still epoch 1's.
+    fs::write(run_dir.join("last.safetensors"), after_epoch_1).unwrap();
+
+    vitcore(args_with("train mnist --quiet --epochs 2 --resume", &[&run_dir])).ok();
+    let log = fs::read_to_string(run_dir.join("log.csv")).unwrap();
+    let epochs: Vec<String> = log_rows(&run_dir).into_iter().map(|r| r[0].clone()).collect();
+    assert_eq!(epochs, ["1", "2"], "one row per epoch expected:\n{log}");
+}
+
+#[test]
+#[ignore = "bug: `train csv --val-fraction 0` reports `validation accuracy 0.00% (0/0)` and writes accuracy 0.0 to test_metrics.json (src/train/mod.rs train: final evaluation of an empty validation set)"]
+fn train_csv_without_a_validation_split_does_not_report_an_accuracy_of_nothing() {
+    let tmp = TempDir::new("val0");
+    let csv = tmp.write("train.csv", kaggle_csv(&mnist().1, 0..300, true));
+    let out = tmp.join("run");
+    let r = vitcore(args_with(
+        &format!("train csv {TINY_MODEL} --epochs 1 --val-fraction 0 --train"),
+        &[&csv, Path::new("--out"), &out],
+    ));
+    assert_ne!(r.code, Some(PANIC_EXIT_CODE), "{}", r.stderr);
+    // Either refused (a CSV run has no other evaluation set) or reported as not evaluated.
+    assert!(
+        !r.stdout.contains("(0/0)"),
+        "reports an accuracy over 0 images:\n{}",
+        r.stdout
+    );
+    if let Ok(text) = fs::read_to_string(out.join("test_metrics.json")) {
+        let m: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(
+            m["result"]["total"] != 0 || m["result"]["accuracy"].is_null(),
+            "test_metrics.json claims accuracy {} on 0 images",
+            m["result"]["accuracy"]
+        );
+    }
+}
