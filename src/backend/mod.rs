@@ -8,6 +8,7 @@
 //! forward. Adding a device means adding a `Storage` variant and one match arm per kernel.
 
 pub mod cpu;
+pub mod cuda;
 
 use std::sync::Arc;
 

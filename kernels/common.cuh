@@ -1,0 +1,99 @@
+// vitcore CUDA kernels: helpers shared by every kernel file (handed to NVRTC as a header).
+//
+// Conventions for all kernels:
+// * f32 everywhere; element counts and offsets are 64-bit (`long long`) so tensors past 2^31
+//   elements stay correct; matrix dimensions are `int`.
+// * Every kernel bounds-checks, so any size works with the launch geometry its file documents.
+// * A warp is 32 lanes (true of every NVIDIA GPU so far, and of sm_75+); nothing assumes more.
+// * Reductions use `__shfl_xor_sync` butterflies: after log2(32) = 5 steps every lane holds the
+//   total, so no lane has to broadcast it afterwards.
+#pragma once
+
+#define VC_WARP 32
+#define VC_FULL_MASK 0xffffffffu
+// -inf without <math.h> (NVRTC compiles without the C library headers).
+#define VC_NEG_INF (__int_as_float(0xff800000))
+
+// Grid-stride loop over [0, n): any grid size covers any n (the grid is capped on the host).
+#define VC_GRID_STRIDE(i, n)                                                          \
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n);     \
+         i += (long long)gridDim.x * blockDim.x)
+
+static __device__ __forceinline__ float vc_warp_sum(float v) {
+#pragma unroll
+    for (int o = VC_WARP / 2; o > 0; o >>= 1) v += __shfl_xor_sync(VC_FULL_MASK, v, o);
+    return v;
+}
+
+static __device__ __forceinline__ double vc_warp_sum_d(double v) {
+#pragma unroll
+    for (int o = VC_WARP / 2; o > 0; o >>= 1) v += __shfl_xor_sync(VC_FULL_MASK, v, o);
+    return v;
+}
+
+static __device__ __forceinline__ float vc_warp_max(float v) {
+#pragma unroll
+    for (int o = VC_WARP / 2; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(VC_FULL_MASK, v, o));
+    return v;
+}
+
+// Sum over a whole block (blockDim.x a multiple of 32, at most 1024): warp sums, then the first
+// warp sums the per-warp results. `scratch` needs 32 floats of shared memory. Every thread gets
+// the total. The trailing __syncthreads lets the caller reuse `scratch` at once.
+static __device__ __forceinline__ float vc_block_sum(float v, float* scratch) {
+    const int lane = threadIdx.x % VC_WARP, warp = threadIdx.x / VC_WARP;
+    const int nwarps = (blockDim.x + VC_WARP - 1) / VC_WARP;
+    v = vc_warp_sum(v);
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    v = (lane < nwarps) ? scratch[lane] : 0.0f;
+    v = vc_warp_sum(v);  // every warp reduces the same values: all threads get the total
+    __syncthreads();
+    return v;
+}
+
+static __device__ __forceinline__ float vc_block_max(float v, float* scratch) {
+    const int lane = threadIdx.x % VC_WARP, warp = threadIdx.x / VC_WARP;
+    const int nwarps = (blockDim.x + VC_WARP - 1) / VC_WARP;
+    v = vc_warp_max(v);
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    v = (lane < nwarps) ? scratch[lane] : VC_NEG_INF;
+    v = vc_warp_max(v);
+    __syncthreads();
+    return v;
+}
+
+// Online (one-pass) softmax statistics: a running maximum m and the sum s of e^{x - m}.
+// Merging two partial states rescales the one with the smaller maximum. A state that has seen
+// nothing (m = -inf, s = 0) merges as the identity instead of producing e^{-inf - -inf} = NaN.
+struct VcMaxSum {
+    float m, s;
+};
+
+static __device__ __forceinline__ VcMaxSum vc_maxsum_merge(VcMaxSum a, VcMaxSum b) {
+    if (a.m == VC_NEG_INF) return b;
+    if (b.m == VC_NEG_INF) return a;
+    const float m = fmaxf(a.m, b.m);
+    return VcMaxSum{m, a.s * expf(a.m - m) + b.s * expf(b.m - m)};
+}
+
+// Add one element: one exponential per element (rescale the sum only when the maximum grows).
+static __device__ __forceinline__ VcMaxSum vc_maxsum_push(VcMaxSum a, float x) {
+    if (x > a.m) {
+        a.s = (a.m == VC_NEG_INF ? 0.0f : a.s * expf(a.m - x)) + 1.0f;
+        a.m = x;
+    } else if (x != VC_NEG_INF) {  // -inf adds e^{-inf} = 0 (and must not compute -inf - -inf)
+        a.s += expf(x - a.m);        // a NaN x lands here and makes the sum NaN, as it should
+    }
+    return a;
+}
+
+static __device__ __forceinline__ VcMaxSum vc_warp_maxsum(VcMaxSum a) {
+#pragma unroll
+    for (int o = VC_WARP / 2; o > 0; o >>= 1) {
+        VcMaxSum b{__shfl_xor_sync(VC_FULL_MASK, a.m, o), __shfl_xor_sync(VC_FULL_MASK, a.s, o)};
+        a = vc_maxsum_merge(a, b);
+    }
+    return a;
+}

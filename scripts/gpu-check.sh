@@ -1,0 +1,62 @@
+#!/bin/bash
+# Checks the CUDA backend on a GPU machine, in one call.
+#
+# The GPU machine has no Rust toolchain, so the test binaries are built on the build machine:
+#   scripts/gpu-check.sh pack        # here: gpu-pack.sh builds .gpu/, plus .gpu/COMMIT
+# then, on the GPU machine, from the repository root (with .gpu/ carried along):
+#   bash scripts/gpu-check.sh        # runs the CUDA tests, prints device, commit and a summary
+#
+# It runs the NVRTC test (every kernel compiled for sm_75 and sm_90, no spills), the GPU-vs-CPU
+# test of every kernel, and the backend's unit tests, with --nocapture so the per-kernel
+# register/spill table and the per-check relative errors are in the log. It sets
+# VITCORE_REQUIRE_NVRTC=1 and VITCORE_REQUIRE_CUDA=1: on this machine a test that would skip
+# (no NVRTC, no GPU) fails instead. Exit status: the number of failed test binaries.
+set -u
+root=$(cd "$(dirname "$0")/.." && pwd); cd "$root"
+
+if [ "${1:-}" = "pack" ]; then
+  set -e
+  pack=${GPU_PACK:-../shared/tools/gpu-pack.sh}
+  [ -x "$pack" ] || pack=/work/shared/tools/gpu-pack.sh
+  bash "$pack"
+  { git rev-parse HEAD; git diff --quiet HEAD || echo "(plus uncommitted changes)"; } > .gpu/COMMIT
+  echo "packed commit $(head -1 .gpu/COMMIT)"
+  exit 0
+fi
+
+if [ ! -x .gpu/run.sh ] || ! ls .gpu/tests/* >/dev/null 2>&1; then
+  echo "no .gpu/ test binaries: run 'scripts/gpu-check.sh pack' on the build machine first" >&2
+  exit 2
+fi
+
+commit=$(git rev-parse HEAD 2>/dev/null || head -1 .gpu/COMMIT 2>/dev/null || echo unknown)
+echo "== vitcore CUDA check, commit $commit $(sed -n 2p .gpu/COMMIT 2>/dev/null)"
+echo "== $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname)"
+
+# .gpu/run.sh sets LD_LIBRARY_PATH / VITCORE_NVRTC_INCLUDE for this machine's CUDA, prints the
+# GPU (nvidia-smi) and then runs the command given.
+bash .gpu/run.sh bash -c '
+  export VITCORE_REQUIRE_NVRTC=1 VITCORE_REQUIRE_CUDA=1 RUST_BACKTRACE=1
+  ls -d /usr/local/cuda*/lib64/libnvrtc.so* 2>/dev/null | head -3
+  summary=""; failed=0
+  run() {  # run <label> <binary> [test args...]
+    label=$1; bin=$2; shift 2
+    echo; echo "================ $label ($bin)"
+    out=$("$bin" "$@" --nocapture --test-threads=1 2>&1); rc=$?
+    echo "$out"
+    res=$(echo "$out" | grep -E "^test result:" | tail -1)
+    skips=$(echo "$out" | grep -c "^skipped:")
+    [ $rc -eq 0 ] || failed=$((failed + 1))
+    summary="$summary\n  $(printf "%-14s" "$label") rc=$rc  ${res:-no result line}  (skipped: $skips)"
+  }
+  found=0
+  for t in .gpu/tests/nvrtc_kernels-*; do [ -x "$t" ] && { run nvrtc "$t"; found=1; }; done
+  for t in .gpu/tests/cuda_vs_cpu-*; do [ -x "$t" ] && { run cuda_vs_cpu "$t"; found=1; }; done
+  for t in .gpu/tests/vitcore-*; do [ -x "$t" ] && { run "unit (cuda)" "$t" backend::cuda; found=1; }; done
+  [ $found -eq 1 ] || { echo "no nvrtc_kernels / cuda_vs_cpu test binaries in .gpu/tests"; exit 2; }
+  echo; echo "================ summary"
+  nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader 2>/dev/null
+  printf "%b\n" "$summary"
+  echo "test binaries failed: $failed"
+  exit $failed
+'

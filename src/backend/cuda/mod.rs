@@ -1,0 +1,25 @@
+//! The CUDA backend, phase 1: hand-written kernels (`kernels/*.cu`, embedded by `build.rs`),
+//! compiled at run time with NVRTC for the GPU that is present, a device with one stream and a
+//! caching allocator, and one typed launch wrapper per kernel. The ops do not call it yet (a
+//! `Storage::Cuda` variant and the match arms in `src/ops/` are the next step).
+//!
+//! * [`nvrtc`]: compile a kernel file to CUBIN for `sm_XY`, with the ptxas resource report.
+//! * [`device`]: [`cuda_available`], [`CudaDevice`] (context, stream, kernels, allocator,
+//!   launch wrappers), [`CudaBuffer`].
+//! * [`select`]: `--device auto|cpu|cuda` → [`resolve`].
+//!
+//! Everything builds and runs without CUDA installed: cudarc loads `libcuda` and `libnvrtc` at
+//! run time, and every entry point checks for them first and returns an error instead of
+//! panicking. See `docs/cuda.md` for what to install and what has been verified.
+
+pub mod device;
+pub mod nvrtc;
+pub mod select;
+
+/// The cudarc slice types and traits the launch wrappers take, so callers need not name cudarc.
+pub use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceSlice};
+pub use device::{
+    cuda_available, AdamCoeffs, CudaBuffer, CudaDevice, MatmulDims, MatmulKernel, PoolStats, RowKernel, MAX_RANK,
+    SOFTMAX_WARP_MAX,
+};
+pub use select::{resolve, DeviceChoice, Resolved};
