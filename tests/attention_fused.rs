@@ -43,7 +43,11 @@ fn composed(g: &mut Graph, qkv: Var, b: usize, t: usize, heads: usize, dh: usize
 #[test]
 fn fused_attention_equals_composed_forward_and_backward() {
     let mut rng = Rng::new(5);
-    for &(b, t, heads, dh, p) in &[(2usize, 7usize, 3usize, 5usize, 0.0f32), (3, 11, 2, 3, 0.3), (1, 50, 8, 2, 0.1)] {
+    for &(b, t, heads, dh, p) in &[
+        (2usize, 7usize, 3usize, 5usize, 0.0f32),
+        (3, 11, 2, 3, 0.3),
+        (1, 50, 8, 2, 0.1),
+    ] {
         let d = heads * dh;
         let qkv = Tensor::from_vec(rng.normal_vec(b * t * 3 * d, 1.0), &[b, t, 3 * d]).unwrap();
         let upstream = Tensor::from_vec(rng.normal_vec(b * t * d, 1.0), &[b, t, d]).unwrap();
@@ -52,13 +56,20 @@ fn fused_attention_equals_composed_forward_and_backward() {
         for fused in [true, false] {
             let mut g = Graph::new();
             let x = g.leaf(qkv.clone());
-            let y = if fused { g.attention(x, heads, p, seed).unwrap() } else { composed(&mut g, x, b, t, heads, dh, p, seed) };
+            let y = if fused {
+                g.attention(x, heads, p, seed).unwrap()
+            } else {
+                composed(&mut g, x, b, t, heads, dh, p, seed)
+            };
             let grads = g.backward_with(y, upstream.clone()).unwrap();
             outs.push((g.value(y).to_vec(), grads.get(x).unwrap().to_vec()));
         }
         let ef = rel_err(&outs[0].0, &outs[1].0);
         let eb = rel_err(&outs[0].1, &outs[1].1);
-        assert!(ef <= TOL && eb <= TOL, "b{b} t{t} h{heads} dh{dh} p{p}: forward {ef}, backward {eb}");
+        assert!(
+            ef <= TOL && eb <= TOL,
+            "b{b} t{t} h{heads} dh{dh} p{p}: forward {ef}, backward {eb}"
+        );
     }
 }
 
@@ -76,7 +87,9 @@ fn vit_with_fused_attention_equals_composed_in_training_mode() {
     for fused in [true, false] {
         vit.fused_attention = fused;
         let mut g = Graph::new();
-        let logits = vit.forward(&mut g, &store, x.clone(), Mode::Train { seed: 77 }).unwrap();
+        let logits = vit
+            .forward(&mut g, &store, x.clone(), Mode::Train { seed: 77 })
+            .unwrap();
         let loss = g.cross_entropy(logits, &[1, 2, 3], 0.0).unwrap();
         let grads = g.backward(loss).unwrap();
         let mut s = store.clone();

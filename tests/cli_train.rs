@@ -283,7 +283,7 @@ fn set_config_epochs(run: &Path, n: usize) {
 }
 
 #[test]
-#[ignore = "bug: `train --resume RUN` without --epochs trains to the preset's epoch count (10), not the run's (src/cli/mod.rs run_train + src/train/mod.rs train)"]
+
 fn resume_without_epochs_finishes_the_runs_own_epochs() {
     // A 2-epoch run interrupted after epoch 1: train 1 epoch (constant schedule, so the state is
     // the same), then record the run's planned 2 epochs in its config.json.
@@ -309,7 +309,7 @@ fn resume_without_epochs_finishes_the_runs_own_epochs() {
 }
 
 #[test]
-#[ignore = "bug: resuming after a crash between log.csv's append and last.safetensors' write duplicates the epoch's log row (src/train/mod.rs train: log.csv is not truncated to the checkpoint's epoch)"]
+
 fn resume_after_a_crash_between_log_and_checkpoint_keeps_one_row_per_epoch() {
     // Each epoch appends its log.csv row, then writes best and last.safetensors (fsync'd, so this
     // takes a while). A run killed in between has log rows 1..=k but last.safetensors of k-1.
@@ -330,7 +330,7 @@ fn resume_after_a_crash_between_log_and_checkpoint_keeps_one_row_per_epoch() {
 }
 
 #[test]
-#[ignore = "bug: `train csv --val-fraction 0` reports `validation accuracy 0.00% (0/0)` and writes accuracy 0.0 to test_metrics.json (src/train/mod.rs train: final evaluation of an empty validation set)"]
+
 fn train_csv_without_a_validation_split_does_not_report_an_accuracy_of_nothing() {
     let tmp = TempDir::new("val0");
     let csv = tmp.write("train.csv", kaggle_csv(&mnist().1, 0..300, true));

@@ -47,9 +47,14 @@ macro_rules! gpu_or_skip {
 }
 
 fn rng(test: &str) -> Rng {
-    let seed = std::env::var("VITCORE_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
-    });
+    let seed = std::env::var("VITCORE_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
     println!("{test}: seed {seed}");
     Rng::new(seed)
 }
@@ -90,8 +95,13 @@ fn check(what: &str, gpu: &[f32], cpu: &[f32]) {
 // ---- matmul ---------------------------------------------------------------------------------
 
 /// (batch, m, n, k): none a multiple of 16 or 64, plus degenerate edges.
-const MATMUL_SIZES: [(usize, usize, usize, usize); 5] =
-    [(3, 67, 45, 33), (1, 1, 130, 257), (2, 129, 1, 7), (4, 65, 65, 64), (1, 200, 70, 150)];
+const MATMUL_SIZES: [(usize, usize, usize, usize); 5] = [
+    (3, 67, 45, 33),
+    (1, 1, 130, 257),
+    (2, 129, 1, 7),
+    (4, 65, 65, 64),
+    (1, 200, 70, 150),
+];
 
 fn stored_shape(batch: usize, rows: usize, cols: usize, transposed: bool) -> Vec<usize> {
     if transposed {
@@ -117,8 +127,11 @@ fn matmul_forward_and_backward_match_cpu() {
                 let (va, vb) = (graph.leaf(a.clone()), graph.leaf(b.clone()));
                 let vc = graph.matmul_t(va, vb, ta, tb).unwrap();
                 let grads = graph.backward_with(vc, g.clone()).unwrap();
-                let (c_cpu, da_cpu, db_cpu) =
-                    (graph.value(vc).clone(), grads.get(va).unwrap().clone(), grads.get(vb).unwrap().clone());
+                let (c_cpu, da_cpu, db_cpu) = (
+                    graph.value(vc).clone(),
+                    grads.get(va).unwrap().clone(),
+                    grads.get(vb).unwrap().clone(),
+                );
 
                 let (ga, gb, gg) = (up(&dev, &a), up(&dev, &b), up(&dev, &g));
                 let mut c = dev.alloc(batch * m * n).unwrap();
@@ -132,20 +145,28 @@ fn matmul_forward_and_backward_match_cpu() {
                 let dims = |m, n, k, ta, tb| MatmulDims { batch, m, n, k, ta, tb };
                 match (ta, tb) {
                     (false, false) => {
-                        dev.matmul(kernel, &gg, &gb, &mut da, dims(m, k, n, false, true), 0.0).unwrap();
-                        dev.matmul(kernel, &ga, &gg, &mut db, dims(k, n, m, true, false), 0.0).unwrap();
+                        dev.matmul(kernel, &gg, &gb, &mut da, dims(m, k, n, false, true), 0.0)
+                            .unwrap();
+                        dev.matmul(kernel, &ga, &gg, &mut db, dims(k, n, m, true, false), 0.0)
+                            .unwrap();
                     }
                     (false, true) => {
-                        dev.matmul(kernel, &gg, &gb, &mut da, dims(m, k, n, false, false), 0.0).unwrap();
-                        dev.matmul(kernel, &gg, &ga, &mut db, dims(n, k, m, true, false), 0.0).unwrap();
+                        dev.matmul(kernel, &gg, &gb, &mut da, dims(m, k, n, false, false), 0.0)
+                            .unwrap();
+                        dev.matmul(kernel, &gg, &ga, &mut db, dims(n, k, m, true, false), 0.0)
+                            .unwrap();
                     }
                     (true, false) => {
-                        dev.matmul(kernel, &gb, &gg, &mut da, dims(k, m, n, false, true), 0.0).unwrap();
-                        dev.matmul(kernel, &ga, &gg, &mut db, dims(k, n, m, false, false), 0.0).unwrap();
+                        dev.matmul(kernel, &gb, &gg, &mut da, dims(k, m, n, false, true), 0.0)
+                            .unwrap();
+                        dev.matmul(kernel, &ga, &gg, &mut db, dims(k, n, m, false, false), 0.0)
+                            .unwrap();
                     }
                     (true, true) => {
-                        dev.matmul(kernel, &gb, &gg, &mut da, dims(k, m, n, true, true), 0.0).unwrap();
-                        dev.matmul(kernel, &gg, &ga, &mut db, dims(n, k, m, true, true), 0.0).unwrap();
+                        dev.matmul(kernel, &gb, &gg, &mut da, dims(k, m, n, true, true), 0.0)
+                            .unwrap();
+                        dev.matmul(kernel, &gg, &ga, &mut db, dims(n, k, m, true, true), 0.0)
+                            .unwrap();
                     }
                 }
                 check(&format!("{tag} dA"), &down(&dev, &da), da_cpu.data());
@@ -154,8 +175,11 @@ fn matmul_forward_and_backward_match_cpu() {
         }
         // beta = 1 accumulates onto C.
         let (m, n, k) = (37, 29, 41);
-        let (a, b, c0) =
-            (rand_tensor(&mut r, &[1, m, k]), rand_tensor(&mut r, &[1, k, n]), rand_tensor(&mut r, &[1, m, n]));
+        let (a, b, c0) = (
+            rand_tensor(&mut r, &[1, m, k]),
+            rand_tensor(&mut r, &[1, k, n]),
+            rand_tensor(&mut r, &[1, m, n]),
+        );
         let mut want = ops::matmul::matmul(&a, &b, false, false).unwrap();
         want.add_assign(&c0).unwrap();
         let mut c = up(&dev, &c0);
@@ -164,7 +188,14 @@ fn matmul_forward_and_backward_match_cpu() {
             &up(&dev, &a),
             &up(&dev, &b),
             &mut c,
-            MatmulDims { batch: 1, m, n, k, ta: false, tb: false },
+            MatmulDims {
+                batch: 1,
+                m,
+                n,
+                k,
+                ta: false,
+                tb: false,
+            },
             1.0,
         )
         .unwrap();
@@ -182,7 +213,14 @@ fn matmul_rejects_short_buffers() {
         &a,
         &b,
         &mut c,
-        MatmulDims { batch: 1, m: 4, n: 4, k: 4, ta: false, tb: false },
+        MatmulDims {
+            batch: 1,
+            m: 4,
+            n: 4,
+            k: 4,
+            ta: false,
+            tb: false,
+        },
         0.0,
     );
     assert!(e.unwrap_err().to_string().contains("the sizes need 16"));
@@ -205,9 +243,23 @@ fn linear_forward_and_backward_match_cpu() {
     let mut y = dev.alloc(rows * dout).unwrap();
     dev.linear_fwd(&gx, &gw, Some(&gb), &mut y, rows, din, dout).unwrap();
     check("linear y", &down(&dev, &y), y_cpu.data());
-    let (mut dx, mut dw, mut db) =
-        (dev.alloc(rows * din).unwrap(), dev.alloc(dout * din).unwrap(), dev.alloc(dout).unwrap());
-    dev.linear_bwd(&gg, &gx, &gw, Some(&mut dx), Some(&mut dw), Some(&mut db), rows, din, dout).unwrap();
+    let (mut dx, mut dw, mut db) = (
+        dev.alloc(rows * din).unwrap(),
+        dev.alloc(dout * din).unwrap(),
+        dev.alloc(dout).unwrap(),
+    );
+    dev.linear_bwd(
+        &gg,
+        &gx,
+        &gw,
+        Some(&mut dx),
+        Some(&mut dw),
+        Some(&mut db),
+        rows,
+        din,
+        dout,
+    )
+    .unwrap();
     check("linear dx", &down(&dev, &dx), dx_cpu.unwrap().data());
     check("linear dW", &down(&dev, &dw), dw_cpu.unwrap().data());
     check("linear db", &down(&dev, &db), db_cpu.unwrap().data());
@@ -252,15 +304,24 @@ fn layernorm_forward_and_backward_match_cpu() {
         let (y_cpu, mean_cpu, rstd_cpu) = ops::layernorm::forward(&x, &gamma, &beta, eps).unwrap();
         let (dx_cpu, dg_cpu, db_cpu) = ops::layernorm::backward(&g, &x, &gamma, &mean_cpu, &rstd_cpu).unwrap();
         let (gx, ggam, gbet, gg) = (up(&dev, &x), up(&dev, &gamma), up(&dev, &beta), up(&dev, &g));
-        let (mut y, mut mean, mut rstd) =
-            (dev.alloc(rows * d).unwrap(), dev.alloc(rows).unwrap(), dev.alloc(rows).unwrap());
-        dev.layernorm_fwd(&gx, &ggam, &gbet, &mut y, &mut mean, &mut rstd, rows, d, eps).unwrap();
+        let (mut y, mut mean, mut rstd) = (
+            dev.alloc(rows * d).unwrap(),
+            dev.alloc(rows).unwrap(),
+            dev.alloc(rows).unwrap(),
+        );
+        dev.layernorm_fwd(&gx, &ggam, &gbet, &mut y, &mut mean, &mut rstd, rows, d, eps)
+            .unwrap();
         let tag = format!("layernorm {rows}x{d}");
         check(&format!("{tag} y"), &down(&dev, &y), y_cpu.data());
         check(&format!("{tag} mean"), &down(&dev, &mean), mean_cpu.data());
         check(&format!("{tag} rstd"), &down(&dev, &rstd), rstd_cpu.data());
-        let (mut dx, mut dg, mut db) = (dev.alloc(rows * d).unwrap(), dev.alloc(d).unwrap(), dev.alloc(d).unwrap());
-        dev.layernorm_bwd(&gg, &gx, &ggam, &mean, &rstd, &mut dx, &mut dg, &mut db, rows, d).unwrap();
+        let (mut dx, mut dg, mut db) = (
+            dev.alloc(rows * d).unwrap(),
+            dev.alloc(d).unwrap(),
+            dev.alloc(d).unwrap(),
+        );
+        dev.layernorm_bwd(&gg, &gx, &ggam, &mean, &rstd, &mut dx, &mut dg, &mut db, rows, d)
+            .unwrap();
         check(&format!("{tag} dx"), &down(&dev, &dx), dx_cpu.data());
         check(&format!("{tag} dgamma"), &down(&dev, &dg), dg_cpu.data());
         check(&format!("{tag} dbeta"), &down(&dev, &db), db_cpu.data());
@@ -280,10 +341,18 @@ fn gelu_forward_and_backward_match_cpu() {
     for kind in [GeluKind::Erf, GeluKind::Tanh] {
         let mut y = dev.alloc(n).unwrap();
         dev.gelu_fwd(&gx, &mut y, n, kind).unwrap();
-        check(&format!("gelu {kind:?} y"), &down(&dev, &y), ops::gelu::forward(&x, kind).unwrap().data());
+        check(
+            &format!("gelu {kind:?} y"),
+            &down(&dev, &y),
+            ops::gelu::forward(&x, kind).unwrap().data(),
+        );
         let mut dx = dev.alloc(n).unwrap();
         dev.gelu_bwd(&gg, &gx, &mut dx, n, kind).unwrap();
-        check(&format!("gelu {kind:?} dx"), &down(&dev, &dx), ops::gelu::backward(&g, &x, kind).unwrap().data());
+        check(
+            &format!("gelu {kind:?} dx"),
+            &down(&dev, &dx),
+            ops::gelu::backward(&g, &x, kind).unwrap().data(),
+        );
     }
 }
 
@@ -293,7 +362,12 @@ fn gelu_forward_and_backward_match_cpu() {
 fn patchify_forward_and_backward_match_cpu() {
     let dev = gpu_or_skip!();
     let mut r = rng("patchify");
-    for (shape, p) in [([2, 3, 12, 20], 4), ([3, 1, 28, 28], 7), ([1, 2, 5, 5], 5), ([2, 3, 3, 6], 1)] {
+    for (shape, p) in [
+        ([2, 3, 12, 20], 4),
+        ([3, 1, 28, 28], 7),
+        ([1, 2, 5, 5], 5),
+        ([2, 3, 3, 6], 1),
+    ] {
         let x = rand_tensor(&mut r, &shape);
         let y_cpu = ops::patchify::forward(&x, p).unwrap();
         let g = rand_tensor(&mut r, y_cpu.shape());
@@ -307,7 +381,8 @@ fn patchify_forward_and_backward_match_cpu() {
     }
     let mut y = dev.alloc(100).unwrap();
     assert!(
-        dev.patchify_fwd(&dev.alloc(100).unwrap(), &mut y, [1, 1, 10, 10], 3).is_err(),
+        dev.patchify_fwd(&dev.alloc(100).unwrap(), &mut y, [1, 1, 10, 10], 3)
+            .is_err(),
         "10 is not a multiple of 3"
     );
 }
@@ -331,7 +406,8 @@ fn broadcast_add_and_its_reductions_match_cpu() {
         let (a, b) = (rand_tensor(&mut r, a_shape), rand_tensor(&mut r, b_shape));
         let g = rand_tensor(&mut r, a_shape);
         let mut y = dev.alloc(a.numel()).unwrap();
-        dev.add_broadcast(&up(&dev, &a), a_shape, &up(&dev, &b), b_shape, &mut y).unwrap();
+        dev.add_broadcast(&up(&dev, &a), a_shape, &up(&dev, &b), b_shape, &mut y)
+            .unwrap();
         check(
             &format!("add {a_shape:?} + {b_shape:?}"),
             &down(&dev, &y),
@@ -351,10 +427,20 @@ fn broadcast_add_and_its_reductions_match_cpu() {
         let g = rand_tensor(&mut r, &[rows, cols]);
         let mut out = dev.alloc(cols).unwrap();
         dev.sum_rows(&up(&dev, &g), &mut out, rows, cols).unwrap();
-        check(&format!("sum_rows {rows}x{cols}"), &down(&dev, &out), ops::add::sum_rows(&g, cols).unwrap().data());
+        check(
+            &format!("sum_rows {rows}x{cols}"),
+            &down(&dev, &out),
+            ops::add::sum_rows(&g, cols).unwrap().data(),
+        );
     }
     assert!(dev
-        .add_broadcast(&dev.alloc(6).unwrap(), &[2, 3], &dev.alloc(2).unwrap(), &[2], &mut dev.alloc(6).unwrap())
+        .add_broadcast(
+            &dev.alloc(6).unwrap(),
+            &[2, 3],
+            &dev.alloc(2).unwrap(),
+            &[2],
+            &mut dev.alloc(6).unwrap()
+        )
         .is_err());
 }
 
@@ -411,9 +497,15 @@ fn permute_and_its_inverse_match_cpu() {
         let g = rand_tensor(&mut r, y_cpu.shape());
         let mut dx = dev.alloc(x.numel()).unwrap();
         dev.permute(&up(&dev, &g), &mut dx, g.shape(), &inv).unwrap();
-        check(&format!("permute {shape:?} backward"), &down(&dev, &dx), ops::shape::permute(&g, &inv).unwrap().data());
+        check(
+            &format!("permute {shape:?} backward"),
+            &down(&dev, &dx),
+            ops::shape::permute(&g, &inv).unwrap().data(),
+        );
     }
-    assert!(dev.permute(&dev.alloc(6).unwrap(), &mut dev.alloc(6).unwrap(), &[2, 3], &[0, 0]).is_err());
+    assert!(dev
+        .permute(&dev.alloc(6).unwrap(), &mut dev.alloc(6).unwrap(), &[2, 3], &[0, 0])
+        .is_err());
 }
 
 #[test]
@@ -430,8 +522,11 @@ fn concat_slice_and_unslice_match_cpu() {
         let refs: Vec<&Tensor> = xs.iter().collect();
         let y_cpu = ops::concat::concat(&refs, axis).unwrap();
         let bufs: Vec<CudaBuffer> = xs.iter().map(|x| up(&dev, x)).collect();
-        let parts: Vec<(&dyn DevicePtr<f32>, &[usize])> =
-            bufs.iter().zip(&shapes).map(|(b, s)| (b as &dyn DevicePtr<f32>, s.as_slice())).collect();
+        let parts: Vec<(&dyn DevicePtr<f32>, &[usize])> = bufs
+            .iter()
+            .zip(&shapes)
+            .map(|(b, s)| (b as &dyn DevicePtr<f32>, s.as_slice()))
+            .collect();
         let mut y = dev.alloc(y_cpu.numel()).unwrap();
         dev.concat(&parts, &mut y, axis).unwrap();
         check(&format!("concat {shapes:?} axis {axis}"), &down(&dev, &y), y_cpu.data());
@@ -453,7 +548,11 @@ fn concat_slice_and_unslice_match_cpu() {
             dev.unslice(&dx, &mut back, g.shape(), axis, off, len).unwrap();
             let want =
                 ops::concat::unslice(&ops::concat::slice(&g, axis, off, len).unwrap(), g.shape(), axis, off).unwrap();
-            check(&format!("unslice axis {axis} at {off}"), &down(&dev, &back), want.data());
+            check(
+                &format!("unslice axis {axis} at {off}"),
+                &down(&dev, &back),
+                want.data(),
+            );
             off += len;
         }
     }
@@ -474,12 +573,14 @@ fn cross_entropy_forward_and_backward_match_cpu() {
             let dz_cpu = ops::cross_entropy::backward(gscale, &p_cpu, &labels, smoothing).unwrap();
             let gl = dev.upload_u32(&labels).unwrap();
             let (mut p, mut loss) = (dev.alloc(b * c).unwrap(), dev.alloc(1).unwrap());
-            dev.cross_entropy_fwd(&up(&dev, &z), &gl, &mut p, &mut loss, b, c, smoothing).unwrap();
+            dev.cross_entropy_fwd(&up(&dev, &z), &gl, &mut p, &mut loss, b, c, smoothing)
+                .unwrap();
             let tag = format!("cross_entropy {b}x{c} ε={smoothing}");
             check(&format!("{tag} loss"), &down(&dev, &loss), &[loss_cpu]);
             check(&format!("{tag} p"), &down(&dev, &p), p_cpu.data());
             let mut dz = dev.alloc(b * c).unwrap();
-            dev.cross_entropy_bwd(gscale, &p, &gl, &mut dz, b, c, smoothing).unwrap();
+            dev.cross_entropy_bwd(gscale, &p, &gl, &mut dz, b, c, smoothing)
+                .unwrap();
             check(&format!("{tag} dz"), &down(&dev, &dz), dz_cpu.data());
         }
     }
@@ -493,22 +594,39 @@ fn dropout_mask_is_the_cpu_mask_bit_for_bit() {
     let mut r = rng("dropout");
     let n = 100_003;
     let x = Tensor::from_vec(rand_vec(&mut r, n, 0.5, 1.5), &[n]).unwrap(); // no zeros: a zero output means dropped
-    for (p, seed) in [(0.1f32, 7u64), (0.5, 0xdead_beef_0123_4567), (0.0, 42), (0.9, r.next_u64())] {
+    for (p, seed) in [
+        (0.1f32, 7u64),
+        (0.5, 0xdead_beef_0123_4567),
+        (0.0, 42),
+        (0.9, r.next_u64()),
+    ] {
         let want = ops::dropout::apply_mask(&x, p, seed).unwrap();
         let mut y = dev.alloc(n).unwrap();
         dev.dropout_fwd(&up(&dev, &x), &mut y, n, p, seed).unwrap();
         let got = down(&dev, &y);
-        let mismatches = got.iter().zip(want.data()).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
-        assert_eq!(mismatches, 0, "dropout p={p} seed={seed}: {mismatches} elements differ from the CPU");
+        let mismatches = got
+            .iter()
+            .zip(want.data())
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        assert_eq!(
+            mismatches, 0,
+            "dropout p={p} seed={seed}: {mismatches} elements differ from the CPU"
+        );
         check(&format!("dropout p={p} y"), &got, want.data());
         let g = rand_tensor(&mut r, &[n]);
         let mut dx = dev.alloc(n).unwrap();
         dev.dropout_bwd(&up(&dev, &g), &mut dx, n, p, seed).unwrap();
         let got = down(&dev, &dx);
         let want = ops::dropout::apply_mask(&g, p, seed).unwrap();
-        assert!(got.iter().zip(want.data()).all(|(a, b)| a.to_bits() == b.to_bits()), "dropout backward p={p}");
+        assert!(
+            got.iter().zip(want.data()).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "dropout backward p={p}"
+        );
     }
-    assert!(dev.dropout_fwd(&dev.alloc(4).unwrap(), &mut dev.alloc(4).unwrap(), 4, 1.0, 0).is_err());
+    assert!(dev
+        .dropout_fwd(&dev.alloc(4).unwrap(), &mut dev.alloc(4).unwrap(), 4, 1.0, 0)
+        .is_err());
 }
 
 // ---- Adam -----------------------------------------------------------------------------------
@@ -526,13 +644,21 @@ fn fused_adam_matches_cpu_adam() {
     let dev = gpu_or_skip!();
     let mut r = rng("adam");
     for (mode, wd) in [(DecayMode::L2, 0.0), (DecayMode::L2, 0.1), (DecayMode::Decoupled, 0.05)] {
-        let cfg = AdamConfig { lr: 3e-3, betas: (0.9, 0.999), eps: 1e-8, weight_decay: wd };
+        let cfg = AdamConfig {
+            lr: 3e-3,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: wd,
+        };
         // One decayed weight and one no-decay bias, of awkward sizes.
         let names = ["blocks.0.mlp.fc1.weight", "blocks.0.mlp.fc1.bias"];
         let sizes = [1003usize, 37];
         let mut params = ParamStore::new();
-        let ids: Vec<_> =
-            names.iter().zip(sizes).map(|(n, s)| params.add(*n, rand_tensor(&mut r, &[s])).unwrap()).collect();
+        let ids: Vec<_> = names
+            .iter()
+            .zip(sizes)
+            .map(|(n, s)| params.add(*n, rand_tensor(&mut r, &[s])).unwrap())
+            .collect();
         let mut opt = Adam::new(cfg, mode).unwrap().with_no_decay(default_no_decay);
         let mut gp: Vec<CudaBuffer> = ids.iter().map(|&id| up(&dev, params.value(id))).collect();
         let mut gm: Vec<CudaBuffer> = sizes.iter().map(|&s| dev.alloc_zeros(s).unwrap()).collect();
@@ -547,7 +673,8 @@ fn fused_adam_matches_cpu_adam() {
             for (i, &id) in ids.iter().enumerate() {
                 let k = AdamCoeffs::new(&cfg, mode, opt.decays(names[i]), step);
                 let gg = dev.upload(&grads[i]).unwrap();
-                dev.adam_step(&mut gp[i], &gg, &mut gm[i], &mut gv[i], sizes[i], &k).unwrap();
+                dev.adam_step(&mut gp[i], &gg, &mut gm[i], &mut gv[i], sizes[i], &k)
+                    .unwrap();
                 let got = down(&dev, &gp[i]);
                 let want = params.value(id).data();
                 check(&format!("adam {mode:?} wd={wd} step {step} {}", names[i]), &got, want);

@@ -76,8 +76,17 @@ fn nvrtc_compiles_every_kernel_for_sm75_and_sm90_without_spills() {
             }
         }
     }
-    assert!(problems.is_empty(), "{} problem(s):\n{}", problems.len(), problems.join("\n"));
-    println!("{kernels} kernel builds ({} files × {} architectures), no spills", KERNEL_SOURCES.len(), ARCHS.len());
+    assert!(
+        problems.is_empty(),
+        "{} problem(s):\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+    println!(
+        "{kernels} kernel builds ({} files × {} architectures), no spills",
+        KERNEL_SOURCES.len(),
+        ARCHS.len()
+    );
 }
 
 #[test]
@@ -97,7 +106,10 @@ fn nvrtc_finds_the_cuda_headers_when_required() {
     }
     // CI sets VITCORE_NVRTC_INCLUDE; elsewhere the headers are optional (the kernels need none).
     match nvrtc::include_dir() {
-        Some(d) => assert!(d.join("cuda_fp16.h").is_file() || d.join("cuda_runtime.h").is_file(), "{d:?}"),
+        Some(d) => assert!(
+            d.join("cuda_fp16.h").is_file() || d.join("cuda_runtime.h").is_file(),
+            "{d:?}"
+        ),
         None if required() => panic!("VITCORE_REQUIRE_NVRTC=1 but no CUDA include folder was found"),
         None => println!("no CUDA include folder found (not needed by the kernels)"),
     }

@@ -63,6 +63,7 @@ pub enum Command {
 pub enum TrainData {
     /// Train on MNIST IDX files (gzip or raw) from --data (default data/mnist).
     Mnist {
+        /// Folder with the MNIST IDX files (train-images-idx3-ubyte[.gz], ...).
         #[arg(long, default_value = "data/mnist")]
         data: PathBuf,
         #[command(flatten)]
@@ -70,6 +71,7 @@ pub enum TrainData {
     },
     /// Train on a Kaggle digit-recognizer train.csv (label,pixel0..pixel783).
     Csv {
+        /// The training CSV (header `label,pixel0,...`).
         #[arg(long)]
         train: PathBuf,
         #[command(flatten)]
@@ -97,25 +99,34 @@ pub struct TrainFlags {
     /// Continue the run in this folder from its last checkpoint.
     #[arg(long, value_name = "RUN")]
     pub resume: Option<PathBuf>,
+    /// Number of epochs (passes over the training images).
     #[arg(long)]
     pub epochs: Option<usize>,
+    /// Images per training step.
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Peak learning rate.
     #[arg(long)]
     pub lr: Option<f64>,
     /// Seed for initialisation, shuffling, augmentation and dropout (a CPU run is repeatable).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Optimiser: adam (L2 weight decay) or adamw (decoupled weight decay).
     #[arg(long, value_enum)]
     pub optimizer: Option<OptArg>,
+    /// Weight decay.
     #[arg(long)]
     pub weight_decay: Option<f64>,
+    /// Learning-rate schedule.
     #[arg(long, value_enum)]
     pub schedule: Option<SchedArg>,
+    /// Epochs of linear warmup (warmup-cosine schedule).
     #[arg(long)]
     pub warmup_epochs: Option<f64>,
+    /// Final / minimum learning rate (warmup-cosine and plateau schedules).
     #[arg(long)]
     pub min_lr: Option<f64>,
+    /// Label smoothing of the cross-entropy target, in [0, 1).
     #[arg(long)]
     pub label_smoothing: Option<f32>,
     /// Clip gradients to this global L2 norm.
@@ -133,24 +144,34 @@ pub struct TrainFlags {
     /// Random shift range in pixels.
     #[arg(long)]
     pub shift: Option<f32>,
+    /// Fraction of the training images held out for validation.
     #[arg(long)]
     pub val_fraction: Option<f64>,
+    /// Patch size in pixels (must divide the image size).
     #[arg(long)]
     pub patch: Option<usize>,
+    /// Embedding width D.
     #[arg(long)]
     pub embed_dim: Option<usize>,
+    /// Number of encoder blocks.
     #[arg(long)]
     pub depth: Option<usize>,
+    /// Attention heads (must divide the embedding width).
     #[arg(long)]
     pub heads: Option<usize>,
+    /// Hidden width of each block's MLP.
     #[arg(long)]
     pub mlp_dim: Option<usize>,
+    /// Dropout after the embedding, attention projection and MLP layers.
     #[arg(long)]
     pub dropout: Option<f32>,
+    /// Dropout on the attention weights.
     #[arg(long)]
     pub attn_dropout: Option<f32>,
+    /// GELU form: erf (exact, PyTorch default) or tanh.
     #[arg(long, value_enum)]
     pub gelu: Option<GeluArg>,
+    /// Initialisation: torch (PyTorch defaults) or timm (truncated normal 0.02).
     #[arg(long, value_enum)]
     pub init: Option<InitArg>,
     /// Use only the first N training images (quick experiments).
@@ -261,7 +282,7 @@ fn run_train(source: DataSource, flags: &TrainFlags, data_name: &str) -> Result<
     let (out, resume) = match (&flags.resume, &flags.out) {
         (Some(run), _) => (run.clone(), true),
         (None, Some(out)) => {
-            if out.join("config.json").exists() {
+            if out.join("last.safetensors").exists() {
                 return Err(Error::config(format!(
                     "{} already holds a run: pass --resume {} to continue it, or another --out",
                     out.display(),
@@ -286,6 +307,7 @@ fn run_train(source: DataSource, flags: &TrainFlags, data_name: &str) -> Result<
         &RunOptions {
             resume,
             quiet: flags.quiet,
+            epochs: flags.epochs,
         },
     )?;
     Ok(())

@@ -375,7 +375,14 @@ impl Vit {
 
     /// Multi-head self-attention through the fused op (`ops::attention`): same result as
     /// [`Vit::attention_composed`], one pass per head.
-    fn attention_fused(&self, g: &mut Graph, store: &ParamStore, x: Var, blk: &BlockParams, drop: &mut DropoutSites) -> Result<Var> {
+    fn attention_fused(
+        &self,
+        g: &mut Graph,
+        store: &ParamStore,
+        x: Var,
+        blk: &BlockParams,
+        drop: &mut DropoutSites,
+    ) -> Result<Var> {
         let qkv = self.linear(g, store, x, blk.qkv)?;
         let (p, seed) = drop.next(self.cfg.attn_dropout);
         let o = g.attention(qkv, self.cfg.heads, p, seed)?;

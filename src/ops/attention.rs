@@ -31,9 +31,9 @@
 
 use crate::autograd::{Graph, Op, Var};
 use crate::backend::cpu::fastmath;
+use crate::backend::cpu::gemm::{gemm, MatRef};
 use crate::backend::Device;
 use crate::error::{Error, Result};
-use crate::backend::cpu::gemm::{gemm, MatRef};
 use crate::ops::dropout::{keep, keep_threshold};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
@@ -54,7 +54,12 @@ impl SendPtr {
 fn dims(qkv: &[usize], heads: usize) -> Result<(usize, usize, usize, usize)> {
     match *qkv {
         [b, t, d3] if heads > 0 && d3 % 3 == 0 && (d3 / 3) % heads == 0 && t > 0 => Ok((b, t, d3 / 3, d3 / 3 / heads)),
-        _ => Err(Error::shape("attention", qkv, &[heads], "need qkv [B, T, 3D] with D a multiple of heads")),
+        _ => Err(Error::shape(
+            "attention",
+            qkv,
+            &[heads],
+            "need qkv [B, T, 3D] with D a multiple of heads",
+        )),
     }
 }
 
@@ -74,7 +79,11 @@ fn drop_factors(p: f32, seed: u64, bh: usize, t: usize, out: &mut [f32]) {
     }
     let (threshold, scale) = (keep_threshold(p), 1.0 / (1.0 - p));
     for (idx, f) in out.iter_mut().enumerate() {
-        *f = if keep(seed, (bh * t * t + idx) as u32, threshold) { scale } else { 0.0 };
+        *f = if keep(seed, (bh * t * t + idx) as u32, threshold) {
+            scale
+        } else {
+            0.0
+        };
     }
 }
 
@@ -136,7 +145,12 @@ pub fn forward(qkv: &Tensor, heads: usize, p: f32, seed: u64) -> Result<(Tensor,
 pub fn backward(g: &Tensor, qkv: &Tensor, probs: &Tensor, heads: usize, p: f32, seed: u64) -> Result<Tensor> {
     let (b, t, d, dh) = dims(qkv.shape(), heads)?;
     if g.shape() != [b, t, d] {
-        return Err(Error::shape("attention backward", g.shape(), &[b, t, d], "gradient shape"));
+        return Err(Error::shape(
+            "attention backward",
+            g.shape(),
+            &[b, t, d],
+            "gradient shape",
+        ));
     }
     match qkv.device() {
         Device::Cpu => {
@@ -215,6 +229,14 @@ impl Graph {
         if !(0.0..1.0).contains(&p) {
             return Err(Error::config(format!("attention dropout must be in [0, 1), got {p}")));
         }
-        self.apply(Attention { heads, p, seed, probs: None }, &[qkv])
+        self.apply(
+            Attention {
+                heads,
+                p,
+                seed,
+                probs: None,
+            },
+            &[qkv],
+        )
     }
 }

@@ -57,6 +57,9 @@ pub fn concat(xs: &[&Tensor], axis: usize) -> Result<Tensor> {
         Device::Cpu => {
             let (outer, total, inner) = split(&shape, axis);
             let mut y = Tensor::scratch(&shape);
+            if y.numel() == 0 {
+                return Ok(y);
+            }
             y.data_mut()
                 .par_chunks_mut(total * inner)
                 .enumerate()
@@ -112,6 +115,9 @@ pub fn unslice(g: &Tensor, full: &[usize], axis: usize, start: usize) -> Result<
     match g.device() {
         Device::Cpu => {
             let mut y = Tensor::zeros(full);
+            if y.numel() == 0 || len * inner == 0 {
+                return Ok(y);
+            }
             let gd = g.data();
             y.data_mut().par_chunks_mut(n * inner).enumerate().for_each(|(o, out)| {
                 out[start * inner..(start + len) * inner].copy_from_slice(&gd[o * len * inner..(o + 1) * len * inner]);

@@ -78,7 +78,11 @@ pub fn apply_mask(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
             let threshold = keep_threshold(p);
             map_into(y.data_mut(), |off, out| {
                 for (j, (o, &v)) in out.iter_mut().zip(&xd[off..]).enumerate() {
-                    *o = if keep(seed, (off + j) as u32, threshold) { v * scale } else { 0.0 };
+                    *o = if keep(seed, (off + j) as u32, threshold) {
+                        v * scale
+                    } else {
+                        0.0
+                    };
                 }
             });
             Ok(y)

@@ -154,6 +154,16 @@ impl Graph {
     }
     /// Repeat `x` along its size-1 (and new leading) dimensions up to `shape`.
     pub fn broadcast_to(&mut self, x: Var, shape: &[usize]) -> Result<Var> {
+        let xs = self.shape(x);
+        let fits = xs.len() <= shape.len() && xs.iter().rev().zip(shape.iter().rev()).all(|(&a, &b)| a == b || a == 1);
+        if !fits {
+            return Err(Error::shape(
+                "broadcast_to",
+                xs,
+                shape,
+                "each dimension must be 1 or equal to the target's",
+            ));
+        }
         self.apply(BroadcastTo(shape.to_vec()), &[x])
     }
 }

@@ -179,6 +179,33 @@ impl TrainConfig {
         if self.std <= 0.0 {
             return bad("normalisation std must be positive");
         }
+        if self.clip_norm.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
+            return bad("--clip-norm must be a positive number");
+        }
+        if self.clip_value.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
+            return bad("--clip-value must be a positive number");
+        }
+        if !(self.rotate_deg.is_finite() && (0.0..=180.0).contains(&self.rotate_deg)) {
+            return bad("--rotate must be between 0 and 180 degrees");
+        }
+        if !(self.shift_px.is_finite() && self.shift_px >= 0.0) {
+            return bad("--shift must be a non-negative number of pixels");
+        }
+        if !(self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0) {
+            return bad("--warmup-epochs must be a non-negative number");
+        }
+        if !(self.min_lr.is_finite() && self.min_lr >= 0.0 && self.min_lr <= self.lr) {
+            return Err(Error::config(format!(
+                "invalid training setting: --min-lr {:e} must be between 0 and --lr {:e}",
+                self.min_lr, self.lr
+            )));
+        }
+        if self.train_limit == Some(0) {
+            return bad("--train-limit must be at least 1");
+        }
+        if self.test_limit == Some(0) {
+            return bad("--test-limit must be at least 1");
+        }
         Ok(())
     }
 

@@ -46,6 +46,14 @@ pub struct Data {
 }
 
 impl DataSource {
+    /// The folder or file the data comes from (for error messages).
+    pub fn path(&self) -> &Path {
+        match self {
+            DataSource::Mnist { dir } => dir,
+            DataSource::Csv { train } => train,
+        }
+    }
+
     pub fn load(&self, cfg: &TrainConfig) -> Result<Data> {
         let limit = |d: Dataset, n: Option<usize>| -> Result<Dataset> {
             match n {
@@ -214,6 +222,8 @@ pub struct RunOptions {
     pub resume: bool,
     /// No progress bars (tests, logs).
     pub quiet: bool,
+    /// On resume: train up to this many epochs (default: the run's own count).
+    pub epochs: Option<usize>,
 }
 
 fn build_optimizer(cfg: &TrainConfig) -> Result<Adam> {
@@ -296,8 +306,8 @@ pub fn train(mut cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOpt
     let mut resume_tensors = None;
     let source = if opts.resume {
         let saved = TrainConfig::from_json_file(&out.join("config.json"))?;
-        // Flags given on resume may only extend the run (more epochs); the rest comes from the run.
-        let epochs = cfg.epochs.max(saved.epochs);
+        // A resumed run keeps its own settings; only --epochs may change (to extend it).
+        let epochs = opts.epochs.unwrap_or(saved.epochs);
         cfg = saved;
         cfg.epochs = epochs;
         let source_path = out.join("data.json");
@@ -307,10 +317,17 @@ pub fn train(mut cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOpt
         let (tensors, meta) = checkpoint::load(out.join("last.safetensors"))?;
         start_epoch = meta.get("epoch").and_then(|v| v.parse().ok()).unwrap_or(0);
         global_step = meta.get("global_step").and_then(|v| v.parse().ok()).unwrap_or(0);
+        // Rows past the checkpoint's epoch belong to an epoch that will run again (the process
+        // stopped between logging it and checkpointing it): drop them so each epoch has one row.
         history = read_log(&out.join("log.csv"))?
             .into_iter()
             .filter(|e| e.epoch <= start_epoch)
             .collect();
+        let mut text = format!("{LOG_HEADER}\n");
+        for e in &history {
+            text += &log_row(e);
+        }
+        write_file_atomic(&out.join("log.csv"), &text)?;
         resume_meta = Some(meta);
         resume_tensors = Some(tensors);
         source
@@ -322,13 +339,29 @@ pub fn train(mut cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOpt
     let (shape, classes) = (data.train.image_shape(), data.train.num_classes);
     if shape != [cfg.model.channels, cfg.model.image_height, cfg.model.image_width] || classes != cfg.model.num_classes
     {
-        return Err(Error::config(format!(
-            "the data has images {shape:?} and {classes} classes but the model expects {:?} and {}",
-            [cfg.model.channels, cfg.model.image_height, cfg.model.image_width],
-            cfg.model.num_classes
-        )));
+        return Err(Error::data(
+            source.path(),
+            None,
+            format!(
+                "the data has images {shape:?} (C, H, W) and {classes} classes but the model expects {:?} and {}",
+                [cfg.model.channels, cfg.model.image_height, cfg.model.image_width],
+                cfg.model.num_classes
+            ),
+        ));
+    }
+    if data.test.is_none() && cfg.val_fraction == 0.0 {
+        return Err(Error::config(
+            "a CSV run has no test set, so it needs a validation split to measure accuracy: use --val-fraction > 0",
+        ));
     }
     let (train_set, val_set) = data.train.split(cfg.val_fraction, cfg.split_seed)?;
+    if train_set.is_empty() {
+        return Err(Error::data(
+            source.path(),
+            None,
+            "no training images left after the validation split",
+        ));
+    }
     let train_set = Arc::new(train_set);
 
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
@@ -548,12 +581,14 @@ fn append_log(path: &Path, e: &EpochLog) -> Result<()> {
         .append(true)
         .open(path)
         .map_err(|err| Error::io(path, err))?;
-    writeln!(
-        f,
-        "{},{:.6},{:.6},{:.6},{:.6},{:.6e},{:.2}",
+    f.write_all(log_row(e).as_bytes()).map_err(|err| Error::io(path, err))
+}
+
+fn log_row(e: &EpochLog) -> String {
+    format!(
+        "{},{:.6},{:.6},{:.6},{:.6},{:.6e},{:.2}\n",
         e.epoch, e.train_loss, e.train_acc, e.val_loss, e.val_acc, e.lr, e.seconds
     )
-    .map_err(|err| Error::io(path, err))
 }
 
 /// Read a run's `log.csv`.

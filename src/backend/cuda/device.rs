@@ -41,7 +41,7 @@ pub fn cuda_available() -> std::result::Result<(), String> {
     let probe = std::panic::catch_unwind(|| {
         if !unsafe { sys::is_culib_present() } {
             return Err(
-                "the CUDA driver library (libcuda.so) could not be loaded: no NVIDIA driver is installed".to_string()
+                "the CUDA driver library (libcuda.so) could not be loaded: no NVIDIA driver is installed".to_string(),
             );
         }
         nvrtc::nvrtc_available()?;
@@ -232,7 +232,10 @@ fn i64_of(v: usize) -> i64 {
 /// A read-only slice's address, after checking it holds at least `need` elements.
 fn ptr_in<T>(stream: &CudaStream, op: &str, what: &str, s: &(impl DevicePtr<T> + ?Sized), need: usize) -> Result<u64> {
     if s.len() < need {
-        return Err(Error::Device(format!("{op}: `{what}` has {} elements, the sizes need {need}", s.len())));
+        return Err(Error::Device(format!(
+            "{op}: `{what}` has {} elements, the sizes need {need}",
+            s.len()
+        )));
     }
     // No events are tracked (one stream), so the guard records nothing when dropped.
     let (p, _guard) = s.device_ptr(stream);
@@ -247,7 +250,10 @@ fn ptr_out<T>(
     need: usize,
 ) -> Result<u64> {
     if s.len() < need {
-        return Err(Error::Device(format!("{op}: `{what}` has {} elements, the sizes need {need}", s.len())));
+        return Err(Error::Device(format!(
+            "{op}: `{what}` has {} elements, the sizes need {need}",
+            s.len()
+        )));
     }
     let (p, _guard) = s.device_ptr_mut(stream);
     Ok(p)
@@ -313,7 +319,12 @@ impl AdamCoeffs {
     /// The scalars for step `step` (1-based, per parameter) of a parameter that is decayed when
     /// `decayed` (i.e. `Adam::decays(name)`).
     pub fn new(cfg: &AdamConfig, mode: DecayMode, decayed: bool, step: u64) -> AdamCoeffs {
-        let AdamConfig { lr, betas: (b1, b2), eps, weight_decay } = *cfg;
+        let AdamConfig {
+            lr,
+            betas: (b1, b2),
+            eps,
+            weight_decay,
+        } = *cfg;
         let wd = if decayed { weight_decay } else { 0.0 };
         let t = step as f64;
         let (l2, decay_mul) = match mode {
@@ -368,13 +379,17 @@ impl CudaDevice {
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.new_stream().map_err(driver_err("creating a stream"))?;
         let name = ctx.name().map_err(driver_err("reading the device name"))?;
-        let cc = ctx.compute_capability().map_err(driver_err("reading the compute capability"))?;
+        let cc = ctx
+            .compute_capability()
+            .map_err(driver_err("reading the compute capability"))?;
         let sm_count = ctx
             .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .map_err(driver_err("reading the SM count"))?
             .max(1) as u32;
         let mut dv = 0;
-        unsafe { sys::cuDriverGetVersion(&mut dv) }.result().map_err(driver_err("reading the driver version"))?;
+        unsafe { sys::cuDriverGetVersion(&mut dv) }
+            .result()
+            .map_err(driver_err("reading the driver version"))?;
         let nv = nvrtc::nvrtc_version().unwrap_or((0, 0));
         let arch = nvrtc::arch_for(cc.0, cc.1).map_err(Error::Device)?;
 
@@ -386,7 +401,9 @@ impl CudaDevice {
                 .load_module(cudarc::nvrtc::Ptx::from_binary(compiled.cubin))
                 .map_err(|e| Error::Device(format!("loading the CUBIN of {file} for {arch} on {name}: {e}")))?;
             for k in nvrtc::kernel_names(src) {
-                let f = module.load_function(&k).map_err(|e| Error::Device(format!("kernel {k} of {file}: {e}")))?;
+                let f = module
+                    .load_function(&k)
+                    .map_err(|e| Error::Device(format!("kernel {k} of {file}: {e}")))?;
                 functions.insert(k, f);
             }
             modules.push(module);
@@ -473,7 +490,9 @@ impl CudaDevice {
     }
     /// Wait for all queued work; returns the first error a kernel raised.
     pub fn synchronize(&self) -> Result<()> {
-        self.stream.synchronize().map_err(driver_err("synchronising the stream"))?;
+        self.stream
+            .synchronize()
+            .map_err(driver_err("synchronising the stream"))?;
         self.ctx.check_err().map_err(driver_err("a deferred CUDA error"))
     }
 
@@ -491,7 +510,9 @@ impl CudaDevice {
                     Err(e) if e.0 == sys::cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY => {
                         // Give the cached buffers back to the driver and try once more.
                         self.pool.clear();
-                        self.stream.synchronize().map_err(driver_err("synchronising after out-of-memory"))?;
+                        self.stream
+                            .synchronize()
+                            .map_err(driver_err("synchronising after out-of-memory"))?;
                         unsafe { self.stream.alloc::<f32>(class) }.map_err(|e| {
                             Error::Device(format!("allocating {} MiB on the GPU: {e}", (class * 4) >> 20))
                         })?
@@ -502,7 +523,11 @@ impl CudaDevice {
                 s
             }
         };
-        Ok(CudaBuffer { slice: Some(slice), len, pool: self.pool.clone() })
+        Ok(CudaBuffer {
+            slice: Some(slice),
+            len,
+            pool: self.pool.clone(),
+        })
     }
 
     /// A buffer of `len` zeros.
@@ -517,7 +542,9 @@ impl CudaDevice {
         let mut b = self.alloc(data.len())?;
         if !data.is_empty() {
             let mut v = b.view_mut();
-            self.stream.memcpy_htod(data, &mut v).map_err(driver_err("copying to the GPU"))?;
+            self.stream
+                .memcpy_htod(data, &mut v)
+                .map_err(driver_err("copying to the GPU"))?;
         }
         Ok(b)
     }
@@ -525,11 +552,17 @@ impl CudaDevice {
     /// Copy host data into an existing buffer (which must be at least as long).
     pub fn upload_into(&self, data: &[f32], dst: &mut CudaBuffer) -> Result<()> {
         if dst.len() < data.len() {
-            return Err(Error::Device(format!("upload_into: {} elements into a buffer of {}", data.len(), dst.len())));
+            return Err(Error::Device(format!(
+                "upload_into: {} elements into a buffer of {}",
+                data.len(),
+                dst.len()
+            )));
         }
         if !data.is_empty() {
             let mut v = dst.view_mut();
-            self.stream.memcpy_htod(data, &mut v).map_err(driver_err("copying to the GPU"))?;
+            self.stream
+                .memcpy_htod(data, &mut v)
+                .map_err(driver_err("copying to the GPU"))?;
         }
         Ok(())
     }
@@ -537,7 +570,10 @@ impl CudaDevice {
     /// Copy labels (or any u32 data) to the device (not pooled: small and rare).
     pub fn upload_u32(&self, data: &[u32]) -> Result<CudaSlice<u32>> {
         if data.is_empty() {
-            return self.stream.alloc_zeros::<u32>(1).map_err(driver_err("allocating on the GPU"));
+            return self
+                .stream
+                .alloc_zeros::<u32>(1)
+                .map_err(driver_err("allocating on the GPU"));
         }
         self.stream.clone_htod(data).map_err(driver_err("copying to the GPU"))
     }
@@ -546,7 +582,9 @@ impl CudaDevice {
     pub fn download(&self, src: &impl DevicePtr<f32>) -> Result<Vec<f32>> {
         let mut out = vec![0.0f32; src.len()];
         if !out.is_empty() {
-            self.stream.memcpy_dtoh(src, &mut out).map_err(driver_err("copying from the GPU"))?;
+            self.stream
+                .memcpy_dtoh(src, &mut out)
+                .map_err(driver_err("copying from the GPU"))?;
         }
         self.synchronize()?;
         Ok(out)
@@ -578,7 +616,10 @@ impl CudaDevice {
     // ---- launching ----------------------------------------------------------------------------
 
     fn launch(&self, name: &str, cfg: LaunchConfig, args: &[Arg]) -> Result<()> {
-        let f = self.functions.get(name).ok_or_else(|| Error::Device(format!("kernel {name} is not loaded")))?;
+        let f = self
+            .functions
+            .get(name)
+            .ok_or_else(|| Error::Device(format!("kernel {name} is not loaded")))?;
         let mut b = self.stream.launch_builder(f);
         for a in args {
             match a {
@@ -728,7 +769,14 @@ impl CudaDevice {
             }
             None => 0.0,
         };
-        let d = MatmulDims { batch: 1, m: rows, n: dout, k: din, ta: false, tb: true };
+        let d = MatmulDims {
+            batch: 1,
+            m: rows,
+            n: dout,
+            k: din,
+            ta: false,
+            tb: true,
+        };
         self.matmul(MatmulKernel::RegisterTiled, x, w, y, d, beta)
     }
 
@@ -748,11 +796,25 @@ impl CudaDevice {
         dout: usize,
     ) -> Result<()> {
         if let Some(dx) = dx {
-            let d = MatmulDims { batch: 1, m: rows, n: din, k: dout, ta: false, tb: false };
+            let d = MatmulDims {
+                batch: 1,
+                m: rows,
+                n: din,
+                k: dout,
+                ta: false,
+                tb: false,
+            };
             self.matmul(MatmulKernel::RegisterTiled, g, w, dx, d, 0.0)?;
         }
         if let Some(dw) = dw {
-            let d = MatmulDims { batch: 1, m: dout, n: din, k: rows, ta: true, tb: false };
+            let d = MatmulDims {
+                batch: 1,
+                m: dout,
+                n: din,
+                k: rows,
+                ta: true,
+                tb: false,
+            };
             self.matmul(MatmulKernel::RegisterTiled, g, x, dw, d, 0.0)?;
         }
         if let Some(db) = db {
@@ -786,7 +848,12 @@ impl CudaDevice {
         if rows == 0 || n == 0 {
             return Ok(());
         }
-        let args = [Arg::Ptr(px), Arg::Ptr(py), Arg::I64(i64_of(rows)), Arg::I32(i32_of("n", n)?)];
+        let args = [
+            Arg::Ptr(px),
+            Arg::Ptr(py),
+            Arg::I64(i64_of(rows)),
+            Arg::I32(i32_of("n", n)?),
+        ];
         match Self::row_kernel(kind, n) {
             RowKernel::Block => self.launch("softmax_fwd_block", self.block_rows_cfg(rows), &args),
             _ => self.launch("softmax_fwd_warp", self.warp_rows_cfg(rows), &args),
@@ -810,7 +877,13 @@ impl CudaDevice {
         if rows == 0 || n == 0 {
             return Ok(());
         }
-        let args = [Arg::Ptr(pg), Arg::Ptr(py), Arg::Ptr(pd), Arg::I64(i64_of(rows)), Arg::I32(i32_of("n", n)?)];
+        let args = [
+            Arg::Ptr(pg),
+            Arg::Ptr(py),
+            Arg::Ptr(pd),
+            Arg::I64(i64_of(rows)),
+            Arg::I32(i32_of("n", n)?),
+        ];
         match Self::row_kernel(kind, n) {
             RowKernel::Block => self.launch("softmax_bwd_block", self.block_rows_cfg(rows), &args),
             _ => self.launch("softmax_bwd_warp", self.warp_rows_cfg(rows), &args),
@@ -867,9 +940,15 @@ impl CudaDevice {
         d: usize,
     ) -> Result<()> {
         let op = "layernorm_bwd";
-        let (pg, px) = (ptr_in(&self.stream, op, "g", g, rows * d)?, ptr_in(&self.stream, op, "x", x, rows * d)?);
+        let (pg, px) = (
+            ptr_in(&self.stream, op, "g", g, rows * d)?,
+            ptr_in(&self.stream, op, "x", x, rows * d)?,
+        );
         let pgam = ptr_in(&self.stream, op, "gamma", gamma, d)?;
-        let (pm, pr) = (ptr_in(&self.stream, op, "mean", mean, rows)?, ptr_in(&self.stream, op, "rstd", rstd, rows)?);
+        let (pm, pr) = (
+            ptr_in(&self.stream, op, "mean", mean, rows)?,
+            ptr_in(&self.stream, op, "rstd", rstd, rows)?,
+        );
         let pdx = ptr_out(&self.stream, op, "dx", dx, rows * d)?;
         let _ = ptr_out(&self.stream, op, "dgamma", dgamma, d)?;
         let _ = ptr_out(&self.stream, op, "dbeta", dbeta, d)?;
@@ -897,7 +976,10 @@ impl CudaDevice {
         )?;
         // Pass 1: [chunks, 2d] partial sums (dγ | dβ); enough chunks to give every SM a few blocks.
         let col_blocks = d.div_ceil(32);
-        let chunks = (self.sm_count as usize * 4).div_ceil(col_blocks).clamp(1, rows.div_ceil(8)).min(65535);
+        let chunks = (self.sm_count as usize * 4)
+            .div_ceil(col_blocks)
+            .clamp(1, rows.div_ceil(8))
+            .min(65535);
         let rows_per_chunk = rows.div_ceil(chunks);
         let chunks = rows.div_ceil(rows_per_chunk);
         let mut partial = self.alloc(chunks * 2 * d)?;
@@ -1056,7 +1138,12 @@ impl CudaDevice {
         block: usize,
     ) -> Result<()> {
         if block == 0 || !n.is_multiple_of(block) {
-            return Err(Error::shape("add_bcast_block", &[n], &[block], "the block must divide the size"));
+            return Err(Error::shape(
+                "add_bcast_block",
+                &[n],
+                &[block],
+                "the block must divide the size",
+            ));
         }
         let args = [
             Arg::Ptr(ptr_in(&self.stream, "add", "a", a, n)?),
@@ -1145,12 +1232,17 @@ impl CudaDevice {
         }
         let col_blocks = cols.div_ceil(32);
         if col_blocks > 65535 * 1024 {
-            return Err(Error::Device(format!("sum_rows: {cols} columns is too many for one grid")));
+            return Err(Error::Device(format!(
+                "sum_rows: {cols} columns is too many for one grid"
+            )));
         }
         let col_blocks = col_blocks as u32;
         let pass = |src: u64, dst: u64, rows: usize, chunks: usize, rows_per_chunk: usize| {
-            let cfg =
-                LaunchConfig { grid_dim: (col_blocks, chunks as u32, 1), block_dim: (32, 8, 1), shared_mem_bytes: 0 };
+            let cfg = LaunchConfig {
+                grid_dim: (col_blocks, chunks as u32, 1),
+                block_dim: (32, 8, 1),
+                shared_mem_bytes: 0,
+            };
             self.launch(
                 "sum_rows",
                 cfg,
@@ -1164,7 +1256,10 @@ impl CudaDevice {
             )
         };
         // Few rows: one pass. Many: first [chunks, cols] partials, then their column sums.
-        let chunks = (self.sm_count as usize * 4).div_ceil(col_blocks as usize).clamp(1, rows.div_ceil(64)).min(65535);
+        let chunks = (self.sm_count as usize * 4)
+            .div_ceil(col_blocks as usize)
+            .clamp(1, rows.div_ceil(64))
+            .min(65535);
         if chunks <= 1 {
             return pass(px, po, rows, 1, rows);
         }
@@ -1216,7 +1311,11 @@ impl CudaDevice {
 
     /// `y[..n] = v`.
     pub fn fill(&self, y: &mut (impl DevicePtrMut<f32> + ?Sized), n: usize, v: f32) -> Result<()> {
-        let args = [Arg::Ptr(ptr_out(&self.stream, "fill", "y", y, n)?), Arg::I64(i64_of(n)), Arg::F32(v)];
+        let args = [
+            Arg::Ptr(ptr_out(&self.stream, "fill", "y", y, n)?),
+            Arg::I64(i64_of(n)),
+            Arg::F32(v),
+        ];
         if n == 0 {
             return Ok(());
         }
@@ -1236,7 +1335,12 @@ impl CudaDevice {
         let mut seen = vec![false; r];
         let ok = perm.len() == r && perm.iter().all(|&p| p < r && !std::mem::replace(&mut seen[p], true));
         if !ok {
-            return Err(Error::shape("permute", shape, perm, "perm must be a permutation of the dimensions"));
+            return Err(Error::shape(
+                "permute",
+                shape,
+                perm,
+                "perm must be a permutation of the dimensions",
+            ));
         }
         if r > MAX_RANK {
             return Err(Error::shape(
@@ -1248,7 +1352,10 @@ impl CudaDevice {
         }
         let n: usize = shape.iter().product();
         let strides = contiguous_strides(shape);
-        let mut arg = PermArg { rank: r as i32, ..Default::default() };
+        let mut arg = PermArg {
+            rank: r as i32,
+            ..Default::default()
+        };
         for d in 0..r {
             arg.out_shape[d] = shape[perm[d]] as i64;
             arg.src_stride[d] = strides[perm[d]] as i64;
@@ -1351,7 +1458,12 @@ impl CudaDevice {
         for &(_, s) in parts {
             let ok = s.len() == first.len() && s.iter().zip(first).enumerate().all(|(d, (a, b))| d == axis || a == b);
             if !ok {
-                return Err(Error::shape("concat", first, s, format!("shapes must match except along axis {axis}")));
+                return Err(Error::shape(
+                    "concat",
+                    first,
+                    s,
+                    format!("shapes must match except along axis {axis}"),
+                ));
             }
         }
         let (outer, _, inner) = split(first, axis);
@@ -1378,7 +1490,11 @@ impl CudaDevice {
             Arg::I64(i64_of(n)),
             Arg::F64(scale),
         ];
-        let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
+        let cfg = LaunchConfig {
+            grid_dim: (1, 1, 1),
+            block_dim: (1024, 1, 1),
+            shared_mem_bytes: 0,
+        };
         self.launch("sum_all", cfg, &args)
     }
 
@@ -1400,7 +1516,12 @@ impl CudaDevice {
         let op = "cross_entropy_fwd";
         check_smoothing(smoothing)?;
         if c == 0 {
-            return Err(Error::shape("cross_entropy", &[rows, c], &[], "need at least one class"));
+            return Err(Error::shape(
+                "cross_entropy",
+                &[rows, c],
+                &[],
+                "need at least one class",
+            ));
         }
         let pz = ptr_in(&self.stream, op, "z", z, rows * c)?;
         let pl = ptr_in(&self.stream, op, "labels", labels, rows)?;
@@ -1567,7 +1688,11 @@ fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
 
 /// (outer, axis length, inner) of a shape around `axis`.
 fn split(shape: &[usize], axis: usize) -> (usize, usize, usize) {
-    (shape[..axis].iter().product(), shape[axis], shape[axis + 1..].iter().product())
+    (
+        shape[..axis].iter().product(),
+        shape[axis],
+        shape[axis + 1..].iter().product(),
+    )
 }
 
 /// If `b` broadcasts only over leading dimensions of `a`, the length of the repeated block
@@ -1583,10 +1708,18 @@ fn bcast_arg(op: &'static str, a: &[usize], b: &[usize]) -> Result<BcastArg> {
         return Err(Error::shape(op, a, b, "b has more dimensions than a"));
     }
     if a.len() > MAX_RANK {
-        return Err(Error::shape(op, a, b, format!("the CUDA kernels take at most {MAX_RANK} dimensions")));
+        return Err(Error::shape(
+            op,
+            a,
+            b,
+            format!("the CUDA kernels take at most {MAX_RANK} dimensions"),
+        ));
     }
     let off = a.len() - b.len();
-    let mut s = BcastArg { rank: a.len() as i32, ..Default::default() };
+    let mut s = BcastArg {
+        rank: a.len() as i32,
+        ..Default::default()
+    };
     let a_strides = contiguous_strides(a);
     let mut bs = 1usize;
     for d in (0..a.len()).rev() {
@@ -1643,7 +1776,12 @@ mod tests {
 
     #[test]
     fn adam_coeffs_follow_the_cpu() {
-        let cfg = AdamConfig { lr: 0.01, betas: (0.9, 0.999), eps: 1e-8, weight_decay: 0.05 };
+        let cfg = AdamConfig {
+            lr: 0.01,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.05,
+        };
         let k = AdamCoeffs::new(&cfg, DecayMode::Decoupled, true, 1);
         assert_eq!(k.l2, 0.0);
         assert_eq!(k.decay_mul, (1.0 - 0.01 * 0.05) as f32);

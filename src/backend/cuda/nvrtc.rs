@@ -33,7 +33,10 @@ impl Compiled {
     /// Kernels whose ptxas report shows register spills (a spill is a slow local-memory access
     /// in the inner loop; the kernels are written to have none).
     pub fn spills(&self) -> Vec<&KernelStats> {
-        self.kernels.iter().filter(|k| k.spill_stores > 0 || k.spill_loads > 0).collect()
+        self.kernels
+            .iter()
+            .filter(|k| k.spill_stores > 0 || k.spill_loads > 0)
+            .collect()
     }
 }
 
@@ -69,10 +72,12 @@ pub fn nvrtc_available() -> std::result::Result<(), String> {
         .get_or_init(|| {
             // cudarc panics when it cannot dlopen the library: ask whether it can, first.
             if !unsafe { sys::is_culib_present() } {
-                return Err("NVRTC (libnvrtc.so.13 or libnvrtc.so.12) could not be loaded: install the CUDA \
+                return Err(
+                    "NVRTC (libnvrtc.so.13 or libnvrtc.so.12) could not be loaded: install the CUDA \
                             toolkit's NVRTC, or `pip install 'nvidia-cuda-nvrtc==13.0.*'`, and put its lib \
                             folder on LD_LIBRARY_PATH"
-                    .to_string());
+                        .to_string(),
+                );
             }
             let probe = "extern \"C\" __global__ void vitcore_probe(float* x) { x[threadIdx.x] = 0.0f; }";
             compile_cubin("probe.cu", probe, "sm_75")
@@ -210,9 +215,14 @@ pub fn compile_cubin(file: &str, source: &str, arch: &str) -> Result<Compiled> {
     let err = |what: String| Error::Device(format!("NVRTC, {file} for {arch}: {what}"));
     let src = CString::new(source).map_err(|_| err("source contains a NUL byte".into()))?;
     let name = CString::new(file).map_err(|_| err("file name contains a NUL byte".into()))?;
-    let headers: Vec<CString> = KERNEL_HEADERS.iter().map(|(_, s)| CString::new(*s).expect("header text")).collect();
-    let header_names: Vec<CString> =
-        KERNEL_HEADERS.iter().map(|(n, _)| CString::new(*n).expect("header name")).collect();
+    let headers: Vec<CString> = KERNEL_HEADERS
+        .iter()
+        .map(|(_, s)| CString::new(*s).expect("header text"))
+        .collect();
+    let header_names: Vec<CString> = KERNEL_HEADERS
+        .iter()
+        .map(|(n, _)| CString::new(*n).expect("header name"))
+        .collect();
     let header_ptrs: Vec<*const c_char> = headers.iter().map(|h| h.as_ptr()).collect();
     let name_ptrs: Vec<*const c_char> = header_names.iter().map(|h| h.as_ptr()).collect();
 
@@ -238,12 +248,18 @@ pub fn compile_cubin(file: &str, source: &str, arch: &str) -> Result<Compiled> {
     }
     let guard = Guard(prog);
 
-    let mut opts = vec![format!("--gpu-architecture={arch}"), "-Xptxas=-v".to_string(), "--std=c++17".to_string()];
+    let mut opts = vec![
+        format!("--gpu-architecture={arch}"),
+        "-Xptxas=-v".to_string(),
+        "--std=c++17".to_string(),
+    ];
     if let Some(inc) = include_dir() {
         opts.push(format!("--include-path={}", inc.display()));
     }
     let compiled = unsafe { nvrtc_result::compile_program(guard.0, &opts) };
-    let log = unsafe { nvrtc_result::get_program_log(guard.0) }.map(|l| c_string(&l)).unwrap_or_default();
+    let log = unsafe { nvrtc_result::get_program_log(guard.0) }
+        .map(|l| c_string(&l))
+        .unwrap_or_default();
     if let Err(e) = compiled {
         return Err(err(format!("compile failed ({e}), options {opts:?}:\n{log}")));
     }
@@ -256,10 +272,18 @@ pub fn compile_cubin(file: &str, source: &str, arch: &str) -> Result<Compiled> {
         .result()
         .map_err(|e| err(format!("nvrtcGetCUBIN: {e}")))?;
     if cubin.is_empty() {
-        return Err(err("NVRTC returned an empty CUBIN (was a virtual compute_XX architecture given?)".into()));
+        return Err(err(
+            "NVRTC returned an empty CUBIN (was a virtual compute_XX architecture given?)".into(),
+        ));
     }
     let kernels = parse_ptxas_log(&log);
-    Ok(Compiled { file: file.to_string(), arch: arch.to_string(), cubin, log, kernels })
+    Ok(Compiled {
+        file: file.to_string(),
+        arch: arch.to_string(),
+        cubin,
+        log,
+        kernels,
+    })
 }
 
 /// The first unsigned integer in `s` that is directly followed by `suffix` (e.g. `" registers"`).
@@ -287,7 +311,10 @@ pub fn parse_ptxas_log(log: &str) -> Vec<KernelStats> {
             current = Some(match out.iter().position(|k| k.name == name) {
                 Some(i) => i,
                 None => {
-                    out.push(KernelStats { name, ..Default::default() });
+                    out.push(KernelStats {
+                        name,
+                        ..Default::default()
+                    });
                     out.len() - 1
                 }
             });
@@ -322,7 +349,10 @@ pub fn kernel_names(source: &str) -> Vec<String> {
         if let Some(after) = s.strip_prefix("__launch_bounds__") {
             s = after.split_once(')').map_or("", |(_, t)| t).trim_start();
         }
-        let name: String = s.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        let name: String = s
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
         if !name.is_empty() && s[name.len()..].trim_start().starts_with('(') {
             names.push(name);
         }
@@ -384,7 +414,10 @@ mod tests {
             "softmax.cu",
         ] {
             assert!(files.contains(&f), "{f} missing from {files:?}");
-            assert!(!kernel_names(kernel_source(f).unwrap()).is_empty(), "{f} defines no kernel");
+            assert!(
+                !kernel_names(kernel_source(f).unwrap()).is_empty(),
+                "{f} defines no kernel"
+            );
         }
         assert!(KERNEL_HEADERS.iter().any(|(f, _)| *f == "common.cuh"));
     }

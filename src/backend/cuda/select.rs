@@ -27,7 +27,9 @@ impl std::str::FromStr for DeviceChoice {
             "auto" => Ok(DeviceChoice::Auto),
             "cpu" => Ok(DeviceChoice::Cpu),
             "cuda" | "gpu" => Ok(DeviceChoice::Cuda),
-            _ => Err(Error::config(format!("unknown device `{s}` (expected auto, cpu or cuda)"))),
+            _ => Err(Error::config(format!(
+                "unknown device `{s}` (expected auto, cpu or cuda)"
+            ))),
         }
     }
 }
@@ -75,12 +77,12 @@ pub fn resolve(choice: DeviceChoice) -> Result<Resolved> {
                 CudaDevice::global().map_err(|e| Error::Device(format!("--device cuda: {}", strip_prefix(&e))))?;
             Ok(Resolved::Cuda(dev))
         }
-        DeviceChoice::Auto => {
-            Ok(match cuda_available().and_then(|()| CudaDevice::global().map_err(|e| strip_prefix(&e))) {
+        DeviceChoice::Auto => Ok(
+            match cuda_available().and_then(|()| CudaDevice::global().map_err(|e| strip_prefix(&e))) {
                 Ok(dev) => Resolved::Cuda(dev),
                 Err(why) => Resolved::Cpu { fallback: Some(why) },
-            })
-        }
+            },
+        ),
     }
 }
 
@@ -112,7 +114,10 @@ mod tests {
 
     #[test]
     fn resolve_never_panics() {
-        assert!(matches!(resolve(DeviceChoice::Cpu).unwrap(), Resolved::Cpu { fallback: None }));
+        assert!(matches!(
+            resolve(DeviceChoice::Cpu).unwrap(),
+            Resolved::Cpu { fallback: None }
+        ));
         let auto = resolve(DeviceChoice::Auto).unwrap();
         match resolve(DeviceChoice::Cuda) {
             Ok(r) => assert!(r.is_cuda() && auto.is_cuda()),
