@@ -128,12 +128,13 @@ impl TrainConfig {
         c.model.embed_dim = 64;
         c.model.depth = 6;
         c.model.heads = 4;
-        c.model.mlp_dim = 128;
+        c.model.mlp_dim = 256;
+        c.model.patch = 7;
         c.model.dropout = 0.0;
         c.model.attn_dropout = 0.0;
         c.model.init = Init::Timm;
         c.model.identical_blocks = false;
-        c.epochs = 10;
+        c.epochs = 15;
         c.batch_size = 128;
         c.optimizer = OptimizerKind::AdamW;
         c.lr = 2e-3;
