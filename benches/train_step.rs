@@ -13,12 +13,20 @@ use vitcore::train::TrainConfig;
 use vitcore::{Graph, ParamStore, Tensor};
 
 fn arg(args: &[String], name: &str, default: usize) -> usize {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let preset = if args.iter().any(|a| a == "small") { "small" } else { "seed" };
+    let preset = if args.iter().any(|a| a == "small") {
+        "small"
+    } else {
+        "seed"
+    };
     let mut cfg = TrainConfig::seed_preset();
     if preset == "small" {
         // embed 64, 4 heads, 6 layers, MLP 256, batch 256, dropout 0.1 (as benches/torch_train.py).
@@ -34,7 +42,11 @@ fn main() {
     let batch = cfg.batch_size;
     let mut store = ParamStore::new();
     let vit = Vit::new(cfg.model.clone(), &mut store, 1).expect("model builds");
-    let mut adam = Adam::adam(AdamConfig { lr: cfg.lr, ..AdamConfig::default() }).expect("adam");
+    let mut adam = Adam::adam(AdamConfig {
+        lr: cfg.lr,
+        ..AdamConfig::default()
+    })
+    .expect("adam");
     let mut rng = Rng::new(3);
     let x = Tensor::from_vec(rng.normal_vec(batch * 784, 1.0), &[batch, 1, 28, 28]).unwrap();
     let labels: Vec<u32> = (0..batch).map(|_| rng.below(10) as u32).collect();
@@ -45,7 +57,9 @@ fn main() {
         }
         let t0 = Instant::now();
         let mut g = Graph::new();
-        let logits = vit.forward(&mut g, &store, x.clone(), Mode::Train { seed: step as u64 }).unwrap();
+        let logits = vit
+            .forward(&mut g, &store, x.clone(), Mode::Train { seed: step as u64 })
+            .unwrap();
         let loss = g.cross_entropy(logits, &labels, 0.0).unwrap();
         let grads = g.backward(loss).unwrap();
         store.zero_grad();
