@@ -154,23 +154,54 @@ impl fmt::Debug for Adam {
     }
 }
 
-/// The per-step scalars of the update, rounded to f32 once.
-#[derive(Clone, Copy)]
-struct Coeffs {
+/// The per-step scalars of the fused update, computed once per parameter and step in f64 and
+/// rounded to f32 once, so that every backend (the CPU loop here, the CUDA `adam_step` kernel)
+/// takes exactly the same step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamCoeffs {
     /// `λ` for L2 decay (0 when off).
-    l2: f32,
+    pub l2: f32,
     /// `1 − lr·λ` for decoupled decay (1 when off).
-    decay_mul: f32,
-    one_minus_b1: f32,
-    b2: f32,
-    one_minus_b2: f32,
-    bc2_sqrt: f32,
-    eps: f32,
-    step_size: f32,
+    pub decay_mul: f32,
+    pub one_minus_b1: f32,
+    pub b2: f32,
+    pub one_minus_b2: f32,
+    pub bc2_sqrt: f32,
+    pub eps: f32,
+    pub step_size: f32,
+}
+
+impl AdamCoeffs {
+    /// The scalars for step `step` (1-based, per parameter) of a parameter that is decayed when
+    /// `decayed` (i.e. [`Adam::decays`] of its name).
+    pub fn new(cfg: &AdamConfig, mode: DecayMode, decayed: bool, step: u64) -> AdamCoeffs {
+        let AdamConfig {
+            lr,
+            betas: (b1, b2),
+            eps,
+            weight_decay,
+        } = *cfg;
+        let wd = if decayed { weight_decay } else { 0.0 };
+        let t = step as f64;
+        let (l2, decay_mul) = match mode {
+            DecayMode::L2 => (wd, 1.0),
+            DecayMode::Decoupled => (0.0, 1.0 - lr * wd),
+        };
+        AdamCoeffs {
+            l2: l2 as f32,
+            decay_mul: decay_mul as f32,
+            one_minus_b1: (1.0 - b1) as f32,
+            b2: b2 as f32,
+            one_minus_b2: (1.0 - b2) as f32,
+            bc2_sqrt: (1.0 - b2.powf(t)).sqrt() as f32,
+            eps: eps as f32,
+            step_size: (lr / (1.0 - b1.powf(t))) as f32,
+        }
+    }
 }
 
 /// The fused update of one block: each element of `(p, g, m, v)` is read and written once.
-fn update_block(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: Coeffs) {
+fn update_block(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: AdamCoeffs) {
     for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
         // Adam: grad.add(param, alpha=λ). A plain `if` keeps the common λ = 0 case exact.
         let g = if k.l2 != 0.0 { g + k.l2 * *p } else { g };
@@ -186,7 +217,7 @@ fn update_block(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: Coeff
     }
 }
 
-fn update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: Coeffs) {
+fn update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: AdamCoeffs) {
     if p.len() >= PAR_GRAIN {
         p.par_chunks_mut(PAR_GRAIN)
             .zip(g.par_chunks(PAR_GRAIN))
@@ -269,22 +300,12 @@ impl Adam {
         if self.state.len() < params.len() {
             self.state.resize(params.len(), None);
         }
-        let AdamConfig {
-            lr,
-            betas: (b1, b2),
-            eps,
-            weight_decay,
-        } = self.cfg;
         let ids: Vec<ParamId> = params.ids().collect();
         for id in ids {
             if params.grad(id).is_none() {
                 continue;
             }
-            let wd = if self.decays(params.name(id)) {
-                weight_decay
-            } else {
-                0.0
-            };
+            let decayed = self.decays(params.name(id));
             let name = params.name(id).to_string();
             let (value, grad) = params.value_and_grad_mut(id);
             let grad = grad.expect("checked above");
@@ -313,21 +334,7 @@ impl Adam {
                 ));
             }
             st.step += 1;
-            let t = st.step as f64;
-            let (l2, decay_mul) = match self.mode {
-                DecayMode::L2 => (wd, 1.0),
-                DecayMode::Decoupled => (0.0, 1.0 - lr * wd),
-            };
-            let k = Coeffs {
-                l2: l2 as f32,
-                decay_mul: decay_mul as f32,
-                one_minus_b1: (1.0 - b1) as f32,
-                b2: b2 as f32,
-                one_minus_b2: (1.0 - b2) as f32,
-                bc2_sqrt: (1.0 - b2.powf(t)).sqrt() as f32,
-                eps: eps as f32,
-                step_size: (lr / (1.0 - b1.powf(t))) as f32,
-            };
+            let k = AdamCoeffs::new(&self.cfg, self.mode, decayed, st.step);
             update(value.data_mut(), grad.data(), st.m.data_mut(), st.v.data_mut(), k);
         }
         Ok(())

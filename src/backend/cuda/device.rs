@@ -21,7 +21,6 @@
 use super::nvrtc;
 use crate::error::{Error, Result};
 use crate::ops::GeluKind;
-use crate::optim::{AdamConfig, DecayMode};
 use cudarc::driver::{
     sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut,
     DeviceRepr, DeviceSlice, DriverError, LaunchConfig, PushKernelArg,
@@ -301,48 +300,8 @@ pub enum RowKernel {
     Block,
 }
 
-/// The per-step scalars of the fused Adam kernel, computed as `optim::Adam` computes them (f64,
-/// rounded to f32 once), so both backends take the same step.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct AdamCoeffs {
-    pub l2: f32,
-    pub decay_mul: f32,
-    pub one_minus_b1: f32,
-    pub b2: f32,
-    pub one_minus_b2: f32,
-    pub bc2_sqrt: f32,
-    pub eps: f32,
-    pub step_size: f32,
-}
-
-impl AdamCoeffs {
-    /// The scalars for step `step` (1-based, per parameter) of a parameter that is decayed when
-    /// `decayed` (i.e. `Adam::decays(name)`).
-    pub fn new(cfg: &AdamConfig, mode: DecayMode, decayed: bool, step: u64) -> AdamCoeffs {
-        let AdamConfig {
-            lr,
-            betas: (b1, b2),
-            eps,
-            weight_decay,
-        } = *cfg;
-        let wd = if decayed { weight_decay } else { 0.0 };
-        let t = step as f64;
-        let (l2, decay_mul) = match mode {
-            DecayMode::L2 => (wd, 1.0),
-            DecayMode::Decoupled => (0.0, 1.0 - lr * wd),
-        };
-        AdamCoeffs {
-            l2: l2 as f32,
-            decay_mul: decay_mul as f32,
-            one_minus_b1: (1.0 - b1) as f32,
-            b2: b2 as f32,
-            one_minus_b2: (1.0 - b2) as f32,
-            bc2_sqrt: (1.0 - b2.powf(t)).sqrt() as f32,
-            eps: eps as f32,
-            step_size: (lr / (1.0 - b1.powf(t))) as f32,
-        }
-    }
-}
+/// The per-step scalars of the fused Adam kernel: the very ones the CPU `optim::Adam` uses.
+pub use crate::optim::adam::AdamCoeffs;
 
 // ---------------------------------------------------------------------------------------------
 // The device
@@ -1739,6 +1698,7 @@ fn bcast_arg(op: &'static str, a: &[usize], b: &[usize]) -> Result<BcastArg> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::optim::{AdamConfig, DecayMode};
 
     #[test]
     fn size_classes_round_up_with_bounded_waste() {
