@@ -113,6 +113,40 @@ pub fn gemm_with(
         }
         return;
     }
+    assert!(
+        a.data.len() > (m - 1) * a.rs + (k - 1) * a.cs && b.data.len() > (k - 1) * b.rs + (n - 1) * b.cs,
+        "gemm: A or B is smaller than its shape"
+    );
+    // Short, wide C (e.g. the weight gradient 16 x 2048 of the seed preset's fc2): every element
+    // of B would be packed for only m multiply-adds. Compute Cᵀ = op(B)ᵀ·op(A)ᵀ instead, which is
+    // thin and takes the direct path below, then add it back transposed (m·n is small).
+    if simd && m <= 2 * NR && n > 2 * NR && cfg!(target_arch = "x86_64") {
+        let (at, bt) = (
+            MatRef {
+                data: a.data,
+                rs: a.cs,
+                cs: a.rs,
+            },
+            MatRef {
+                data: b.data,
+                rs: b.cs,
+                cs: b.rs,
+            },
+        );
+        let mut ct = vec![0.0f32; n * m];
+        gemm_with(n, m, k, bt, at, &mut ct, m, false, parallel, simd);
+        for i in 0..m {
+            let row = &mut c[i * ldc..i * ldc + n];
+            for (j, x) in row.iter_mut().enumerate() {
+                *x = if accumulate { *x + ct[j * m + i] } else { ct[j * m + i] };
+            }
+        }
+        return;
+    }
+    // Thin C (at most two column panels, e.g. the seed preset's 16-wide embedding): each element
+    // of A then feeds only n multiply-adds, so packing A would cost as much as the arithmetic.
+    // Full A panels are then read in place by a strided micro-kernel (AVX2 only).
+    let direct = simd && n <= 2 * NR && cfg!(target_arch = "x86_64");
     let n_panels = n.div_ceil(NR);
     let mut bp = vec![0.0f32; n_panels * NR * KC.min(k)];
     let cptr = SendPtr(c.as_mut_ptr());
@@ -159,11 +193,17 @@ pub fn gemm_with(
                 return;
             }
             // Pack A[i0..i0+mc, pc..pc+kc] into row panels: panel i holds kc columns of MR floats.
+            // With `direct`, full panels are read in place and only a partial last panel is packed.
             let m_panels = mc.div_ceil(MR);
-            let mut ap = vec![0.0f32; m_panels * MR * kc];
-            for (ip, panel) in ap.chunks_mut(MR * kc).enumerate() {
+            let mut ap = vec![0.0f32; if direct { MR * kc } else { m_panels * MR * kc }];
+            for ip in 0..m_panels {
                 let r0 = i0 + ip * MR;
                 let mr = MR.min(i0 + mc - r0);
+                if direct && mr == MR {
+                    continue;
+                }
+                let slot = if direct { 0 } else { ip };
+                let panel = &mut ap[slot * MR * kc..(slot + 1) * MR * kc];
                 for p in 0..kc {
                     let col = &mut panel[p * MR..p * MR + MR];
                     for (ii, x) in col.iter_mut().enumerate() {
@@ -176,14 +216,21 @@ pub fn gemm_with(
                 let bpanel = &bp_k[jp * NR * kc..(jp + 1) * NR * kc];
                 let nr = NR.min(n - jp * NR);
                 for ip in 0..m_panels {
-                    let apanel = &ap[ip * MR * kc..(ip + 1) * MR * kc];
                     let r0 = i0 + ip * MR;
                     let mr = MR.min(i0 + mc - r0);
                     // SAFETY: tasks own disjoint (row block, column block) tiles of C, and the
-                    // tile [r0..r0+mr, jp*NR..jp*NR+nr] lies inside C (checked above).
+                    // tile [r0..r0+mr, jp*NR..jp*NR+nr] lies inside C (checked above); a direct
+                    // panel's rows r0..r0+MR and columns pc..pc+kc lie inside A (checked above).
                     unsafe {
                         let ct = cp.0.add(r0 * ldc + jp * NR);
-                        micro_tile(kc, apanel, bpanel, ct, ldc, mr, nr, acc, simd);
+                        if direct && mr == MR {
+                            let a0 = a.data.as_ptr().add(r0 * a.rs + pc * a.cs);
+                            micro_tile_direct(kc, a0, a.rs, a.cs, bpanel, ct, ldc, nr, acc);
+                        } else {
+                            let slot = if direct { 0 } else { ip };
+                            let apanel = &ap[slot * MR * kc..(slot + 1) * MR * kc];
+                            micro_tile(kc, apanel, bpanel, ct, ldc, mr, nr, acc, simd);
+                        }
                     }
                 }
             }
@@ -195,6 +242,79 @@ pub fn gemm_with(
             (0..tasks).for_each(task);
         }
         pc += kc;
+    }
+}
+
+/// One MR-row tile of C with A read in place (element (i, p) at `a[i*rs + p*cs]`); a partial
+/// column range goes through a local buffer.
+#[allow(clippy::too_many_arguments)]
+unsafe fn micro_tile_direct(
+    kc: usize,
+    a: *const f32,
+    rs: usize,
+    cs: usize,
+    b: &[f32],
+    c: *mut f32,
+    ldc: usize,
+    nr: usize,
+    acc: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if nr == NR {
+            return micro_kernel_avx2_direct(kc, a, rs, cs, b.as_ptr(), c, ldc, acc);
+        }
+        let mut tmp = [0.0f32; MR * NR];
+        micro_kernel_avx2_direct(kc, a, rs, cs, b.as_ptr(), tmp.as_mut_ptr(), NR, false);
+        for i in 0..MR {
+            for j in 0..nr {
+                let dst = c.add(i * ldc + j);
+                *dst = if acc { *dst + tmp[i * NR + j] } else { tmp[i * NR + j] };
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (kc, a, rs, cs, b, c, ldc, nr, acc);
+        unreachable!("direct mode is only chosen on x86_64");
+    }
+}
+
+/// The AVX2 micro-kernel reading its 6 rows of A in place instead of from a packed panel.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn micro_kernel_avx2_direct(
+    kc: usize,
+    a: *const f32,
+    rs: usize,
+    cs: usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    acc: bool,
+) {
+    use std::arch::x86_64::*;
+    let mut t = [[_mm256_setzero_ps(); 2]; MR];
+    for p in 0..kc {
+        let b0 = _mm256_loadu_ps(b.add(p * NR));
+        let b1 = _mm256_loadu_ps(b.add(p * NR + 8));
+        let ap = a.add(p * cs);
+        for (i, row) in t.iter_mut().enumerate() {
+            let ai = _mm256_broadcast_ss(&*ap.add(i * rs));
+            row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
+            row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
+        }
+    }
+    for (i, row) in t.iter().enumerate() {
+        let dst = c.add(i * ldc);
+        if acc {
+            _mm256_storeu_ps(dst, _mm256_add_ps(_mm256_loadu_ps(dst), row[0]));
+            _mm256_storeu_ps(dst.add(8), _mm256_add_ps(_mm256_loadu_ps(dst.add(8)), row[1]));
+        } else {
+            _mm256_storeu_ps(dst, row[0]);
+            _mm256_storeu_ps(dst.add(8), row[1]);
+        }
     }
 }
 
