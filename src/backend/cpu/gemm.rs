@@ -245,6 +245,16 @@ pub fn gemm_with(
     }
 }
 
+/// Write (or add, with `acc`) the top-left `mr x nr` part of a full micro-tile result into C.
+unsafe fn store_partial(tmp: &[f32; MR * NR], c: *mut f32, ldc: usize, mr: usize, nr: usize, acc: bool) {
+    for i in 0..mr {
+        for j in 0..nr {
+            let dst = c.add(i * ldc + j);
+            *dst = if acc { *dst + tmp[i * NR + j] } else { tmp[i * NR + j] };
+        }
+    }
+}
+
 /// One MR-row tile of C with A read in place (element (i, p) at `a[i*rs + p*cs]`); a partial
 /// column range goes through a local buffer.
 #[allow(clippy::too_many_arguments)]
@@ -262,16 +272,11 @@ unsafe fn micro_tile_direct(
     #[cfg(target_arch = "x86_64")]
     {
         if nr == NR {
-            return micro_kernel_avx2_direct(kc, a, rs, cs, b.as_ptr(), c, ldc, acc);
+            return micro_kernel_avx2(kc, a, rs, cs, b.as_ptr(), c, ldc, acc);
         }
         let mut tmp = [0.0f32; MR * NR];
-        micro_kernel_avx2_direct(kc, a, rs, cs, b.as_ptr(), tmp.as_mut_ptr(), NR, false);
-        for i in 0..MR {
-            for j in 0..nr {
-                let dst = c.add(i * ldc + j);
-                *dst = if acc { *dst + tmp[i * NR + j] } else { tmp[i * NR + j] };
-            }
-        }
+        micro_kernel_avx2(kc, a, rs, cs, b.as_ptr(), tmp.as_mut_ptr(), NR, false);
+        store_partial(&tmp, c, ldc, MR, nr, acc);
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -280,45 +285,7 @@ unsafe fn micro_tile_direct(
     }
 }
 
-/// The AVX2 micro-kernel reading its 6 rows of A in place instead of from a packed panel.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn micro_kernel_avx2_direct(
-    kc: usize,
-    a: *const f32,
-    rs: usize,
-    cs: usize,
-    b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    acc: bool,
-) {
-    use std::arch::x86_64::*;
-    let mut t = [[_mm256_setzero_ps(); 2]; MR];
-    for p in 0..kc {
-        let b0 = _mm256_loadu_ps(b.add(p * NR));
-        let b1 = _mm256_loadu_ps(b.add(p * NR + 8));
-        let ap = a.add(p * cs);
-        for (i, row) in t.iter_mut().enumerate() {
-            let ai = _mm256_broadcast_ss(&*ap.add(i * rs));
-            row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
-            row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
-        }
-    }
-    for (i, row) in t.iter().enumerate() {
-        let dst = c.add(i * ldc);
-        if acc {
-            _mm256_storeu_ps(dst, _mm256_add_ps(_mm256_loadu_ps(dst), row[0]));
-            _mm256_storeu_ps(dst.add(8), _mm256_add_ps(_mm256_loadu_ps(dst.add(8)), row[1]));
-        } else {
-            _mm256_storeu_ps(dst, row[0]);
-            _mm256_storeu_ps(dst.add(8), row[1]);
-        }
-    }
-}
-
-/// One MR x NR tile of C; partial tiles go through a local buffer.
+/// One MR x NR tile of C from a packed A panel; partial tiles go through a local buffer.
 #[allow(clippy::too_many_arguments)]
 unsafe fn micro_tile(
     kc: usize,
@@ -337,19 +304,15 @@ unsafe fn micro_tile(
     }
     let mut tmp = [0.0f32; MR * NR];
     micro_kernel(kc, a, b, tmp.as_mut_ptr(), NR, false, simd);
-    for i in 0..mr {
-        for j in 0..nr {
-            let dst = c.add(i * ldc + j);
-            *dst = if acc { *dst + tmp[i * NR + j] } else { tmp[i * NR + j] };
-        }
-    }
+    store_partial(&tmp, c, ldc, mr, nr, acc);
 }
 
+/// The micro-kernel on a packed A panel (element (i, p) at `a[p*MR + i]`).
 #[inline(always)]
 unsafe fn micro_kernel(kc: usize, a: &[f32], b: &[f32], c: *mut f32, ldc: usize, acc: bool, simd: bool) {
     #[cfg(target_arch = "x86_64")]
     if simd {
-        return micro_kernel_avx2(kc, a.as_ptr(), b.as_ptr(), c, ldc, acc);
+        return micro_kernel_avx2(kc, a.as_ptr(), 1, MR, b.as_ptr(), c, ldc, acc);
     }
     let _ = simd;
     micro_kernel_portable(kc, a, b, c, ldc, acc)
@@ -377,18 +340,29 @@ unsafe fn micro_kernel_portable(kc: usize, a: &[f32], b: &[f32], c: *mut f32, ld
 }
 
 /// AVX2 micro-kernel: 6 rows x 16 columns = 12 accumulator registers; per step of k, two loads
-/// of B, six broadcasts of A and twelve FMAs.
+/// of B, six broadcasts of A and twelve FMAs. A's element (i, p) is at `a[i*rs + p*cs]`: a packed
+/// panel is `rs = 1, cs = MR`; the direct (unpacked) path passes A's own strides.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn micro_kernel_avx2(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
+#[allow(clippy::too_many_arguments)]
+unsafe fn micro_kernel_avx2(
+    kc: usize,
+    a: *const f32,
+    rs: usize,
+    cs: usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    acc: bool,
+) {
     use std::arch::x86_64::*;
     let mut t = [[_mm256_setzero_ps(); 2]; MR];
     for p in 0..kc {
         let b0 = _mm256_loadu_ps(b.add(p * NR));
         let b1 = _mm256_loadu_ps(b.add(p * NR + 8));
-        let ap = a.add(p * MR);
+        let ap = a.add(p * cs);
         for (i, row) in t.iter_mut().enumerate() {
-            let ai = _mm256_broadcast_ss(&*ap.add(i));
+            let ai = _mm256_broadcast_ss(&*ap.add(i * rs));
             row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
             row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
         }
