@@ -767,6 +767,130 @@ fn dropout_gradcheck_fixed_seed() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// fused dropout: gelu_dropout and dropout_add
+// ---------------------------------------------------------------------------------------------
+
+/// The fused op and its composed form, on the same inputs and upstream gradient `r`: the output
+/// and every input gradient, bit for bit (both do the same f32 operations in the same order).
+fn assert_fused_equals_composed(
+    what: &str,
+    inputs: &[Tensor],
+    r: &Tensor,
+    fused: impl Fn(&mut Graph, &[vitcore::Var]) -> vitcore::Var,
+    composed: impl Fn(&mut Graph, &[vitcore::Var]) -> vitcore::Var,
+) {
+    let run = |f: &dyn Fn(&mut Graph, &[vitcore::Var]) -> vitcore::Var| {
+        let mut g = Graph::new();
+        let vars: Vec<_> = inputs.iter().map(|t| g.leaf(t.clone())).collect();
+        let y = f(&mut g, &vars);
+        let grads = g.backward_with(y, r.clone()).unwrap();
+        let mut out = vec![g.value(y).to_vec()];
+        out.extend(vars.iter().map(|&v| grads.get(v).expect("gradient").to_vec()));
+        out
+    };
+    let (a, b) = (run(&fused), run(&composed));
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        let part = if i == 0 {
+            "output".to_string()
+        } else {
+            format!("gradient {}", i - 1)
+        };
+        assert!(x.iter().all(|v| v.is_finite()), "{what}: {part} not finite");
+        assert_eq!(x, y, "{what}: {part} differs from the composed ops");
+    }
+}
+
+/// `gelu_dropout` = `dropout(gelu(x))` exactly, both GELU kinds, several masks, an awkward size
+/// that spans several mask blocks and parallel chunks; `p = 0` is a plain GELU.
+#[test]
+fn gelu_dropout_equals_gelu_then_dropout() {
+    let mut rng = Rng::new(71);
+    let shape = [37, 1031];
+    let x = Tensor::from_vec(rng.normal_vec(37 * 1031, 2.0), &shape).unwrap();
+    let r = Tensor::from_vec(rng.normal_vec(37 * 1031, 1.0), &shape).unwrap();
+    for kind in [GeluKind::Erf, GeluKind::Tanh] {
+        for (p, seed) in [(0.1f32, 3u64), (0.5, 1 << 40), (0.0, 9)] {
+            assert_fused_equals_composed(
+                &format!("gelu_dropout {kind:?} p={p}"),
+                &[x.clone()],
+                &r,
+                |g, v| g.gelu_dropout(v[0], kind, p, seed).unwrap(),
+                |g, v| {
+                    let h = g.gelu(v[0], kind).unwrap();
+                    g.dropout(h, p, seed).unwrap()
+                },
+            );
+        }
+    }
+    let mut g = Graph::new();
+    let xv = g.leaf(Tensor::ones(&[3]));
+    assert!(g.gelu_dropout(xv, GeluKind::Erf, 1.0, 0).is_err(), "p = 1 accepted");
+}
+
+/// `dropout_add(r, a)` = `r + dropout(a)` exactly; `p = 0` is a plain add; shapes must match.
+#[test]
+fn dropout_add_equals_add_of_dropout() {
+    let mut rng = Rng::new(72);
+    let shape = [5, 13, 523];
+    let n = 5 * 13 * 523;
+    let res = Tensor::from_vec(rng.normal_vec(n, 1.0), &shape).unwrap();
+    let a = Tensor::from_vec(rng.normal_vec(n, 1.0), &shape).unwrap();
+    let r = Tensor::from_vec(rng.normal_vec(n, 1.0), &shape).unwrap();
+    for (p, seed) in [(0.1f32, 11u64), (0.7, 12), (0.0, 13)] {
+        assert_fused_equals_composed(
+            &format!("dropout_add p={p}"),
+            &[res.clone(), a.clone()],
+            &r,
+            |g, v| g.dropout_add(v[0], v[1], p, seed).unwrap(),
+            |g, v| {
+                let d = g.dropout(v[1], p, seed).unwrap();
+                g.add(v[0], d).unwrap()
+            },
+        );
+    }
+    let mut g = Graph::new();
+    let (u, w) = (g.leaf(Tensor::ones(&[3, 2])), g.leaf(Tensor::ones(&[2, 3])));
+    assert!(g.dropout_add(u, w, 0.1, 0).is_err(), "mismatched shapes accepted");
+}
+
+/// Gradient checks of both fused ops with a fixed mask (read off plain dropout of ones), against
+/// f64 references `gelu(x)·m` and `r + a·m`. Tolerances: default.
+#[test]
+fn fused_dropout_gradcheck_fixed_seed() {
+    let mut rng = Rng::new(73);
+    let (shape, p, seed) = (&[7, 19][..], 0.3f32, 77u64);
+    let mask: Vec<f64> = dropout_values(&Tensor::ones(shape), p, seed)
+        .iter()
+        .map(|&v| if v != 0.0 { 1.0 / (1.0 - p as f64) } else { 0.0 })
+        .collect();
+    assert!(
+        mask.iter().any(|&m| m == 0.0) && mask.iter().any(|&m| m != 0.0),
+        "degenerate mask"
+    );
+    for (kind, f) in [
+        (GeluKind::Erf, gelu_erf_ref as fn(f64) -> f64),
+        (GeluKind::Tanh, gelu_tanh_ref),
+    ] {
+        let m = mask.clone();
+        gradcheck(
+            &format!("gelu_dropout {kind:?}"),
+            &[randn(&mut rng, shape, 2.0)],
+            move |g, v| g.gelu_dropout(v[0], kind, p, seed),
+            move |x| x[0].iter().zip(&m).map(|(&v, m)| f(v) * m).collect(),
+        )
+        .assert_ok();
+    }
+    let m = mask.clone();
+    gradcheck(
+        "dropout_add",
+        &[randn(&mut rng, shape, 1.0), randn(&mut rng, shape, 1.0)],
+        move |g, v| g.dropout_add(v[0], v[1], p, seed),
+        move |x| x[0].iter().zip(&x[1]).zip(&m).map(|((&r, &a), m)| r + a * m).collect(),
+    )
+    .assert_ok();
+}
+
+// ---------------------------------------------------------------------------------------------
 // cross_entropy
 // ---------------------------------------------------------------------------------------------
 

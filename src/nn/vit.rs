@@ -348,15 +348,17 @@ impl Vit {
                 None if self.fused_attention => self.attention_fused(g, store, n, blk, drop)?,
                 None => self.attention_composed(g, store, n, blk, drop, b)?.0,
             };
-            let a = drop.apply(g, a, cfg.dropout)?;
-            x = g.add(x, a)?;
+            // x + drop(a), fused: one pass over the residual stream instead of two.
+            let (p, seed) = drop.next(cfg.dropout);
+            x = g.dropout_add(x, a, p, seed)?;
             let n = self.norm(g, store, x, blk.norm2)?;
             let h = self.linear(g, store, n, blk.fc1)?;
-            let h = g.gelu(h, cfg.gelu)?;
-            let h = drop.apply(g, h, cfg.dropout)?;
+            // drop(gelu(h)), fused: gelu(h) itself is never stored.
+            let (p, seed) = drop.next(cfg.dropout);
+            let h = g.gelu_dropout(h, cfg.gelu, p, seed)?;
             let h = self.linear(g, store, h, blk.fc2)?;
-            let h = drop.apply(g, h, cfg.dropout)?;
-            x = g.add(x, h)?;
+            let (p, seed) = drop.next(cfg.dropout);
+            x = g.dropout_add(x, h, p, seed)?;
         }
         let cls_out = g.select(x, 1, 0)?;
         let cls_out = self.norm(g, store, cls_out, self.norm)?;

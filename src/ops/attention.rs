@@ -34,7 +34,7 @@ use crate::backend::cpu::fastmath;
 use crate::backend::cpu::gemm::{gemm, MatRef};
 use crate::backend::Device;
 use crate::error::{Error, Result};
-use crate::ops::dropout::{keep, keep_threshold};
+use crate::ops::dropout::Mask;
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 
@@ -71,19 +71,20 @@ fn gather(src: &[f32], b: usize, n: usize, t: usize, d: usize, dh: usize, which:
     }
 }
 
-/// The dropout factors `keep / (1 − p)` of one head's `T×T` weights (all 1 when `p = 0`).
-fn drop_factors(p: f32, seed: u64, bh: usize, t: usize, out: &mut [f32]) {
-    if p == 0.0 {
-        out.fill(1.0);
-        return;
+/// The dropout factors `keep / (1 − p)` of one head's `T×T` weights (all 1 without dropout).
+fn drop_factors(mask: Option<Mask>, bh: usize, t: usize, out: &mut [f32]) {
+    match mask {
+        Some(mask) => mask.factors((bh * t * t) as u32, out),
+        None => out.fill(1.0),
     }
-    let (threshold, scale) = (keep_threshold(p), 1.0 / (1.0 - p));
-    for (idx, f) in out.iter_mut().enumerate() {
-        *f = if keep(seed, (bh * t * t + idx) as u32, threshold) {
-            scale
-        } else {
-            0.0
-        };
+}
+
+/// The attention-dropout mask, `None` when `p = 0`.
+fn attention_mask(p: f32, seed: u64) -> Result<Option<Mask>> {
+    if p == 0.0 {
+        Ok(None)
+    } else {
+        Mask::new(p, seed).map(Some)
     }
 }
 
@@ -98,6 +99,7 @@ fn small_gemm(m: usize, n: usize, k: usize, a: &[f32], ta: bool, b: &[f32], tb: 
 /// `(out [B, T, D], probs [B, h, T, T])`.
 pub fn forward(qkv: &Tensor, heads: usize, p: f32, seed: u64) -> Result<(Tensor, Tensor)> {
     let (b, t, d, dh) = dims(qkv.shape(), heads)?;
+    let mask = attention_mask(p, seed)?;
     match qkv.device() {
         Device::Cpu => {
             let mut out = Tensor::scratch(&[b, t, d]);
@@ -123,7 +125,7 @@ pub fn forward(qkv: &Tensor, heads: usize, p: f32, seed: u64) -> Result<(Tensor,
                 let mut o = vec![0.0f32; t * dh];
                 if p > 0.0 {
                     let mut pd = vec![0.0f32; t * t];
-                    drop_factors(p, seed, bh, t, &mut pd);
+                    drop_factors(mask, bh, t, &mut pd);
                     pd.iter_mut().zip(pm.iter()).for_each(|(f, &x)| *f *= x);
                     small_gemm(t, dh, t, &pd, false, &v, false, &mut o); // O = P̃·V
                 } else {
@@ -152,6 +154,7 @@ pub fn backward(g: &Tensor, qkv: &Tensor, probs: &Tensor, heads: usize, p: f32, 
             "gradient shape",
         ));
     }
+    let mask = attention_mask(p, seed)?;
     match qkv.device() {
         Device::Cpu => {
             let mut dqkv = Tensor::scratch(qkv.shape());
@@ -171,7 +174,7 @@ pub fn backward(g: &Tensor, qkv: &Tensor, probs: &Tensor, heads: usize, p: f32, 
                 }
                 let pm = &pd[bh * t * t..(bh + 1) * t * t];
                 let mut factors = vec![0.0f32; t * t];
-                drop_factors(p, seed, bh, t, &mut factors);
+                drop_factors(mask, bh, t, &mut factors);
                 let p_dropped: Vec<f32> = pm.iter().zip(&factors).map(|(x, f)| x * f).collect();
                 let (mut dq, mut dk, mut dv) = (buf(), buf(), buf());
                 small_gemm(t, dh, t, &p_dropped, true, &go, false, &mut dv); // dV = P̃ᵀ·G
