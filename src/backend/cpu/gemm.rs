@@ -13,6 +13,10 @@
 //!             C[i, j] += Apanel_i · Bpanel_j  // held in 12 AVX registers, KC FMAs deep
 //! ```
 //!
+//! Two shapes get their own routes, because the tiles above leave threads idle or waste packing:
+//! a long K with few tiles of C (weight gradients) is split along K across threads, and thin or
+//! short-wide C reads A in place / computes Cᵀ (see the comments in [`gemm_with`]).
+//!
 //! Packing also absorbs transposition: A and B are read through (row stride, column stride), so
 //! `Aᵀ` is the same matrix with its strides swapped and costs nothing extra.
 //! The micro-kernel uses AVX2+FMA when the CPU has them (checked at run time, so one binary runs
@@ -143,6 +147,43 @@ pub fn gemm_with(
         }
         return;
     }
+    // Few output tiles over a long K (weight gradients: dW = Gᵀ·X is out × in, summed over
+    // K = batch·tokens rows, e.g. 64 × 64 over 12 800): the tiles alone cannot keep every
+    // thread busy, and each K-slice would end in a barrier. Cut K instead: each thread computes
+    // the whole C over its part of K, serially with its own packing, and the parts are summed.
+    let threads = if parallel { rayon::current_num_threads() } else { 1 };
+    let tiles = m.div_ceil(MC) * n.div_ceil(NR * 4);
+    if threads > 1 && tiles < 4 * threads && k >= 2 * threads * KC {
+        let splits = threads.min(k / (2 * KC));
+        let kslice = k.div_ceil(splits).div_ceil(KC) * KC;
+        let partials: Vec<Vec<f32>> = (0..splits)
+            .into_par_iter()
+            .map(|s| {
+                let (p0, p1) = (s * kslice, ((s + 1) * kslice).min(k));
+                let mut part = vec![0.0f32; m * n];
+                if p1 > p0 {
+                    let a_s = MatRef {
+                        data: &a.data[p0 * a.cs..],
+                        ..a
+                    };
+                    let b_s = MatRef {
+                        data: &b.data[p0 * b.rs..],
+                        ..b
+                    };
+                    gemm_with(m, n, p1 - p0, a_s, b_s, &mut part, n, false, false, simd);
+                }
+                part
+            })
+            .collect();
+        for i in 0..m {
+            let row = &mut c[i * ldc..i * ldc + n];
+            for (j, x) in row.iter_mut().enumerate() {
+                let sum: f32 = partials.iter().map(|p| p[i * n + j]).sum();
+                *x = if accumulate { *x + sum } else { sum };
+            }
+        }
+        return;
+    }
     // Thin C (at most two column panels, e.g. the seed preset's 16-wide embedding): each element
     // of A then feeds only n multiply-adds, so packing A would cost as much as the arithmetic.
     // Full A panels are then read in place by a strided micro-kernel (AVX2 only).
@@ -150,7 +191,6 @@ pub fn gemm_with(
     let n_panels = n.div_ceil(NR);
     let mut bp = vec![0.0f32; n_panels * NR * KC.min(k)];
     let cptr = SendPtr(c.as_mut_ptr());
-    let threads = if parallel { rayon::current_num_threads() } else { 1 };
     // Column width of one task: the whole of N when there are enough row blocks to share out,
     // else N is cut so every thread gets work (e.g. dW of fc2: M = 16 rows, N = 2048).
     let m_blocks = m.div_ceil(MC);
@@ -433,6 +473,30 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// Few output tiles over a long K takes the K-split path (partial products summed); with
+    /// 3 threads the last slice is short. Also through the Cᵀ route (m ≤ 32 < n).
+    #[test]
+    fn k_split_matches_naive() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        let mut rng = Rng::new(12);
+        for &(m, n, k, ta) in &[(37, 45, 2311, true), (5, 70, 1600, true), (100, 20, 4099, false)] {
+            let av = rng.normal_vec(m * k, 1.0);
+            let bv = rng.normal_vec(k * n, 1.0);
+            let a = MatRef::new(&av, if ta { m } else { k }, ta);
+            let b = MatRef::new(&bv, n, false);
+            let r = naive(m, n, k, a, b);
+            for simd in [false, true] {
+                let mut c = vec![f32::NAN; m * n];
+                pool.install(|| gemm_with(m, n, k, a, b, &mut c, n, false, true, simd && has_avx2_fma()));
+                let e = rel_err(&c, &r);
+                assert!(e < 1e-5, "k-split m{m} n{n} k{k} simd{simd}: rel err {e}");
+                pool.install(|| gemm_with(m, n, k, a, b, &mut c, n, true, true, simd && has_avx2_fma()));
+                let r2: Vec<f64> = r.iter().map(|x| 2.0 * x).collect();
+                assert!(rel_err(&c, &r2) < 1e-5, "k-split accumulate m{m} n{n} k{k}");
             }
         }
     }
