@@ -8,8 +8,7 @@
 //! W: [out, in]  b: [out]
 //! Y = X·Wᵀ + b  : [R, out]   → reshaped to [..., out]
 //! ```
-//! The CPU kernel writes `b` into every row of Y first and then accumulates X·Wᵀ onto it, so the
-//! bias costs no extra pass over Y.
+//! The CPU kernel adds `b` as it stores each tile of X·Wᵀ, so the bias costs no extra pass over Y.
 //!
 //! ## Backward
 //! From `Y[r,o] = Σ_i X[r,i] W[o,i] + b[o]`, with G = dL/dY `[R, out]`:
@@ -22,7 +21,7 @@
 //! gradient check covers its backward (a fused op without a tested backward is a silent bug).
 
 use crate::autograd::{Graph, Op, Var};
-use crate::backend::cpu::gemm::{gemm, MatRef};
+use crate::backend::cpu::gemm::{gemm, gemm_bias, MatRef};
 use crate::backend::Device;
 use crate::error::{Error, Result};
 use crate::ops::add::sum_rows;
@@ -49,21 +48,11 @@ pub fn forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     match x.device() {
         Device::Cpu => {
             let mut y = Tensor::scratch(&shape);
-            let yd = y.data_mut();
-            if let Some(b) = b {
-                crate::backend::cpu::for_each_row(yd, dout, |_, row| row.copy_from_slice(b.data()));
+            let (xm, wm) = (MatRef::new(x.data(), din, false), MatRef::new(w.data(), din, true));
+            match b {
+                Some(b) => gemm_bias(rows, dout, din, xm, wm, b.data(), y.data_mut(), dout, true),
+                None => gemm(rows, dout, din, xm, wm, y.data_mut(), dout, false, true),
             }
-            gemm(
-                rows,
-                dout,
-                din,
-                MatRef::new(x.data(), din, false),
-                MatRef::new(w.data(), din, true),
-                yd,
-                dout,
-                b.is_some(),
-                true,
-            );
             Ok(y)
         }
     }
