@@ -47,6 +47,10 @@ fn fused_attention_equals_composed_forward_and_backward() {
         (2usize, 7usize, 3usize, 5usize, 0.0f32),
         (3, 11, 2, 3, 0.3),
         (1, 50, 8, 2, 0.1),
+        // Head widths at and past the micro-kernel's 16 columns, T just past a 6-row tile.
+        (2, 16, 2, 16, 0.2),
+        (1, 50, 2, 17, 0.1),
+        (2, 6, 1, 33, 0.0),
     ] {
         let d = heads * dh;
         let qkv = Tensor::from_vec(rng.normal_vec(b * t * 3 * d, 1.0), &[b, t, 3 * d]).unwrap();

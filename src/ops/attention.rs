@@ -31,7 +31,7 @@
 
 use crate::autograd::{Graph, Op, Var};
 use crate::backend::cpu::fastmath;
-use crate::backend::cpu::gemm::{gemm, MatRef};
+use crate::backend::cpu::gemm::{gemm_padded, MatRef, MR, NR};
 use crate::backend::Device;
 use crate::error::{Error, Result};
 use crate::ops::dropout::Mask;
@@ -63,14 +63,6 @@ fn dims(qkv: &[usize], heads: usize) -> Result<(usize, usize, usize, usize)> {
     }
 }
 
-/// Copy one head's q, k, v (each `[T, Dh]`) out of `qkv` for image `b`, head `n`.
-fn gather(src: &[f32], b: usize, n: usize, t: usize, d: usize, dh: usize, which: usize, out: &mut [f32]) {
-    for i in 0..t {
-        let row = (b * t + i) * 3 * d + which * d + n * dh;
-        out[i * dh..(i + 1) * dh].copy_from_slice(&src[row..row + dh]);
-    }
-}
-
 /// The dropout factors `keep / (1 − p)` of one head's `T×T` weights (all 1 without dropout).
 fn drop_factors(mask: Option<Mask>, bh: usize, t: usize, out: &mut [f32]) {
     match mask {
@@ -88,12 +80,98 @@ fn attention_mask(p: f32, seed: u64) -> Result<Option<Mask>> {
     }
 }
 
-/// `C = op(A)·op(B)` for one head's small matrices (single-threaded: heads run in parallel).
-#[allow(clippy::too_many_arguments)]
-fn small_gemm(m: usize, n: usize, k: usize, a: &[f32], ta: bool, b: &[f32], tb: bool, c: &mut [f32]) {
-    let am = MatRef::new(a, if ta { m } else { k }, ta);
-    let bm = MatRef::new(b, if tb { k } else { n }, tb);
-    gemm(m, n, k, am, bm, c, n, false, false);
+/// One head's matrices, padded so every product runs on whole micro-kernel tiles
+/// ([`gemm_padded`]); the padding is zero and contributes nothing. Rows go to a multiple of
+/// `MR`, the `T×T` matrices' columns to a multiple of `NR` that also covers the padded rows
+/// (their transposes are read in place), and the head width `Dh` to a multiple of `NR`.
+/// Kept per worker and reused across heads: only the valid regions are ever rewritten.
+struct HeadBuffers {
+    /// T, padded rows, padded `T×T` columns, Dh, padded Dh.
+    t: usize,
+    tr: usize,
+    tc: usize,
+    dh: usize,
+    dc: usize,
+    /// q, k, v (and G in the backward), each `[tr × dc]`.
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    g: Vec<f32>,
+    /// Kᵀ (forward) or Vᵀ (backward), `[dh × tc]`.
+    transposed: Vec<f32>,
+    /// Scores / probabilities (forward) or P̃ (backward), `[tr × tc]`.
+    scores: Vec<f32>,
+    /// dP̃ → dS (backward), `[tr × tc]`.
+    dscores: Vec<f32>,
+    /// The attention dropout factors, `[T × T]`.
+    factors: Vec<f32>,
+    /// Products of width Dh: O (forward), dQ, dK, dV (backward), each `[tr × dc]`.
+    out: [Vec<f32>; 3],
+}
+
+impl HeadBuffers {
+    fn new(t: usize, dh: usize) -> HeadBuffers {
+        let tr = t.div_ceil(MR) * MR;
+        let tc = tr.div_ceil(NR) * NR;
+        let dc = dh.div_ceil(NR) * NR;
+        let z = |n: usize| vec![0.0f32; n];
+        HeadBuffers {
+            t,
+            tr,
+            tc,
+            dh,
+            dc,
+            q: z(tr * dc),
+            k: z(tr * dc),
+            v: z(tr * dc),
+            g: z(tr * dc),
+            transposed: z(dh * tc),
+            scores: z(tr * tc),
+            dscores: z(tr * tc),
+            factors: z(t * t),
+            out: [z(tr * dc), z(tr * dc), z(tr * dc)],
+        }
+    }
+
+    /// Copy the head's `[T, Dh]` block (row stride `stride` in `src`, starting at `first`) into
+    /// the valid region of `dst` (`[tr × dc]`).
+    fn load(&self, src: &[f32], first: usize, stride: usize, dst: &mut [f32]) {
+        for i in 0..self.t {
+            let row = first + i * stride;
+            dst[i * self.dc..i * self.dc + self.dh].copy_from_slice(&src[row..row + self.dh]);
+        }
+    }
+
+    /// Fill `transposed` with the `[T, Dh]` block of `src` transposed (`[Dh × tc]`).
+    fn load_transposed(&mut self, src: &[f32], first: usize, stride: usize) {
+        for i in 0..self.t {
+            let row = first + i * stride;
+            for (d, &x) in src[row..row + self.dh].iter().enumerate() {
+                self.transposed[d * self.tc + i] = x;
+            }
+        }
+    }
+
+    /// `out[slot] = A · B` over whole tiles: A `[tr × k]` read through `a`, B `[k × dc]`.
+    fn times(&mut self, slot: usize, a: MatRef, k: usize, b: &[f32]) {
+        let (tr, dc) = (self.tr, self.dc);
+        gemm_padded(tr, dc, k, a, b, dc, &mut self.out[slot], dc);
+    }
+
+    /// Write the valid `[T, Dh]` region of `out[slot]` to `dst` (row stride `stride`, from `first`).
+    ///
+    /// SAFETY: the caller owns those elements of `dst` (each (image, head) writes its own columns).
+    unsafe fn store(&self, slot: usize, dst: SendPtr, first: usize, stride: usize) {
+        for i in 0..self.t {
+            let src = &self.out[slot][i * self.dc..i * self.dc + self.dh];
+            std::ptr::copy_nonoverlapping(src.as_ptr(), dst.at(first + i * stride), self.dh);
+        }
+    }
+}
+
+/// A row-major `[rows × cols]` buffer as a matrix (`trans`: read as its transpose).
+fn mat(data: &[f32], cols: usize, trans: bool) -> MatRef<'_> {
+    MatRef::new(data, cols, trans)
 }
 
 /// `(out [B, T, D], probs [B, h, T, T])`.
@@ -107,37 +185,41 @@ pub fn forward(qkv: &Tensor, heads: usize, p: f32, seed: u64) -> Result<(Tensor,
             let src = qkv.data();
             let optr = SendPtr(out.data_mut().as_mut_ptr());
             let scale = 1.0 / (dh as f32).sqrt();
-            probs.data_mut().par_chunks_mut(t * t).enumerate().for_each(|(bh, pm)| {
-                let (bi, n) = (bh / heads, bh % heads);
-                let (mut q, mut k, mut v) = (vec![0.0f32; t * dh], vec![0.0f32; t * dh], vec![0.0f32; t * dh]);
-                gather(src, bi, n, t, d, dh, 0, &mut q);
-                gather(src, bi, n, t, d, dh, 1, &mut k);
-                gather(src, bi, n, t, d, dh, 2, &mut v);
-                small_gemm(t, t, dh, &q, false, &k, true, pm); // S = Q·Kᵀ
-                for row in pm.chunks_mut(t) {
-                    let m = row.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
-                    for s in row.iter_mut() {
-                        *s = fastmath::exp(scale * (*s - m));
+            let init = || HeadBuffers::new(t, dh);
+            probs
+                .data_mut()
+                .par_chunks_mut(t * t)
+                .enumerate()
+                .for_each_init(init, |hb, (bh, pm)| {
+                    let (bi, n) = (bh / heads, bh % heads);
+                    let first = bi * t * 3 * d + n * dh;
+                    let (mut q, mut v) = (std::mem::take(&mut hb.q), std::mem::take(&mut hb.v));
+                    hb.load(src, first, 3 * d, &mut q);
+                    hb.load_transposed(src, first + d, 3 * d);
+                    hb.load(src, first + 2 * d, 3 * d, &mut v);
+                    let (tr, tc, dc) = (hb.tr, hb.tc, hb.dc);
+                    // S = Q·Kᵀ (unscaled; the 1/√Dh goes into the exponent below).
+                    gemm_padded(tr, tc, dh, mat(&q, dc, false), &hb.transposed, tc, &mut hb.scores, tc);
+                    drop_factors(mask, bh, t, &mut hb.factors);
+                    for (i, (prow, frow)) in pm.chunks_mut(t).zip(hb.factors.chunks(t)).enumerate() {
+                        let row = &mut hb.scores[i * tc..i * tc + t];
+                        let m = row.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+                        for s in row.iter_mut() {
+                            *s = fastmath::exp(scale * (*s - m));
+                        }
+                        let inv = 1.0 / fastmath::sum(row);
+                        for ((s, pv), &f) in row.iter_mut().zip(prow.iter_mut()).zip(frow) {
+                            *pv = *s * inv; // P, saved for the backward
+                            *s = *pv * f; // P̃ = P ⊙ dropout factors
+                        }
                     }
-                    let inv = 1.0 / fastmath::sum(row);
-                    row.iter_mut().for_each(|s| *s *= inv);
-                }
-                let mut o = vec![0.0f32; t * dh];
-                if p > 0.0 {
-                    let mut pd = vec![0.0f32; t * t];
-                    drop_factors(mask, bh, t, &mut pd);
-                    pd.iter_mut().zip(pm.iter()).for_each(|(f, &x)| *f *= x);
-                    small_gemm(t, dh, t, &pd, false, &v, false, &mut o); // O = P̃·V
-                } else {
-                    small_gemm(t, dh, t, pm, false, &v, false, &mut o);
-                }
-                for i in 0..t {
+                    // O = P̃·V
+                    let scores = std::mem::take(&mut hb.scores);
+                    hb.times(0, mat(&scores, tc, false), t, &v);
                     // SAFETY: (image, head) pairs write disjoint column ranges of `out`.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(o[i * dh..].as_ptr(), optr.at((bi * t + i) * d + n * dh), dh);
-                    }
-                }
-            });
+                    unsafe { hb.store(0, optr, bi * t * d + n * dh, d) };
+                    (hb.q, hb.v, hb.scores) = (q, v, scores);
+                });
             Ok((out, probs))
         }
     }
@@ -161,41 +243,47 @@ pub fn backward(g: &Tensor, qkv: &Tensor, probs: &Tensor, heads: usize, p: f32, 
             let (src, gd, pd) = (qkv.data(), g.data(), probs.data());
             let dptr = SendPtr(dqkv.data_mut().as_mut_ptr());
             let scale = 1.0 / (dh as f32).sqrt();
-            (0..b * heads).into_par_iter().for_each(|bh| {
+            let init = || HeadBuffers::new(t, dh);
+            (0..b * heads).into_par_iter().for_each_init(init, |hb, bh| {
                 let (bi, n) = (bh / heads, bh % heads);
-                let buf = || vec![0.0f32; t * dh];
-                let (mut q, mut k, mut v, mut go) = (buf(), buf(), buf(), buf());
-                gather(src, bi, n, t, d, dh, 0, &mut q);
-                gather(src, bi, n, t, d, dh, 1, &mut k);
-                gather(src, bi, n, t, d, dh, 2, &mut v);
-                for i in 0..t {
-                    let row = (bi * t + i) * d + n * dh;
-                    go[i * dh..(i + 1) * dh].copy_from_slice(&gd[row..row + dh]);
-                }
+                let first = bi * t * 3 * d + n * dh;
+                let mut bufs = [&mut hb.q, &mut hb.k, &mut hb.v, &mut hb.g].map(std::mem::take);
+                let [q, k, v, go] = &mut bufs;
+                hb.load(src, first, 3 * d, q);
+                hb.load(src, first + d, 3 * d, k);
+                hb.load(src, first + 2 * d, 3 * d, v);
+                hb.load(gd, bi * t * d + n * dh, d, go);
+                hb.load_transposed(src, first + 2 * d, 3 * d); // Vᵀ
+                let (tr, tc, dc) = (hb.tr, hb.tc, hb.dc);
                 let pm = &pd[bh * t * t..(bh + 1) * t * t];
-                let mut factors = vec![0.0f32; t * t];
-                drop_factors(mask, bh, t, &mut factors);
-                let p_dropped: Vec<f32> = pm.iter().zip(&factors).map(|(x, f)| x * f).collect();
-                let (mut dq, mut dk, mut dv) = (buf(), buf(), buf());
-                small_gemm(t, dh, t, &p_dropped, true, &go, false, &mut dv); // dV = P̃ᵀ·G
-                let mut ds = vec![0.0f32; t * t];
-                small_gemm(t, t, dh, &go, false, &v, true, &mut ds); // dP̃ = G·Vᵀ
-                for ((dsr, pr), fr) in ds.chunks_mut(t).zip(pm.chunks(t)).zip(factors.chunks(t)) {
+                drop_factors(mask, bh, t, &mut hb.factors);
+                // P̃ = P ⊙ factors, in the valid region of a zero-padded [tr × tc].
+                for ((srow, prow), frow) in hb.scores.chunks_mut(tc).zip(pm.chunks(t)).zip(hb.factors.chunks(t)) {
+                    for ((s, &pv), &f) in srow.iter_mut().zip(prow).zip(frow) {
+                        *s = pv * f;
+                    }
+                }
+                let scores = std::mem::take(&mut hb.scores);
+                hb.times(2, mat(&scores, tc, true), t, go); // dV = P̃ᵀ·G
+                                                            // dP̃ = G·Vᵀ
+                gemm_padded(tr, tc, dh, mat(go, dc, false), &hb.transposed, tc, &mut hb.dscores, tc);
+                for ((dsr, pr), fr) in hb.dscores.chunks_mut(tc).zip(pm.chunks(t)).zip(hb.factors.chunks(t)) {
+                    let dsr = &mut dsr[..t];
                     dsr.iter_mut().zip(fr).for_each(|(x, f)| *x *= f); // dP = dP̃ ⊙ mask/(1−p)
                     let rowdot = fastmath::dot(dsr, pr);
                     for (x, &pv) in dsr.iter_mut().zip(pr) {
                         *x = pv * (*x - rowdot) * scale; // dS (with the 1/√Dh of S folded in)
                     }
                 }
-                small_gemm(t, dh, t, &ds, false, &k, false, &mut dq); // dQ = dS·K
-                small_gemm(t, dh, t, &ds, true, &q, false, &mut dk); // dK = dSᵀ·Q
-                for i in 0..t {
-                    let row = (bi * t + i) * 3 * d + n * dh;
-                    for (w, part) in [&dq, &dk, &dv].iter().enumerate() {
-                        // SAFETY: each (image, head) owns its columns of dqkv's rows.
-                        unsafe { std::ptr::copy_nonoverlapping(part[i * dh..].as_ptr(), dptr.at(row + w * d), dh) };
-                    }
+                let dscores = std::mem::take(&mut hb.dscores);
+                hb.times(0, mat(&dscores, tc, false), t, k); // dQ = dS·K
+                hb.times(1, mat(&dscores, tc, true), t, q); // dK = dSᵀ·Q
+                for w in 0..3 {
+                    // SAFETY: each (image, head) owns its columns of dqkv's rows.
+                    unsafe { hb.store(w, dptr, first + w * d, 3 * d) };
                 }
+                let [q, k, v, go] = bufs;
+                (hb.q, hb.k, hb.v, hb.g, hb.scores, hb.dscores) = (q, k, v, go, scores, dscores);
             });
             Ok(dqkv)
         }

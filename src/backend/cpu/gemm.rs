@@ -361,6 +361,54 @@ fn gemm_impl(
     }
 }
 
+/// `C[m × n] = A[m × k] · B[k × n]` for small matrices laid out for the micro-kernel, with no
+/// packing and no threads: the attention's per-head products (50 × 50 × 16), where packing and
+/// task set-up would cost more than the arithmetic. `m` must be a multiple of [`MR`] and `n` of
+/// [`NR`] (the caller pads with zeros); A is read through its strides, B is row-major with row
+/// stride `ldb`, C row-major with row stride `ldc`.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_padded(m: usize, n: usize, k: usize, a: MatRef, b: &[f32], ldb: usize, c: &mut [f32], ldc: usize) {
+    assert!(
+        m % MR == 0 && n % NR == 0,
+        "gemm_padded: m must be a multiple of MR, n of NR"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(ldc >= n && c.len() >= (m - 1) * ldc + n, "gemm_padded: C is too small");
+    if k == 0 {
+        for i in 0..m {
+            c[i * ldc..i * ldc + n].fill(0.0);
+        }
+        return;
+    }
+    assert!(
+        a.data.len() > (m - 1) * a.rs + (k - 1) * a.cs && ldb >= n && b.len() >= (k - 1) * ldb + n,
+        "gemm_padded: A or B is smaller than its shape"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        for i0 in (0..m).step_by(MR) {
+            for j0 in (0..n).step_by(NR) {
+                // SAFETY: rows i0..i0+MR < m and columns < k of A, rows < k and columns
+                // j0..j0+NR ≤ n of B, and the C tile lie inside their slices (asserted above).
+                unsafe {
+                    let ap = a.data.as_ptr().add(i0 * a.rs);
+                    let cp = c.as_mut_ptr().add(i0 * ldc + j0);
+                    micro_kernel_avx2(k, ap, a.rs, a.cs, b.as_ptr().add(j0), ldb, cp, ldc, Store::Overwrite);
+                }
+            }
+        }
+        return;
+    }
+    let bm = MatRef {
+        data: b,
+        rs: ldb,
+        cs: 1,
+    };
+    gemm_with(m, n, k, a, bm, c, ldc, false, false, false);
+}
+
 /// Store the top-left `mr x nr` part of a full micro-tile result into C.
 unsafe fn store_partial(tmp: &[f32; MR * NR], c: *mut f32, ldc: usize, mr: usize, nr: usize, store: Store) {
     for i in 0..mr {
@@ -393,10 +441,10 @@ unsafe fn micro_tile_direct(
     #[cfg(target_arch = "x86_64")]
     {
         if nr == NR {
-            return micro_kernel_avx2(kc, a, rs, cs, b.as_ptr(), c, ldc, store);
+            return micro_kernel_avx2(kc, a, rs, cs, b.as_ptr(), NR, c, ldc, store);
         }
         let mut tmp = [0.0f32; MR * NR];
-        micro_kernel_avx2(kc, a, rs, cs, b.as_ptr(), tmp.as_mut_ptr(), NR, Store::Overwrite);
+        micro_kernel_avx2(kc, a, rs, cs, b.as_ptr(), NR, tmp.as_mut_ptr(), NR, Store::Overwrite);
         store_partial(&tmp, c, ldc, MR, nr, store);
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -433,7 +481,7 @@ unsafe fn micro_tile(
 unsafe fn micro_kernel(kc: usize, a: &[f32], b: &[f32], c: *mut f32, ldc: usize, store: Store, simd: bool) {
     #[cfg(target_arch = "x86_64")]
     if simd {
-        return micro_kernel_avx2(kc, a.as_ptr(), 1, MR, b.as_ptr(), c, ldc, store);
+        return micro_kernel_avx2(kc, a.as_ptr(), 1, MR, b.as_ptr(), NR, c, ldc, store);
     }
     let _ = simd;
     micro_kernel_portable(kc, a, b, c, ldc, store)
@@ -466,7 +514,8 @@ unsafe fn micro_kernel_portable(kc: usize, a: &[f32], b: &[f32], c: *mut f32, ld
 
 /// AVX2 micro-kernel: 6 rows x 16 columns = 12 accumulator registers; per step of k, two loads
 /// of B, six broadcasts of A and twelve FMAs. A's element (i, p) is at `a[i*rs + p*cs]`: a packed
-/// panel is `rs = 1, cs = MR`; the direct (unpacked) path passes A's own strides.
+/// panel is `rs = 1, cs = MR`; the direct (unpacked) path passes A's own strides. B's row p is at
+/// `b[p*ldb ..]`: `ldb = NR` for a packed panel.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
@@ -476,6 +525,7 @@ unsafe fn micro_kernel_avx2(
     rs: usize,
     cs: usize,
     b: *const f32,
+    ldb: usize,
     c: *mut f32,
     ldc: usize,
     store: Store,
@@ -483,8 +533,8 @@ unsafe fn micro_kernel_avx2(
     use std::arch::x86_64::*;
     let mut t = [[_mm256_setzero_ps(); 2]; MR];
     for p in 0..kc {
-        let b0 = _mm256_loadu_ps(b.add(p * NR));
-        let b1 = _mm256_loadu_ps(b.add(p * NR + 8));
+        let b0 = _mm256_loadu_ps(b.add(p * ldb));
+        let b1 = _mm256_loadu_ps(b.add(p * ldb + 8));
         let ap = a.add(p * cs);
         for (i, row) in t.iter_mut().enumerate() {
             let ai = _mm256_broadcast_ss(&*ap.add(i * rs));
