@@ -935,6 +935,40 @@ fn dropout_add_equals_add_of_dropout() {
     assert!(g.dropout_add(u, w, 0.1, 0).is_err(), "mismatched shapes accepted");
 }
 
+/// A dropped element is exactly +0 (bits 0) whatever the input — negative, −∞, NaN — in plain
+/// dropout, its backward and the fused GELU form, as the CUDA kernel writes it (the GPU test
+/// compares masks bit for bit).
+#[test]
+fn dropped_elements_are_positive_zero() {
+    let n = 4099;
+    let specials = [-1.5f32, f32::NEG_INFINITY, f32::NAN, -0.0, -3.0e-3];
+    let x = Tensor::from_vec((0..n).map(|i| specials[i % specials.len()]).collect(), &[n]).unwrap();
+    let dropped: Vec<bool> = dropout_values(&Tensor::ones(&[n]), 0.5, 8)
+        .iter()
+        .map(|&v| v == 0.0)
+        .collect();
+    assert!(
+        dropped.iter().any(|&d| d) && dropped.iter().any(|&d| !d),
+        "degenerate mask"
+    );
+    let mut g = Graph::new();
+    let xv = g.leaf(x.clone());
+    let y = g.dropout(xv, 0.5, 8).unwrap();
+    let h = g.gelu_dropout(xv, GeluKind::Erf, 0.5, 8).unwrap();
+    let grads = g.backward_with(y, x.clone()).unwrap();
+    for (what, values) in [
+        ("dropout", g.value(y).to_vec()),
+        ("gelu_dropout", g.value(h).to_vec()),
+        ("dropout backward", grads.get(xv).unwrap().to_vec()),
+    ] {
+        for (i, (&v, &d)) in values.iter().zip(&dropped).enumerate() {
+            if d {
+                assert_eq!(v.to_bits(), 0, "{what}: dropped element {i} is {v:?}, not +0");
+            }
+        }
+    }
+}
+
 /// Gradient checks of both fused ops with a fixed mask (read off plain dropout of ones), against
 /// f64 references `gelu(x)·m` and `r + a·m`. Tolerances: default.
 #[test]

@@ -130,6 +130,17 @@ impl Mask {
     }
 }
 
+/// `x · m` for a kept element, +0 for a dropped one whatever `x` is (no −0, and no NaN or ∞ leaks
+/// through a dropped element): the CUDA kernel's `keep ? x·scale : 0`, bit for bit.
+#[inline(always)]
+pub fn masked(x: f32, m: f32) -> f32 {
+    if m != 0.0 {
+        x * m
+    } else {
+        0.0
+    }
+}
+
 /// Dropout indexes elements with a u32 counter.
 pub(crate) fn check_len(op: &'static str, x: &Tensor) -> Result<()> {
     if x.numel() > u32::MAX as usize {
@@ -147,7 +158,7 @@ pub fn apply_mask(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
             let xd = x.data();
             mask.map_into(y.data_mut(), |off, out, fac| {
                 for ((o, &v), &m) in out.iter_mut().zip(&xd[off..]).zip(fac) {
-                    *o = v * m;
+                    *o = masked(v, m);
                 }
             });
             Ok(y)
@@ -173,7 +184,7 @@ pub fn add_masked(r: &Tensor, x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
             let (rd, xd) = (r.data(), x.data());
             mask.map_into(y.data_mut(), |off, out, fac| {
                 for (((o, &rv), &v), &m) in out.iter_mut().zip(&rd[off..]).zip(&xd[off..]).zip(fac) {
-                    *o = rv + v * m;
+                    *o = rv + masked(v, m);
                 }
             });
             Ok(y)

@@ -38,6 +38,7 @@
 //! ```text
 //! y  = gelu(x) · m            m_i = keep_i / (1 − p)   (the mask of `ops::dropout`)
 //! dx = (G · m) · gelu'(x)      chain rule through both; only x is saved
+//! (a dropped element's `· m` gives exactly +0, as in plain dropout)
 //! ```
 //! Same result bit for bit as `dropout(gelu(x))` (a test checks it), with its own gradient check.
 
@@ -45,7 +46,7 @@ use crate::autograd::{Graph, Op, Var};
 use crate::backend::cpu::{fastmath, map_into};
 use crate::backend::Device;
 use crate::error::Result;
-use crate::ops::dropout::{check_len, Mask};
+use crate::ops::dropout::{check_len, masked, Mask};
 use crate::tensor::Tensor;
 
 /// Which GELU formula.
@@ -158,7 +159,7 @@ fn values_into(kind: GeluKind, x: &[f32], factors: Option<&[f32]>, out: &mut [f3
     }
     if let Some(f) = factors {
         for (o, &m) in out.iter_mut().zip(f) {
-            *o *= m;
+            *o = masked(*o, m);
         }
     }
 }
@@ -189,7 +190,7 @@ fn grads_into(kind: GeluKind, x: &[f32], g: &[f32], factors: Option<&[f32]>, out
     match factors {
         Some(f) => {
             for ((o, &gv), &m) in out.iter_mut().zip(g).zip(f) {
-                *o *= gv * m;
+                *o *= masked(gv, m);
             }
         }
         None => {
