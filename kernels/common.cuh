@@ -97,3 +97,29 @@ static __device__ __forceinline__ VcMaxSum vc_warp_maxsum(VcMaxSum a) {
     }
     return a;
 }
+
+// ---- the dropout mask (src/ops/dropout.rs), shared by dropout.cu and gelu.cu ----------------
+// keep_uniform is the CPU's expression bit for bit: MurmurHash3's fmix32 twice over the element
+// index (as u32) and the two halves of the 64-bit seed. Its output h >> 8 < 2^24 converts to f32
+// exactly and the scale by 2^-24 is exact, so the comparison with p — hence the mask — is
+// identical on both devices.
+static __device__ __forceinline__ unsigned int vc_fmix32(unsigned int h) {
+    h ^= h >> 16;
+    h *= 0x85ebca6bu;  // unsigned multiply wraps mod 2^32, like Rust's wrapping_mul
+    h ^= h >> 13;
+    h *= 0xc2b2ae35u;
+    return h ^ (h >> 16);
+}
+
+static __device__ __forceinline__ float vc_keep_uniform(unsigned long long seed, unsigned int i) {
+    const unsigned int h =
+        vc_fmix32((vc_fmix32(i ^ (unsigned int)seed) + (unsigned int)(seed >> 32)) ^ 0x9e3779b9u);
+    return (float)(h >> 8) * (1.0f / 16777216.0f);
+}
+
+// x · scale where element i is kept, exactly +0 where it is dropped (the CPU's `masked`). The
+// index is hashed as u32, as on the CPU (which refuses tensors of 2^32+ elements).
+static __device__ __forceinline__ float vc_dropout(float x, long long i, float p, float scale,
+                                                   unsigned long long seed) {
+    return vc_keep_uniform(seed, (unsigned int)i) >= p ? __fmul_rn(x, scale) : 0.0f;
+}

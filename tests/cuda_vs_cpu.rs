@@ -76,6 +76,11 @@ fn down(dev: &CudaDevice, b: &CudaBuffer) -> Vec<f32> {
 }
 
 /// ‖gpu − cpu‖ / ‖cpu‖ ≤ TOL (absolute when the reference is all zeros); NaN anywhere fails.
+/// How many elements differ in their bits (a mask must match exactly, not within a tolerance).
+fn bit_mismatches(gpu: &[f32], cpu: &[f32]) -> usize {
+    gpu.iter().zip(cpu).filter(|(a, b)| a.to_bits() != b.to_bits()).count()
+}
+
 fn check(what: &str, gpu: &[f32], cpu: &[f32]) {
     assert_eq!(gpu.len(), cpu.len(), "{what}: lengths differ");
     if let Some(i) = gpu.iter().position(|v| v.is_nan()) {
@@ -356,6 +361,41 @@ fn gelu_forward_and_backward_match_cpu() {
     }
 }
 
+/// GELU fused with dropout, forward and backward, against the CPU's fused op: the kept elements
+/// within the GELU tolerance, the dropped ones exactly +0 on both devices (the same mask).
+#[test]
+fn gelu_dropout_forward_and_backward_match_cpu() {
+    let dev = gpu_or_skip!();
+    let mut r = rng("gelu_dropout");
+    let n = 30_011;
+    let x = Tensor::from_vec(rand_vec(&mut r, n, -6.0, 6.0), &[n]).unwrap();
+    let g = rand_tensor(&mut r, &[n]);
+    let (gx, gg) = (up(&dev, &x), up(&dev, &g));
+    for kind in [GeluKind::Erf, GeluKind::Tanh] {
+        for (p, seed) in [(0.1f32, 3u64), (0.6, r.next_u64())] {
+            let mask = ops::dropout::Mask::new(p, seed).unwrap();
+            let mut y = dev.alloc(n).unwrap();
+            dev.gelu_dropout_fwd(&gx, &mut y, n, kind, p, seed).unwrap();
+            let want = ops::gelu::forward_dropout(&x, kind, &mask).unwrap();
+            let got = down(&dev, &y);
+            let zeros_differ = got
+                .iter()
+                .zip(want.data())
+                .filter(|(a, b)| (a.to_bits() == 0) != (b.to_bits() == 0))
+                .count();
+            assert_eq!(zeros_differ, 0, "gelu_dropout {kind:?} p={p}: dropped elements differ");
+            check(&format!("gelu_dropout {kind:?} p={p} y"), &got, want.data());
+            let mut dx = dev.alloc(n).unwrap();
+            dev.gelu_dropout_bwd(&gg, &gx, &mut dx, n, kind, p, seed).unwrap();
+            check(
+                &format!("gelu_dropout {kind:?} p={p} dx"),
+                &down(&dev, &dx),
+                ops::gelu::backward_dropout(&g, &x, kind, &mask).unwrap().data(),
+            );
+        }
+    }
+}
+
 // ---- patchify -------------------------------------------------------------------------------
 
 #[test]
@@ -604,11 +644,7 @@ fn dropout_mask_is_the_cpu_mask_bit_for_bit() {
         let mut y = dev.alloc(n).unwrap();
         dev.dropout_fwd(&up(&dev, &x), &mut y, n, p, seed).unwrap();
         let got = down(&dev, &y);
-        let mismatches = got
-            .iter()
-            .zip(want.data())
-            .filter(|(a, b)| a.to_bits() != b.to_bits())
-            .count();
+        let mismatches = bit_mismatches(&got, want.data());
         assert_eq!(
             mismatches, 0,
             "dropout p={p} seed={seed}: {mismatches} elements differ from the CPU"
@@ -627,6 +663,29 @@ fn dropout_mask_is_the_cpu_mask_bit_for_bit() {
     assert!(dev
         .dropout_fwd(&dev.alloc(4).unwrap(), &mut dev.alloc(4).unwrap(), 4, 1.0, 0)
         .is_err());
+}
+
+/// The residual add fused with dropout: bit for bit the CPU's `add_masked` (same mask, one
+/// rounded multiply and one rounded add on both devices).
+#[test]
+fn dropout_add_matches_cpu_bit_for_bit() {
+    let dev = gpu_or_skip!();
+    let mut r = rng("dropout_add");
+    let n = 50_021;
+    let (res, x) = (rand_tensor(&mut r, &[n]), rand_tensor(&mut r, &[n]));
+    for (p, seed) in [(0.1f32, 5u64), (0.5, r.next_u64())] {
+        let mut y = dev.alloc(n).unwrap();
+        dev.dropout_add_fwd(&up(&dev, &res), &up(&dev, &x), &mut y, n, p, seed)
+            .unwrap();
+        let got = down(&dev, &y);
+        let want = ops::dropout::add_masked(&res, &x, p, seed).unwrap();
+        let mismatches = bit_mismatches(&got, want.data());
+        assert_eq!(
+            mismatches, 0,
+            "dropout_add p={p}: {mismatches} elements differ from the CPU"
+        );
+        check(&format!("dropout_add p={p}"), &got, want.data());
+    }
 }
 
 // ---- Adam -----------------------------------------------------------------------------------

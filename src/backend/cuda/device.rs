@@ -574,6 +574,15 @@ impl CudaDevice {
 
     // ---- launching ----------------------------------------------------------------------------
 
+    /// Launch an element-wise kernel over `n` elements (the `elem_cfg` geometry); nothing to do
+    /// for `n = 0` (the arguments were still checked by the caller).
+    fn launch_elementwise(&self, name: &str, n: usize, args: &[Arg]) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        self.launch(name, self.elem_cfg(n), args)
+    }
+
     fn launch(&self, name: &str, cfg: LaunchConfig, args: &[Arg]) -> Result<()> {
         let f = self
             .functions
@@ -992,10 +1001,7 @@ impl CudaDevice {
             Arg::I64(i64_of(n)),
             Arg::I32(Self::gelu_kind(kind)),
         ];
-        if n == 0 {
-            return Ok(());
-        }
-        self.launch("gelu_fwd", self.elem_cfg(n), &args)
+        self.launch_elementwise("gelu_fwd", n, &args)
     }
 
     /// `dx = G ⊙ gelu'(x)`.
@@ -1014,10 +1020,59 @@ impl CudaDevice {
             Arg::I64(i64_of(n)),
             Arg::I32(Self::gelu_kind(kind)),
         ];
-        if n == 0 {
-            return Ok(());
-        }
-        self.launch("gelu_bwd", self.elem_cfg(n), &args)
+        self.launch_elementwise("gelu_bwd", n, &args)
+    }
+
+    /// `y = gelu(x) ⊙ mask(seed) / (1 − p)`: GELU fused with the dropout after it
+    /// (`ops::gelu::forward_dropout`).
+    pub fn gelu_dropout_fwd(
+        &self,
+        x: &(impl DevicePtr<f32> + ?Sized),
+        y: &mut (impl DevicePtrMut<f32> + ?Sized),
+        n: usize,
+        kind: GeluKind,
+        p: f32,
+        seed: u64,
+    ) -> Result<()> {
+        let name = "gelu_dropout_fwd";
+        let scale = Self::dropout_scale(n, p)?;
+        let args = [
+            Arg::Ptr(ptr_in(&self.stream, name, "x", x, n)?),
+            Arg::Ptr(ptr_out(&self.stream, name, "y", y, n)?),
+            Arg::I64(i64_of(n)),
+            Arg::I32(Self::gelu_kind(kind)),
+            Arg::F32(p),
+            Arg::F32(scale),
+            Arg::U64(seed),
+        ];
+        self.launch_elementwise(name, n, &args)
+    }
+
+    /// `dx = (G ⊙ mask(seed) / (1 − p)) ⊙ gelu'(x)` (`ops::gelu::backward_dropout`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn gelu_dropout_bwd(
+        &self,
+        g: &(impl DevicePtr<f32> + ?Sized),
+        x: &(impl DevicePtr<f32> + ?Sized),
+        dx: &mut (impl DevicePtrMut<f32> + ?Sized),
+        n: usize,
+        kind: GeluKind,
+        p: f32,
+        seed: u64,
+    ) -> Result<()> {
+        let name = "gelu_dropout_bwd";
+        let scale = Self::dropout_scale(n, p)?;
+        let args = [
+            Arg::Ptr(ptr_in(&self.stream, name, "g", g, n)?),
+            Arg::Ptr(ptr_in(&self.stream, name, "x", x, n)?),
+            Arg::Ptr(ptr_out(&self.stream, name, "dx", dx, n)?),
+            Arg::I64(i64_of(n)),
+            Arg::I32(Self::gelu_kind(kind)),
+            Arg::F32(p),
+            Arg::F32(scale),
+            Arg::U64(seed),
+        ];
+        self.launch_elementwise(name, n, &args)
     }
 
     // ---- patchify.cu --------------------------------------------------------------------------
@@ -1059,10 +1114,7 @@ impl CudaDevice {
             Arg::Ptr(ptr_out(&self.stream, "patchify_fwd", "y", y, n)?),
         ];
         args.extend(dims);
-        if n == 0 {
-            return Ok(());
-        }
-        self.launch("patchify_fwd", self.elem_cfg(n), &args)
+        self.launch_elementwise("patchify_fwd", n, &args)
     }
 
     /// The scatter back to `[B, C, H, W]`.
@@ -1079,10 +1131,7 @@ impl CudaDevice {
             Arg::Ptr(ptr_out(&self.stream, "patchify_bwd", "dx", dx, n)?),
         ];
         args.extend(dims);
-        if n == 0 {
-            return Ok(());
-        }
-        self.launch("patchify_bwd", self.elem_cfg(n), &args)
+        self.launch_elementwise("patchify_bwd", n, &args)
     }
 
     // ---- elementwise.cu -----------------------------------------------------------------------
@@ -1111,10 +1160,7 @@ impl CudaDevice {
             Arg::I64(i64_of(n)),
             Arg::I64(i64_of(block)),
         ];
-        if n == 0 {
-            return Ok(());
-        }
-        self.launch("add_bcast_block", self.elem_cfg(n), &args)
+        self.launch_elementwise("add_bcast_block", n, &args)
     }
 
     /// `y = a + broadcast(b)` with numpy rules, the result shaped like `a` (as
@@ -1140,10 +1186,7 @@ impl CudaDevice {
             Arg::I64(i64_of(n)),
             Arg::Bcast(s),
         ];
-        if n == 0 {
-            return Ok(());
-        }
-        self.launch("add_bcast_general", self.elem_cfg(n), &args)
+        self.launch_elementwise("add_bcast_general", n, &args)
     }
 
     /// Sum `g` (shaped `g_shape`) down to `b_shape`: the gradient of a broadcast operand (as
@@ -1244,10 +1287,7 @@ impl CudaDevice {
             Arg::I64(i64_of(n)),
             Arg::F32(s),
         ];
-        if n == 0 {
-            return Ok(());
-        }
-        self.launch("scale", self.elem_cfg(n), &args)
+        self.launch_elementwise("scale", n, &args)
     }
 
     /// `y += x` (gradient accumulation).
@@ -1262,10 +1302,7 @@ impl CudaDevice {
             Arg::Ptr(ptr_in(&self.stream, "add_assign", "x", x, n)?),
             Arg::I64(i64_of(n)),
         ];
-        if n == 0 {
-            return Ok(());
-        }
-        self.launch("add_assign", self.elem_cfg(n), &args)
+        self.launch_elementwise("add_assign", n, &args)
     }
 
     /// `y[..n] = v`.
@@ -1275,10 +1312,7 @@ impl CudaDevice {
             Arg::I64(i64_of(n)),
             Arg::F32(v),
         ];
-        if n == 0 {
-            return Ok(());
-        }
-        self.launch("fill", self.elem_cfg(n), &args)
+        self.launch_elementwise("fill", n, &args)
     }
 
     /// Output dimension `d` is input dimension `perm[d]` (as `ops::shape::permute`); the
@@ -1325,10 +1359,7 @@ impl CudaDevice {
             Arg::I64(i64_of(n)),
             Arg::Perm(arg),
         ];
-        if n == 0 {
-            return Ok(());
-        }
-        self.launch("permute", self.elem_cfg(n), &args)
+        self.launch_elementwise("permute", n, &args)
     }
 
     /// `dst[o·dst_stride + dst_off + k] = src[o·src_stride + src_off + k]` for `o < outer`,
@@ -1546,13 +1577,7 @@ impl CudaDevice {
         p: f32,
         seed: u64,
     ) -> Result<()> {
-        if !(0.0..1.0).contains(&p) {
-            return Err(Error::config(format!("dropout probability must be in [0, 1), got {p}")));
-        }
-        if n > u32::MAX as usize {
-            return Err(Error::shape("dropout", &[n], &[], "more than 2^32 elements"));
-        }
-        let scale = 1.0f32 / (1.0 - p); // exactly the CPU's f32 expression
+        let scale = Self::dropout_scale(n, p)?;
         let args = [
             Arg::Ptr(ptr_in(&self.stream, name, "x", x, n)?),
             Arg::Ptr(ptr_out(&self.stream, name, "y", y, n)?),
@@ -1561,10 +1586,44 @@ impl CudaDevice {
             Arg::F32(scale),
             Arg::U64(seed),
         ];
-        if n == 0 {
-            return Ok(());
+        self.launch_elementwise(name, n, &args)
+    }
+
+    /// Checks `p` and `n` for a dropout mask and returns `1/(1 − p)`, exactly the CPU's f32 value.
+    fn dropout_scale(n: usize, p: f32) -> Result<f32> {
+        if !(0.0..1.0).contains(&p) {
+            return Err(Error::config(format!("dropout probability must be in [0, 1), got {p}")));
         }
-        self.launch(name, self.elem_cfg(n), &args)
+        if n > u32::MAX as usize {
+            return Err(Error::shape("dropout", &[n], &[], "more than 2^32 elements"));
+        }
+        Ok(1.0f32 / (1.0 - p))
+    }
+
+    /// `y = r + x ⊙ mask(seed) / (1 − p)`: the residual add fused with dropout
+    /// (`ops::dropout::add_masked`, bit for bit). Its backward is `dr = G`, `dx = dropout_bwd(G)`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn dropout_add_fwd(
+        &self,
+        r: &(impl DevicePtr<f32> + ?Sized),
+        x: &(impl DevicePtr<f32> + ?Sized),
+        y: &mut (impl DevicePtrMut<f32> + ?Sized),
+        n: usize,
+        p: f32,
+        seed: u64,
+    ) -> Result<()> {
+        let name = "dropout_add_fwd";
+        let scale = Self::dropout_scale(n, p)?;
+        let args = [
+            Arg::Ptr(ptr_in(&self.stream, name, "r", r, n)?),
+            Arg::Ptr(ptr_in(&self.stream, name, "x", x, n)?),
+            Arg::Ptr(ptr_out(&self.stream, name, "y", y, n)?),
+            Arg::I64(i64_of(n)),
+            Arg::F32(p),
+            Arg::F32(scale),
+            Arg::U64(seed),
+        ];
+        self.launch_elementwise(name, n, &args)
     }
 
     /// `y = x ⊙ mask(seed) / (1 − p)`, the same mask as `ops::dropout::apply_mask` bit for bit.
@@ -1618,10 +1677,7 @@ impl CudaDevice {
             Arg::F32(k.eps),
             Arg::F32(k.step_size),
         ];
-        if n == 0 {
-            return Ok(());
-        }
-        self.launch("adam_step", self.elem_cfg(n), &args)
+        self.launch_elementwise("adam_step", n, &args)
     }
 }
 
