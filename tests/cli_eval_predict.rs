@@ -101,6 +101,13 @@ fn eval_prints_accuracy_and_a_confusion_matrix_of_the_mnist_test_set() {
     // The default --data is data/mnist: naming it gives the same numbers.
     let r2 = vitcore(args_with("eval --data", &[&mnist_dir(), run])).ok();
     assert_eq!(parse_accuracy_line(&r2.stdout), (pct, correct, total));
+    // Evaluation needs only the test files: a folder holding just the t10k pair is enough.
+    let only_test = TempDir::new("eval-only-t10k");
+    for name in ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"] {
+        fs::copy(mnist_dir().join(name), only_test.join(name)).unwrap();
+    }
+    let r_test = vitcore(args_with("eval --data", &[only_test.path(), run])).ok();
+    assert_eq!(parse_accuracy_line(&r_test.stdout), (pct, correct, total));
     // --checkpoint last works too.
     let r3 = vitcore(args_with("eval --checkpoint last", &[run])).ok();
     assert_eq!(parse_accuracy_line(&r3.stdout).2, 10_000);

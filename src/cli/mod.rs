@@ -32,7 +32,7 @@ pub enum Command {
     Eval {
         /// The run folder (runs/NAME).
         run: PathBuf,
-        /// Folder with the MNIST IDX files.
+        /// Folder with the MNIST test files (t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]).
         #[arg(long, default_value = "data/mnist")]
         data: PathBuf,
         /// Evaluate on a labelled Kaggle-style CSV instead of the MNIST test set.
@@ -332,7 +332,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let (ds, name) = match &csv {
                 Some(path) => (data::csv::load_kaggle_csv(path)?, path.display().to_string()),
                 None => (
-                    data::load_mnist(&data)?.1,
+                    data::load_mnist_test(&data)?,
                     format!("MNIST test set ({})", data.display()),
                 ),
             };

@@ -165,12 +165,13 @@ pub const MNIST_FILES: [&str; 4] = [
 /// found is read with gzip detection by content. If any is missing, the error lists all of them.
 pub fn load_mnist(dir: impl AsRef<Path>) -> Result<(Dataset, Dataset)> {
     let dir = dir.as_ref();
-    let [train_img, train_lab, test_img, test_lab] = find_mnist_files(dir)?;
-    let train = load_idx_dataset(&train_img, &train_lab, MNIST_CLASSES)?;
-    let test = load_idx_dataset(&test_img, &test_lab, MNIST_CLASSES)?;
+    let paths = find_mnist_files(dir, &MNIST_FILES)?;
+    let [train_img, train_lab, test_img, test_lab] = [&paths[0], &paths[1], &paths[2], &paths[3]];
+    let train = load_idx_dataset(train_img, train_lab, MNIST_CLASSES)?;
+    let test = load_idx_dataset(test_img, test_lab, MNIST_CLASSES)?;
     if train.image_shape() != test.image_shape() {
         return Err(Error::data(
-            &test_img,
+            test_img,
             None,
             format!(
                 "test images are {}x{} but training images ({}) are {}x{}",
@@ -185,8 +186,14 @@ pub fn load_mnist(dir: impl AsRef<Path>) -> Result<(Dataset, Dataset)> {
     Ok((train, test))
 }
 
-/// Resolve the paths of the four MNIST files, or report every missing one.
-fn find_mnist_files(dir: &Path) -> Result<[PathBuf; 4]> {
+/// Load only MNIST's test set (the two `t10k` files) from `dir`: what evaluation needs.
+pub fn load_mnist_test(dir: impl AsRef<Path>) -> Result<Dataset> {
+    let paths = find_mnist_files(dir.as_ref(), &MNIST_FILES[2..])?;
+    load_idx_dataset(&paths[0], &paths[1], MNIST_CLASSES)
+}
+
+/// Resolve the paths of the named MNIST files, or report every missing one.
+fn find_mnist_files(dir: &Path, names: &[&str]) -> Result<Vec<PathBuf>> {
     if !dir.is_dir() {
         return Err(Error::data(
             dir,
@@ -194,8 +201,8 @@ fn find_mnist_files(dir: &Path) -> Result<[PathBuf; 4]> {
             "MNIST directory does not exist or is not a directory",
         ));
     }
-    let found: Vec<Option<PathBuf>> = MNIST_FILES.iter().map(|name| find_one(dir, name)).collect();
-    let missing: Vec<String> = MNIST_FILES
+    let found: Vec<Option<PathBuf>> = names.iter().map(|name| find_one(dir, name)).collect();
+    let missing: Vec<String> = names
         .iter()
         .zip(&found)
         .filter(|(_, f)| f.is_none())
@@ -211,8 +218,7 @@ fn find_mnist_files(dir: &Path) -> Result<[PathBuf; 4]> {
             ),
         ));
     }
-    let paths: Vec<PathBuf> = found.into_iter().flatten().collect();
-    Ok([paths[0].clone(), paths[1].clone(), paths[2].clone(), paths[3].clone()])
+    Ok(found.into_iter().flatten().collect())
 }
 
 fn find_one(dir: &Path, name: &str) -> Option<PathBuf> {

@@ -22,7 +22,7 @@ pub mod image;
 pub mod loader;
 
 pub use augment::{Augment, Transform};
-pub use idx::{load_mnist, read_idx_images, read_idx_labels, IdxImages};
+pub use idx::{load_mnist, load_mnist_test, read_idx_images, read_idx_labels, IdxImages};
 pub use loader::{Batch, BatchLoader, LoaderConfig};
 
 use crate::error::{Error, Result};
