@@ -10,7 +10,12 @@
 # test of every kernel, and the backend's unit tests, with --nocapture so the per-kernel
 # register/spill table and the per-check relative errors are in the log. It sets
 # VITCORE_REQUIRE_NVRTC=1 and VITCORE_REQUIRE_CUDA=1: on this machine a test that would skip
-# (no NVRTC, no GPU) fails instead. Exit status: the number of failed test binaries.
+# (no NVRTC, no GPU) fails instead. Then the kernel benchmark of the packed release binary,
+#   .gpu/vitcore bench kernels --device cuda --json $VITCORE_BENCH_JSON
+# (default: $OUT/bench-kernels.json when $OUT is set, else .gpu/bench-kernels.json; extra flags in
+# $VITCORE_BENCH_ARGS, e.g. "--quick" or "--filter linear"; VITCORE_BENCH=0 skips it), which
+# validates every GPU result against the CPU after timing. Exit status: the number of failed
+# test binaries, plus one if the benchmark failed.
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd); cd "$root"
 
@@ -32,6 +37,11 @@ fi
 commit=$(git rev-parse HEAD 2>/dev/null || head -1 .gpu/COMMIT 2>/dev/null || echo unknown)
 echo "== vitcore CUDA check, commit $commit $(sed -n 2p .gpu/COMMIT 2>/dev/null)"
 echo "== $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname)"
+# The benchmark reports the commit it measured (the packed binary has no repository beside it).
+export VITCORE_COMMIT="$commit"
+export VITCORE_BENCH="${VITCORE_BENCH:-1}" VITCORE_BENCH_ARGS="${VITCORE_BENCH_ARGS:-}"
+if [ -n "${OUT:-}" ]; then default_json="$OUT/bench-kernels.json"; else default_json=.gpu/bench-kernels.json; fi
+export VITCORE_BENCH_JSON="${VITCORE_BENCH_JSON:-$default_json}"
 
 # .gpu/run.sh sets LD_LIBRARY_PATH / VITCORE_NVRTC_INCLUDE for this machine's CUDA, prints the
 # GPU (nvidia-smi) and then runs the command given.
@@ -54,9 +64,20 @@ bash .gpu/run.sh bash -c '
   for t in .gpu/tests/cuda_vs_cpu-*; do [ -x "$t" ] && { run cuda_vs_cpu "$t"; found=1; }; done
   for t in .gpu/tests/vitcore-*; do [ -x "$t" ] && { run "unit (cuda)" "$t" backend::cuda; found=1; }; done
   [ $found -eq 1 ] || { echo "no nvrtc_kernels / cuda_vs_cpu test binaries in .gpu/tests"; exit 2; }
+  if [ "$VITCORE_BENCH" != "0" ]; then
+    echo; echo "================ bench kernels (.gpu/vitcore, json: $VITCORE_BENCH_JSON)"
+    if [ -x .gpu/vitcore ]; then
+      # shellcheck disable=SC2086  # VITCORE_BENCH_ARGS is a list of flags
+      .gpu/vitcore bench kernels --device cuda --json "$VITCORE_BENCH_JSON" $VITCORE_BENCH_ARGS; rc=$?
+    else
+      echo "no .gpu/vitcore release binary: run scripts/gpu-check.sh pack"; rc=2
+    fi
+    [ $rc -eq 0 ] || failed=$((failed + 1))
+    summary="$summary\n  $(printf "%-14s" "bench kernels") rc=$rc  (json: $VITCORE_BENCH_JSON)"
+  fi
   echo; echo "================ summary"
   nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader 2>/dev/null
   printf "%b\n" "$summary"
-  echo "test binaries failed: $failed"
+  echo "failed (test binaries + benchmark): $failed"
   exit $failed
 '

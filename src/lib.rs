@@ -8,6 +8,7 @@
 
 pub mod autograd;
 pub mod backend;
+pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod data;

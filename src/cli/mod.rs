@@ -1,6 +1,9 @@
-//! The command line: `vitcore train | eval | predict`. Parsing (clap) and the glue that turns
-//! flags into a [`TrainConfig`]; the work itself is in `crate::train`.
+//! The command line: `vitcore train | eval | predict | bench`. Parsing (clap) and the glue that
+//! turns flags into a [`TrainConfig`] or [`BenchOptions`]; the work itself is in `crate::train`
+//! and `crate::bench`.
 
+use crate::backend::cuda::DeviceChoice;
+use crate::bench::{self, BenchOptions};
 use crate::data;
 use crate::error::{Error, Result};
 use crate::nn::Init;
@@ -57,6 +60,40 @@ pub enum Command {
         #[arg(long, default_value = "best")]
         checkpoint: String,
     },
+    /// Measure the speed of vitcore's kernels.
+    Bench {
+        #[command(subcommand)]
+        what: BenchWhat,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchWhat {
+    /// Time every kernel, forward and backward, at the ViT's shapes (seed preset, small config) and
+    /// at large shapes: median of many runs after warm-up, input sets rotated so the caches do not
+    /// flatter it, the result validated after timing. Prints kernel, shape, median time, achieved
+    /// GB/s or GFLOP/s, and the ratio to its yardstick: the copy bandwidth measured in the same
+    /// run (memory-bound kernels), the CPU's theoretical peak or, on the GPU, cuBLAS on the same
+    /// shape (matrix products). Exits non-zero if a validation fails.
+    Kernels(BenchKernelsArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchKernelsArgs {
+    /// Device to benchmark: cpu, cuda, or auto (the GPU when one can be used, else the CPU).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Also write every record (and the device description) as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Small shapes and few runs: a smoke test that takes seconds (its numbers are not the
+    /// machine's speed).
+    #[arg(long)]
+    pub quick: bool,
+    /// Only the benchmarks whose "kernel phase shape" line contains SUBSTR (e.g. `linear`,
+    /// `bwd`, `seed fc1`).
+    #[arg(long, value_name = "SUBSTR")]
+    pub filter: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -316,6 +353,17 @@ fn run_train(source: DataSource, flags: &TrainFlags, data_name: &str) -> Result<
 /// Run the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Bench {
+            what: BenchWhat::Kernels(args),
+        } => {
+            bench::run_kernels(&BenchOptions {
+                device: args.device,
+                quick: args.quick,
+                filter: args.filter,
+                json: args.json,
+            })?;
+            Ok(())
+        }
         Command::Train {
             data: TrainData::Mnist { data, flags },
         } => run_train(DataSource::Mnist { dir: data }, &flags, "mnist"),

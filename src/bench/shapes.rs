@@ -1,0 +1,146 @@
+//! The shapes the kernels are benchmarked at, shared by the CPU and GPU cases so their tables
+//! line up: the ViT configurations (what training runs) and one large shape per op family (what
+//! the kernels do when there is enough work to reach the machine's limits).
+
+use crate::autograd::ParamStore;
+use crate::error::Result;
+use crate::nn::Vit;
+use crate::train::TrainConfig;
+
+/// Dropout probability of every dropout case. The kernels are branch-free, so their time does
+/// not depend on it; 0.1 makes the validation see plenty of both kept and dropped elements.
+pub const DROPOUT: f32 = 0.1;
+/// Mask seed of every dropout case.
+pub const DROPOUT_SEED: u64 = 0x5eed;
+/// Label smoothing of the cross-entropy cases (the default recipe's).
+pub const SMOOTHING: f32 = 0.1;
+/// Layer-norm epsilon (PyTorch's default, the presets').
+pub const LN_EPS: f32 = 1e-5;
+
+/// MNIST: 28×28 grayscale, 10 classes.
+pub const IMAGE: usize = 28;
+pub const CLASSES: usize = 10;
+
+/// One ViT configuration's sizes.
+#[derive(Clone, Copy, Debug)]
+pub struct VitShape {
+    pub name: &'static str,
+    pub batch: usize,
+    pub embed: usize,
+    pub heads: usize,
+    pub mlp: usize,
+    pub patch: usize,
+    pub depth: usize,
+}
+
+impl VitShape {
+    pub fn patches(&self) -> usize {
+        (IMAGE / self.patch) * (IMAGE / self.patch)
+    }
+    pub fn tokens(&self) -> usize {
+        self.patches() + 1
+    }
+    /// Token rows of a batch: the M of every linear layer in a block.
+    pub fn rows(&self) -> usize {
+        self.batch * self.tokens()
+    }
+    /// The linear layers of a block: (name, in, out).
+    pub fn linears(&self) -> [(&'static str, usize, usize); 4] {
+        let (d, m) = (self.embed, self.mlp);
+        [("qkv", d, 3 * d), ("proj", d, d), ("fc1", d, m), ("fc2", m, d)]
+    }
+
+    /// The names and shapes of the model's parameters (what the optimiser updates), from the
+    /// model itself so they cannot drift from it.
+    pub fn parameters(&self) -> Result<Vec<(String, Vec<usize>)>> {
+        let mut cfg = TrainConfig::seed_preset().model;
+        cfg.embed_dim = self.embed;
+        cfg.heads = self.heads;
+        cfg.mlp_dim = self.mlp;
+        cfg.patch = self.patch;
+        cfg.depth = self.depth;
+        let mut store = ParamStore::new();
+        Vit::new(cfg, &mut store, 0)?;
+        Ok(store
+            .ids()
+            .map(|id| (store.name(id).to_string(), store.value(id).shape().to_vec()))
+            .collect())
+    }
+}
+
+/// The seed preset (the original PyTorch write-up) and the small config; with `quick`, the seed
+/// preset's widths at a batch of 4 only.
+pub fn vit_shapes(quick: bool) -> Vec<VitShape> {
+    let seed = VitShape {
+        name: "seed",
+        batch: 512,
+        embed: 16,
+        heads: 8,
+        mlp: 2048,
+        patch: 4,
+        depth: 4,
+    };
+    if quick {
+        return vec![VitShape { batch: 4, ..seed }];
+    }
+    let small = VitShape {
+        name: "small",
+        batch: 256,
+        embed: 64,
+        heads: 4,
+        mlp: 256,
+        patch: 4,
+        depth: 6,
+    };
+    vec![seed, small]
+}
+
+/// One large shape per op family.
+#[derive(Clone, Copy, Debug)]
+pub struct LargeShapes {
+    /// Square matrix product n×n×n.
+    pub gemm: usize,
+    /// Linear layer: rows, in, out.
+    pub linear: (usize, usize, usize),
+    /// Element-wise and row-wise ops: rows × cols.
+    pub rows: usize,
+    pub cols: usize,
+    /// Attention: batch, tokens, embed, heads (ViT-B/16 at 224×224).
+    pub attention: (usize, usize, usize, usize),
+    /// Patchify: images [B, C, H, W] and the patch size.
+    pub images: [usize; 4],
+    pub patch: usize,
+    /// Cross-entropy: rows × classes.
+    pub logits: (usize, usize),
+    /// Adam: one parameter of this many elements.
+    pub params: usize,
+}
+
+/// The large shapes; `gpu` scales the matrix product up (1024³ is a fraction of a millisecond
+/// on a GPU, too little work to fill it). `quick`: small stand-ins.
+pub fn large_shapes(quick: bool, gpu: bool) -> LargeShapes {
+    if quick {
+        return LargeShapes {
+            gemm: 128,
+            linear: (256, 128, 128),
+            rows: 256,
+            cols: 1024,
+            attention: (2, 197, 192, 3),
+            images: [4, 3, 64, 64],
+            patch: 16,
+            logits: (256, 100),
+            params: 1 << 18,
+        };
+    }
+    LargeShapes {
+        gemm: if gpu { 4096 } else { 1024 },
+        linear: if gpu { (16384, 4096, 4096) } else { (4096, 1024, 1024) },
+        rows: 65536,
+        cols: 1024,
+        attention: (32, 197, 768, 12),
+        images: [256, 3, 224, 224],
+        patch: 16,
+        logits: (16384, 1000),
+        params: 1 << 24,
+    }
+}
