@@ -568,13 +568,14 @@ fn gelu_both_kinds() {
     }
 }
 
-/// The CPU's polynomial path for exact GELU (used when eight inputs in a row lie in |x| ≤ 2.5):
-/// a dense grid over the whole range, every value and derivative within 5e-7 absolute of the f64
-/// functions (2e-7 on Φ's scale for the forward) and 1e-6 relative in norm; then a gradient
-/// check on N(0, 0.7²) inputs, which take that path almost everywhere. Tolerances: default.
+/// The CPU's polynomial path for exact GELU (used when eight inputs in a row lie in [−2, 2.5]):
+/// a dense grid over that range, every value within 1e-5 relative and 2e-7 on Φ's scale, every
+/// derivative within 5e-7 absolute of the f64 functions, both 1e-6 relative in norm; then a
+/// gradient check on N(0, 0.7²) inputs, which take that path almost everywhere. Tolerances:
+/// default.
 #[test]
 fn gelu_erf_polynomial_range() {
-    let xs: Vec<f32> = (0..1600).map(|i| -2.5 + 5.0 * i as f32 / 1599.0).collect();
+    let xs: Vec<f32> = (0..1600).map(|i| -2.0 + 4.5 * i as f32 / 1599.0).collect();
     let n = xs.len();
     let mut g = Graph::new();
     let xv = g.leaf(Tensor::from_vec(xs.clone(), &[n]).unwrap());
@@ -592,6 +593,7 @@ fn gelu_erf_polynomial_range() {
         // Forward: gelu = x·Φ, so Φ's error is scaled by |x| (≤ 2.5).
         let (ey, ed) = ((y_got[i] - y_ref[i]).abs(), (d_got[i] - d_ref[i]).abs());
         assert!(ey <= 2e-7 * x64[i].abs().max(1.0), "gelu({}) off by {ey:.2e}", xs[i]);
+        assert!(ey <= 1e-5 * y_ref[i].abs(), "gelu({}) off by {:.2e} relative", xs[i], ey / y_ref[i].abs());
         assert!(ed <= 5e-7, "gelu'({}) off by {ed:.2e}", xs[i]);
     }
     assert!(rel_err(&y_got, &y_ref) <= 1e-6 && rel_err(&d_got, &d_ref) <= 1e-6);
