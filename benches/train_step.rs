@@ -1,7 +1,8 @@
 //! CPU training-step benchmark: ms/step and images/s of one full step (forward, cross-entropy,
 //! backward, Adam) of the seed preset or the small config, and the per-op time split.
 //!
-//! `cargo bench --bench train_step -- seed|small [--steps N] [--warmup W]` prints one JSON record.
+//! `cargo bench --bench train_step -- seed|small|default [--steps N] [--warmup W]` prints one JSON
+//! record (`default`: the recipe `vitcore train mnist` trains, for profiling the main job).
 //! `benches/compare_cpu.sh` runs it beside `benches/torch_train.py` (PyTorch, 2 threads) so both
 //! are measured in the same session on the same machine. Speed is measured here, never in tests.
 
@@ -22,12 +23,15 @@ fn arg(args: &[String], name: &str, default: usize) -> usize {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let preset = if args.iter().any(|a| a == "small") {
-        "small"
-    } else {
-        "seed"
+    let preset = ["small", "default"]
+        .into_iter()
+        .find(|p| args.iter().any(|a| a == p))
+        .unwrap_or("seed");
+    let mut cfg = match preset {
+        // The recipe of `vitcore train mnist` (patch 7, embed 64, 6 layers, batch 128, no dropout).
+        "default" => TrainConfig::default_preset(),
+        _ => TrainConfig::seed_preset(),
     };
-    let mut cfg = TrainConfig::seed_preset();
     if preset == "small" {
         // embed 64, 4 heads, 6 layers, MLP 256, batch 256, dropout 0.1 (as benches/torch_train.py).
         cfg.model.embed_dim = 64;
