@@ -593,7 +593,12 @@ fn gelu_erf_polynomial_range() {
         // Forward: gelu = x·Φ, so Φ's error is scaled by |x| (≤ 2.5).
         let (ey, ed) = ((y_got[i] - y_ref[i]).abs(), (d_got[i] - d_ref[i]).abs());
         assert!(ey <= 2e-7 * x64[i].abs().max(1.0), "gelu({}) off by {ey:.2e}", xs[i]);
-        assert!(ey <= 1e-5 * y_ref[i].abs(), "gelu({}) off by {:.2e} relative", xs[i], ey / y_ref[i].abs());
+        assert!(
+            ey <= 1e-5 * y_ref[i].abs(),
+            "gelu({}) off by {:.2e} relative",
+            xs[i],
+            ey / y_ref[i].abs()
+        );
         assert!(ed <= 5e-7, "gelu'({}) off by {ed:.2e}", xs[i]);
     }
     assert!(rel_err(&y_got, &y_ref) <= 1e-6 && rel_err(&d_got, &d_ref) <= 1e-6);
