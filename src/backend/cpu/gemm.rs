@@ -286,6 +286,12 @@ fn gemm_impl(
             let nr = NR.min(n - j0);
             for p in 0..kc {
                 let row = &mut panel[p * NR..p * NR + NR];
+                if nr == NR && b.cs == 1 {
+                    // A full panel of a row-major B: NR contiguous floats, one vector copy.
+                    let start = (pc + p) * b.rs + j0;
+                    row.copy_from_slice(&b.data[start..start + NR]);
+                    continue;
+                }
                 for (jj, x) in row.iter_mut().enumerate() {
                     *x = if jj < nr { b.at(pc + p, j0 + jj) } else { 0.0 };
                 }
@@ -321,6 +327,12 @@ fn gemm_impl(
                 let panel = &mut ap[slot * MR * kc..(slot + 1) * MR * kc];
                 for p in 0..kc {
                     let col = &mut panel[p * MR..p * MR + MR];
+                    if mr == MR && a.rs == 1 {
+                        // A transposed in memory (e.g. Gᵀ of a weight gradient): MR contiguous.
+                        let start = r0 + (pc + p) * a.cs;
+                        col.copy_from_slice(&a.data[start..start + MR]);
+                        continue;
+                    }
                     for (ii, x) in col.iter_mut().enumerate() {
                         *x = if ii < mr { a.at(r0 + ii, pc + p) } else { 0.0 };
                     }
@@ -590,6 +602,8 @@ mod tests {
             (13, 251, 3),
             (61, 64, 129),
             (103, 50, 20),
+            // Wider than 64 and taller than 32: the packed path with the AVX2 kernel.
+            (100, 90, 300),
         ] {
             for ta in [false, true] {
                 for tb in [false, true] {
@@ -658,7 +672,12 @@ mod tests {
     fn k_split_matches_naive() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
         let mut rng = Rng::new(12);
-        for &(m, n, k, ta) in &[(37, 45, 2311, true), (5, 70, 1600, true), (100, 20, 4099, false)] {
+        for &(m, n, k, ta) in &[
+            (37, 45, 2311, true),
+            (5, 70, 1600, true),
+            (100, 20, 4099, false),
+            (70, 100, 1700, true),
+        ] {
             let av = rng.normal_vec(m * k, 1.0);
             let bv = rng.normal_vec(k * n, 1.0);
             let a = MatRef::new(&av, if ta { m } else { k }, ta);
