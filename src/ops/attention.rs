@@ -169,11 +169,6 @@ impl HeadBuffers {
     }
 }
 
-/// A row-major `[rows × cols]` buffer as a matrix (`trans`: read as its transpose).
-fn mat(data: &[f32], cols: usize, trans: bool) -> MatRef<'_> {
-    MatRef::new(data, cols, trans)
-}
-
 /// `(out [B, T, D], probs [B, h, T, T])`.
 pub fn forward(qkv: &Tensor, heads: usize, p: f32, seed: u64) -> Result<(Tensor, Tensor)> {
     let (b, t, d, dh) = dims(qkv.shape(), heads)?;
@@ -199,7 +194,16 @@ pub fn forward(qkv: &Tensor, heads: usize, p: f32, seed: u64) -> Result<(Tensor,
                     hb.load(src, first + 2 * d, 3 * d, &mut v);
                     let (tr, tc, dc) = (hb.tr, hb.tc, hb.dc);
                     // S = Q·Kᵀ (unscaled; the 1/√Dh goes into the exponent below).
-                    gemm_padded(tr, tc, dh, mat(&q, dc, false), &hb.transposed, tc, &mut hb.scores, tc);
+                    gemm_padded(
+                        tr,
+                        tc,
+                        dh,
+                        MatRef::new(&q, dc, false),
+                        &hb.transposed,
+                        tc,
+                        &mut hb.scores,
+                        tc,
+                    );
                     drop_factors(mask, bh, t, &mut hb.factors);
                     for (i, (prow, frow)) in pm.chunks_mut(t).zip(hb.factors.chunks(t)).enumerate() {
                         let row = &mut hb.scores[i * tc..i * tc + t];
@@ -215,7 +219,7 @@ pub fn forward(qkv: &Tensor, heads: usize, p: f32, seed: u64) -> Result<(Tensor,
                     }
                     // O = P̃·V
                     let scores = std::mem::take(&mut hb.scores);
-                    hb.times(0, mat(&scores, tc, false), t, &v);
+                    hb.times(0, MatRef::new(&scores, tc, false), t, &v);
                     // SAFETY: (image, head) pairs write disjoint column ranges of `out`.
                     unsafe { hb.store(0, optr, bi * t * d + n * dh, d) };
                     (hb.q, hb.v, hb.scores) = (q, v, scores);
@@ -264,9 +268,18 @@ pub fn backward(g: &Tensor, qkv: &Tensor, probs: &Tensor, heads: usize, p: f32, 
                     }
                 }
                 let scores = std::mem::take(&mut hb.scores);
-                hb.times(2, mat(&scores, tc, true), t, go); // dV = P̃ᵀ·G
-                                                            // dP̃ = G·Vᵀ
-                gemm_padded(tr, tc, dh, mat(go, dc, false), &hb.transposed, tc, &mut hb.dscores, tc);
+                hb.times(2, MatRef::new(&scores, tc, true), t, go); // dV = P̃ᵀ·G
+                                                                    // dP̃ = G·Vᵀ
+                gemm_padded(
+                    tr,
+                    tc,
+                    dh,
+                    MatRef::new(go, dc, false),
+                    &hb.transposed,
+                    tc,
+                    &mut hb.dscores,
+                    tc,
+                );
                 for ((dsr, pr), fr) in hb.dscores.chunks_mut(tc).zip(pm.chunks(t)).zip(hb.factors.chunks(t)) {
                     let dsr = &mut dsr[..t];
                     dsr.iter_mut().zip(fr).for_each(|(x, f)| *x *= f); // dP = dP̃ ⊙ mask/(1−p)
@@ -276,8 +289,8 @@ pub fn backward(g: &Tensor, qkv: &Tensor, probs: &Tensor, heads: usize, p: f32, 
                     }
                 }
                 let dscores = std::mem::take(&mut hb.dscores);
-                hb.times(0, mat(&dscores, tc, false), t, k); // dQ = dS·K
-                hb.times(1, mat(&dscores, tc, true), t, q); // dK = dSᵀ·Q
+                hb.times(0, MatRef::new(&dscores, tc, false), t, k); // dQ = dS·K
+                hb.times(1, MatRef::new(&dscores, tc, true), t, q); // dK = dSᵀ·Q
                 for w in 0..3 {
                     // SAFETY: each (image, head) owns its columns of dqkv's rows.
                     unsafe { hb.store(w, dptr, first + w * d, 3 * d) };
