@@ -169,6 +169,10 @@ fn values_into(kind: GeluKind, x: &[f32], factors: Option<&[f32]>, out: &mut [f3
 }
 
 /// `out[i] = (g[i] · f[i]) · gelu'(x[i])` (`f` = 1 when `None`): the backward of both.
+///
+/// (The same loop structure as [`values_into`], written out on purpose: one generic version
+/// taking the two formulas as closures measured 2.3× slower here, the polynomial loop no longer
+/// vectorised.)
 fn grads_into(kind: GeluKind, x: &[f32], g: &[f32], factors: Option<&[f32]>, out: &mut [f32]) {
     let n = out.len();
     let (x, g) = (&x[..n], &g[..n]);
