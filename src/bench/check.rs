@@ -159,15 +159,9 @@ pub fn sample_indices(n: usize, count: usize) -> Vec<usize> {
 
 /// The sizes of a batched `C[z] = op(A[z])·op(B[z])` as in `ops::matmul`: `op(A)` is `[m, k]`
 /// (stored `[k, m]` when `ta`), `op(B)` is `[k, n]` (stored `[n, k]` when `tb`), C is `[m, n]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct GemmDims {
-    pub batch: usize,
-    pub m: usize,
-    pub n: usize,
-    pub k: usize,
-    pub ta: bool,
-    pub tb: bool,
-}
+/// The CUDA matmul's own size struct (the backend is always compiled), so the sizes a product is
+/// checked with are the very ones its GPU case launches, with no field-by-field copy to drift.
+pub use crate::backend::cuda::MatmulDims as GemmDims;
 
 /// Tolerance of an f32 sum of `n` terms whose absolute values sum to `abs_sum` and whose squares
 /// sum to `sq_sum` (see the module doc).

@@ -7,8 +7,8 @@
 //! nothing), and returns its buffers to the system when done: the largest cases hold a few
 //! hundred MB each, and the buffer pool would otherwise keep them all.
 
-use super::check::{self, Checker, GemmDims, COMPOSITE_RTOL, EPS, SAMPLES, TRANSCENDENTAL_RTOL};
-use super::shapes::{self, CLASSES, DROPOUT, DROPOUT_SEED, IMAGE, LN_EPS, SMOOTHING};
+use super::check::{self, Checker, COMPOSITE_RTOL, EPS, SAMPLES, TRANSCENDENTAL_RTOL};
+use super::shapes::{self, GemmProduct, CLASSES, DROPOUT, DROPOUT_SEED, IMAGE, LN_EPS, SMOOTHING};
 use super::{
     cpu_info, cpu_last_level_cache, cpu_peak_gflops, git_commit, input_sets, measure, say, select, table_header,
     table_row, BenchOptions, Bound, CaseInfo, DeviceInfo, Phase, Plan, Record, Report, Timing, Validation, Yardstick,
@@ -176,19 +176,23 @@ const F32: usize = 4;
 
 // ---- matrix products -------------------------------------------------------------------------
 
-/// `C = op(A)·op(B) (+ bias)` through `op`, validated as a GEMM with dims `d` on inputs 0, 1.
-#[allow(clippy::too_many_arguments)]
+/// `C = op(A)·op(B) (+ bias)` through `op`, validated as a GEMM with `p.dims` on inputs 0, 1
+/// (`p`'s operands; then, with `bias`, a bias of `p.dims.n`; then, with `dummy`, a tensor that
+/// only lends its shape).
 fn product(
-    kernel: &'static str,
-    phase: Phase,
-    shape: String,
-    d: GemmDims,
-    a_shape: Vec<usize>,
-    b_shape: Vec<usize>,
+    p: GemmProduct,
     bias: bool,
     dummy: Option<Vec<usize>>,
     op: impl Fn(&[Tensor]) -> Result<Tensor> + 'static,
 ) -> TensorCase {
+    let GemmProduct {
+        kernel,
+        phase,
+        shape,
+        dims: d,
+        a: a_shape,
+        b: b_shape,
+    } = p;
     let (na, nb, nc) = (numel(&a_shape), numel(&b_shape), d.batch * d.m * d.n);
     let n_bias = if bias { d.n } else { 0 };
     let info = CaseInfo {
@@ -224,127 +228,33 @@ fn product(
     }
 }
 
-/// The linear layer `y = x·Wᵀ + b` (`x [rows, din]`, `W [dout, din]`): forward, dX, dW.
+/// The linear layer (see `shapes::linear_products`): forward, dX, dW.
 fn linear_cases(label: &str, rows: usize, din: usize, dout: usize) -> Vec<TensorCase> {
-    let shape = format!("{label} {rows}x{dout}x{din}");
-    let gd = |m, n, k, ta, tb| GemmDims {
-        batch: 1,
-        m,
-        n,
-        k,
-        ta,
-        tb,
-    };
+    let [fwd, dx, dw] = shapes::linear_products(label, rows, din, dout);
     vec![
-        product(
-            "linear",
-            Phase::Fwd,
-            shape.clone(),
-            gd(rows, dout, din, false, true),
-            vec![rows, din],
-            vec![dout, din],
-            true,
-            None,
-            |xs| linear::forward(&xs[0], &xs[1], Some(&xs[2])),
-        ),
-        // dX = G·W: inputs G [rows, dout], W [dout, din]; x only lends its shape.
-        product(
-            "linear.dx",
-            Phase::Bwd,
-            shape.clone(),
-            gd(rows, din, dout, false, false),
-            vec![rows, dout],
-            vec![dout, din],
-            false,
-            Some(vec![rows, din]),
-            |xs| {
-                let [dx, _, _] = linear::backward(&xs[0], &xs[2], &xs[1], [true, false, false])?;
-                take(dx, "dX")
-            },
-        ),
-        // dW = Gᵀ·X: inputs G [rows, dout], X [rows, din]; W only lends its shape.
-        product(
-            "linear.dw",
-            Phase::Bwd,
-            shape,
-            gd(dout, din, rows, true, false),
-            vec![rows, dout],
-            vec![rows, din],
-            false,
-            Some(vec![dout, din]),
-            |xs| {
-                let [_, dw, _] = linear::backward(&xs[0], &xs[1], &xs[2], [false, true, false])?;
-                take(dw, "dW")
-            },
-        ),
+        product(fwd, true, None, |xs| linear::forward(&xs[0], &xs[1], Some(&xs[2]))),
+        // dX = G·W: inputs G, W; x only lends its shape.
+        product(dx, false, Some(vec![rows, din]), |xs| {
+            let [dx, _, _] = linear::backward(&xs[0], &xs[2], &xs[1], [true, false, false])?;
+            take(dx, "dX")
+        }),
+        // dW = Gᵀ·X: inputs G, X; W only lends its shape.
+        product(dw, false, Some(vec![dout, din]), |xs| {
+            let [_, dw, _] = linear::backward(&xs[0], &xs[1], &xs[2], [false, true, false])?;
+            take(dw, "dW")
+        }),
     ]
 }
 
-/// `ops::matmul` on `[batch, m, k]·[batch, k, n]` (B transposed when `tb`), and with `bwd` its
-/// two gradient products `dA = G·Bᵀ`, `dB = Aᵀ·G` (for `tb = false`).
+/// `ops::matmul`'s products of `shapes::matmul_products`, each with its own transposes.
 fn matmul_cases(label: &str, batch: usize, m: usize, n: usize, k: usize, tb: bool, bwd: bool) -> Vec<TensorCase> {
-    let shape = if batch > 1 {
-        format!("{label} {batch}x({m}x{n}x{k})")
-    } else {
-        format!("{label} {m}x{n}x{k}")
-    };
-    let d = GemmDims {
-        batch,
-        m,
-        n,
-        k,
-        ta: false,
-        tb,
-    };
-    let b_shape = if tb { vec![batch, n, k] } else { vec![batch, k, n] };
-    let mut cases = vec![product(
-        "matmul",
-        Phase::Fwd,
-        shape.clone(),
-        d,
-        vec![batch, m, k],
-        b_shape.clone(),
-        false,
-        None,
-        move |xs| matmul::matmul(&xs[0], &xs[1], false, tb),
-    )];
-    if bwd && !tb {
-        cases.push(product(
-            "matmul.da",
-            Phase::Bwd,
-            shape.clone(),
-            GemmDims {
-                n: k,
-                k: n,
-                tb: true,
-                ..d
-            },
-            vec![batch, m, n],
-            b_shape,
-            false,
-            None,
-            |xs| matmul::matmul(&xs[0], &xs[1], false, true),
-        ));
-        cases.push(product(
-            "matmul.db",
-            Phase::Bwd,
-            shape,
-            GemmDims {
-                m: k,
-                n,
-                k: m,
-                ta: true,
-                tb: false,
-                batch,
-            },
-            vec![batch, m, k],
-            vec![batch, m, n],
-            false,
-            None,
-            |xs| matmul::matmul(&xs[0], &xs[1], true, false),
-        ));
-    }
-    cases
+    shapes::matmul_products(label, batch, m, n, k, tb, bwd)
+        .into_iter()
+        .map(|p| {
+            let d = p.dims;
+            product(p, false, None, move |xs| matmul::matmul(&xs[0], &xs[1], d.ta, d.tb))
+        })
+        .collect()
 }
 
 // ---- element-wise ----------------------------------------------------------------------------
@@ -627,11 +537,7 @@ fn softmax_cases(label: &str, shape: &[usize]) -> Vec<TensorCase> {
             bound: Bound::Memory,
         },
         set_bytes: F32 * 2 * total,
-        make_set: Box::new(move |seed| {
-            let g = uniform(&bwd_shape, -1.0, 1.0, derive_seed(seed, 0))?;
-            let y = softmax::forward(&uniform(&bwd_shape, -4.0, 4.0, derive_seed(seed, 1))?)?;
-            Ok(vec![g, y])
-        }),
+        make_set: Box::new(move |seed| softmax_bwd_set(&bwd_shape, seed)),
         run: Box::new(|xs| Ok(vec![softmax::backward(&xs[0], &xs[1])?])),
         check: Box::new(move |xs, out, ck| {
             let (g, y, dx) = (xs[0].data(), xs[1].data(), output(out, 0)?.data());
@@ -645,6 +551,24 @@ fn softmax_cases(label: &str, shape: &[usize]) -> Vec<TensorCase> {
         }),
     };
     vec![fwd, bwd]
+}
+
+/// A softmax backward's inputs: G, and the forward's output y (a real softmax output, so the
+/// kernel sees rows that sum to 1). The GPU case uses it too: both time the same inputs.
+pub(crate) fn softmax_bwd_set(shape: &[usize], seed: u64) -> Result<Vec<Tensor>> {
+    let g = uniform(shape, -1.0, 1.0, derive_seed(seed, 0))?;
+    let y = softmax::forward(&uniform(shape, -4.0, 4.0, derive_seed(seed, 1))?)?;
+    Ok(vec![g, y])
+}
+
+/// A layer-norm backward's inputs: G, x, gamma, and the forward's statistics of x (mean, rstd).
+/// The GPU case uses it too: both time the same inputs.
+pub(crate) fn layernorm_bwd_set(rows: usize, d: usize, seed: u64) -> Result<Vec<Tensor>> {
+    let g = uniform(&[rows, d], -1.0, 1.0, derive_seed(seed, 0))?;
+    let x = uniform(&[rows, d], -3.0, 3.0, derive_seed(seed, 1))?;
+    let gamma = uniform(&[d], 0.5, 1.5, derive_seed(seed, 2))?;
+    let (_, mean, rstd) = layernorm::forward(&x, &gamma, &Tensor::zeros(&[d]), LN_EPS)?;
+    Ok(vec![g, x, gamma, mean, rstd])
 }
 
 /// Row `r`'s mean and 1/√(var + eps) in f64.
@@ -694,14 +618,7 @@ fn layernorm_cases(label: &str, rows: usize, d: usize) -> Vec<TensorCase> {
             bound: Bound::Memory,
         },
         set_bytes: F32 * (2 * rows * d + 2 * rows + d),
-        // G, x, gamma, and the forward's statistics of x.
-        make_set: Box::new(move |seed| {
-            let g = uniform(&[rows, d], -1.0, 1.0, derive_seed(seed, 0))?;
-            let x = uniform(&[rows, d], -3.0, 3.0, derive_seed(seed, 1))?;
-            let gamma = uniform(&[d], 0.5, 1.5, derive_seed(seed, 2))?;
-            let (_, mean, rstd) = layernorm::forward(&x, &gamma, &Tensor::zeros(&[d]), LN_EPS)?;
-            Ok(vec![g, x, gamma, mean, rstd])
-        }),
+        make_set: Box::new(move |seed| layernorm_bwd_set(rows, d, seed)),
         run: Box::new(|xs| {
             let (dx, dgamma, dbeta) = layernorm::backward(&xs[0], &xs[1], &xs[2], &xs[3], &xs[4])?;
             Ok(vec![dx, dgamma, dbeta])

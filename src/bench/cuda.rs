@@ -17,14 +17,14 @@
 //! tolerances above.
 
 use super::check::{self, Checker, GemmDims, EPS};
-use super::cpu::{bench_adam_config, shape_only, uniform};
-use super::shapes::{self, CLASSES, DROPOUT, DROPOUT_SEED, IMAGE, LN_EPS, SMOOTHING};
+use super::cpu::{bench_adam_config, layernorm_bwd_set, shape_only, softmax_bwd_set, uniform};
+use super::shapes::{self, GemmProduct, CLASSES, DROPOUT, DROPOUT_SEED, IMAGE, LN_EPS, SMOOTHING};
 use super::{
     git_commit, input_sets, say, select, table_header, table_row, BenchOptions, Bound, CaseInfo, DeviceInfo, Phase,
     Plan, Record, Report, Timing, Validation, Yardstick,
 };
 use crate::autograd::{Graph, ParamStore};
-use crate::backend::cuda::{AdamCoeffs, CudaBuffer, CudaDevice, CudaSlice, MatmulDims, MatmulKernel, RowKernel};
+use crate::backend::cuda::{AdamCoeffs, CudaBuffer, CudaDevice, CudaSlice, MatmulKernel, RowKernel};
 use crate::error::{Error, Result};
 use crate::ops::{add, cross_entropy, dropout, gelu, layernorm, linear, matmul, patchify, softmax, GeluKind};
 use crate::optim::{Adam, DecayMode};
@@ -252,34 +252,22 @@ fn buffers<'b>(v: &'b mut [CudaBuffer], n: usize, what: &str) -> Result<&'b mut 
 
 // ---- products --------------------------------------------------------------------------------
 
-fn product_info(kernel: &'static str, phase: Phase, shape: String, d: GemmDims, extra_elems: usize) -> CaseInfo {
+/// `p`'s row: bytes of A, B and C (plus `extra_elems`, e.g. a bias) and the product's flops.
+fn product_info(p: &GemmProduct, extra_elems: usize) -> CaseInfo {
+    let d = p.dims;
     let elems = d.batch * (d.m * d.k + d.k * d.n + d.m * d.n) + extra_elems;
     let flops = 2.0 * (d.batch * d.m * d.n) as f64 * d.k as f64;
-    info(kernel, phase, shape, F32 * elems, flops, Bound::Compute)
+    info(p.kernel, p.phase, p.shape.clone(), F32 * elems, flops, Bound::Compute)
 }
 
+/// The linear layer (see `shapes::linear_products`): forward, dX, dW.
 fn linear_cases(label: &str, rows: usize, din: usize, dout: usize) -> Vec<GpuCase> {
-    let shape = format!("{label} {rows}x{dout}x{din}");
-    let gd = |m, n, k, ta, tb| GemmDims {
-        batch: 1,
-        m,
-        n,
-        k,
-        ta,
-        tb,
-    };
-    let fwd = gd(rows, dout, din, false, true);
-    let dx = gd(rows, din, dout, false, false);
-    let dw = gd(dout, din, rows, true, false);
+    let [fwd, dx, dw] = shapes::linear_products(label, rows, din, dout);
     vec![
         GpuCase {
-            info: product_info("linear", Phase::Fwd, shape.clone(), fwd, dout),
-            set_bytes: F32 * (rows * din + dout * din + dout),
-            make_set: uniform_set(vec![
-                (vec![rows, din], -1.0, 1.0),
-                (vec![dout, din], -1.0, 1.0),
-                (vec![dout], -1.0, 1.0),
-            ]),
+            info: product_info(&fwd, dout),
+            set_bytes: F32 * (numel(&fwd.a) + numel(&fwd.b) + dout),
+            make_set: uniform_set(vec![(fwd.a, -1.0, 1.0), (fwd.b, -1.0, 1.0), (vec![dout], -1.0, 1.0)]),
             labels: None,
             out_lens: vec![rows * dout],
             launch: Box::new(move |dev, b| {
@@ -288,12 +276,12 @@ fn linear_cases(label: &str, rows: usize, din: usize, dout: usize) -> Vec<GpuCas
             }),
             reference: Box::new(|h| Ok(vec![linear::forward(&h[0], &h[1], Some(&h[2]))?.to_vec()])),
             results: vec![("y", Slot::Out(0), din)],
-            cublas: Some(fwd),
+            cublas: Some(fwd.dims),
         },
         GpuCase {
-            info: product_info("linear.dx", Phase::Bwd, shape.clone(), dx, 0),
-            set_bytes: F32 * (rows * dout + dout * din),
-            make_set: uniform_set(vec![(vec![rows, dout], -1.0, 1.0), (vec![dout, din], -1.0, 1.0)]),
+            info: product_info(&dx, 0),
+            set_bytes: F32 * (numel(&dx.a) + numel(&dx.b)),
+            make_set: uniform_set(vec![(dx.a, -1.0, 1.0), (dx.b, -1.0, 1.0)]),
             labels: None,
             out_lens: vec![rows * din],
             // dX reads G and W only; x is passed for the signature (linear_bwd reads it for dW).
@@ -316,12 +304,12 @@ fn linear_cases(label: &str, rows: usize, din: usize, dout: usize) -> Vec<GpuCas
                 Ok(vec![dx.ok_or_else(|| missing("dX"))?.to_vec()])
             }),
             results: vec![("dx", Slot::Out(0), dout)],
-            cublas: Some(dx),
+            cublas: Some(dx.dims),
         },
         GpuCase {
-            info: product_info("linear.dw", Phase::Bwd, shape, dw, 0),
-            set_bytes: F32 * (rows * dout + rows * din),
-            make_set: uniform_set(vec![(vec![rows, dout], -1.0, 1.0), (vec![rows, din], -1.0, 1.0)]),
+            info: product_info(&dw, 0),
+            set_bytes: F32 * (numel(&dw.a) + numel(&dw.b)),
+            make_set: uniform_set(vec![(dw.a, -1.0, 1.0), (dw.b, -1.0, 1.0)]),
             labels: None,
             out_lens: vec![dout * din],
             // dW reads G and x only; W is passed for the signature.
@@ -344,37 +332,23 @@ fn linear_cases(label: &str, rows: usize, din: usize, dout: usize) -> Vec<GpuCas
                 Ok(vec![dw.ok_or_else(|| missing("dW"))?.to_vec()])
             }),
             results: vec![("dw", Slot::Out(0), rows)],
-            cublas: Some(dw),
+            cublas: Some(dw.dims),
         },
     ]
 }
 
-/// `ops::matmul`'s product with dims `d` on inputs of the given stored shapes.
-fn matmul_case(
-    kernel: &'static str,
-    phase: Phase,
-    shape: String,
-    d: GemmDims,
-    a: Vec<usize>,
-    b: Vec<usize>,
-) -> GpuCase {
+/// `ops::matmul`'s product `p` (on inputs of its operands' stored shapes).
+fn matmul_case(p: GemmProduct) -> GpuCase {
+    let d = p.dims;
     GpuCase {
-        info: product_info(kernel, phase, shape, d, 0),
-        set_bytes: F32 * (numel(&a) + numel(&b)),
-        make_set: uniform_set(vec![(a, -1.0, 1.0), (b, -1.0, 1.0)]),
+        info: product_info(&p, 0),
+        set_bytes: F32 * (numel(&p.a) + numel(&p.b)),
+        make_set: uniform_set(vec![(p.a, -1.0, 1.0), (p.b, -1.0, 1.0)]),
         labels: None,
         out_lens: vec![d.batch * d.m * d.n],
         launch: Box::new(move |dev, bufs| {
             let i = buffers(bufs.inputs, 2, "input")?;
-            let md = MatmulDims {
-                batch: d.batch,
-                m: d.m,
-                n: d.n,
-                k: d.k,
-                ta: d.ta,
-                tb: d.tb,
-            };
-            dev.matmul(MatmulKernel::RegisterTiled, &i[0], &i[1], &mut bufs.outputs[0], md, 0.0)
+            dev.matmul(MatmulKernel::RegisterTiled, &i[0], &i[1], &mut bufs.outputs[0], d, 0.0)
         }),
         reference: Box::new(move |h| Ok(vec![matmul::matmul(&h[0], &h[1], d.ta, d.tb)?.to_vec()])),
         results: vec![("c", Slot::Out(0), d.k)],
@@ -383,59 +357,10 @@ fn matmul_case(
 }
 
 fn matmul_cases(label: &str, batch: usize, m: usize, n: usize, k: usize, tb: bool, bwd: bool) -> Vec<GpuCase> {
-    let shape = if batch > 1 {
-        format!("{label} {batch}x({m}x{n}x{k})")
-    } else {
-        format!("{label} {m}x{n}x{k}")
-    };
-    let d = GemmDims {
-        batch,
-        m,
-        n,
-        k,
-        ta: false,
-        tb,
-    };
-    let b_shape = if tb { vec![batch, n, k] } else { vec![batch, k, n] };
-    let mut v = vec![matmul_case(
-        "matmul",
-        Phase::Fwd,
-        shape.clone(),
-        d,
-        vec![batch, m, k],
-        b_shape.clone(),
-    )];
-    if bwd && !tb {
-        v.push(matmul_case(
-            "matmul.da",
-            Phase::Bwd,
-            shape.clone(),
-            GemmDims {
-                n: k,
-                k: n,
-                tb: true,
-                ..d
-            },
-            vec![batch, m, n],
-            b_shape,
-        ));
-        v.push(matmul_case(
-            "matmul.db",
-            Phase::Bwd,
-            shape,
-            GemmDims {
-                batch,
-                m: k,
-                n,
-                k: m,
-                ta: true,
-                tb: false,
-            },
-            vec![batch, m, k],
-            vec![batch, m, n],
-        ));
-    }
-    v
+    shapes::matmul_products(label, batch, m, n, k, tb, bwd)
+        .into_iter()
+        .map(matmul_case)
+        .collect()
 }
 
 // ---- memory-bound ----------------------------------------------------------------------------
@@ -620,11 +545,7 @@ fn softmax_cases(label: &str, shape: &[usize]) -> Vec<GpuCase> {
         GpuCase {
             info: info("softmax", Phase::Bwd, s, F32 * 3 * total, 0.0, Bound::Memory),
             set_bytes: F32 * 2 * total,
-            make_set: Box::new(move |seed| {
-                let g = uniform(&bwd_shape, -1.0, 1.0, derive_seed(seed, 0))?;
-                let y = softmax::forward(&uniform(&bwd_shape, -4.0, 4.0, derive_seed(seed, 1))?)?;
-                Ok(vec![g, y])
-            }),
+            make_set: Box::new(move |seed| softmax_bwd_set(&bwd_shape, seed)),
             labels: None,
             out_lens: vec![total],
             launch: Box::new(move |dev, b| {
@@ -686,13 +607,7 @@ fn layernorm_cases(label: &str, rows: usize, d: usize) -> Vec<GpuCase> {
                 Bound::Memory,
             ),
             set_bytes: F32 * (2 * rows * d + 2 * rows + d),
-            make_set: Box::new(move |seed| {
-                let g = uniform(&[rows, d], -1.0, 1.0, derive_seed(seed, 0))?;
-                let x = uniform(&[rows, d], -3.0, 3.0, derive_seed(seed, 1))?;
-                let gamma = uniform(&[d], 0.5, 1.5, derive_seed(seed, 2))?;
-                let (_, mean, rstd) = layernorm::forward(&x, &gamma, &Tensor::zeros(&[d]), LN_EPS)?;
-                Ok(vec![g, x, gamma, mean, rstd])
-            }),
+            make_set: Box::new(move |seed| layernorm_bwd_set(rows, d, seed)),
             labels: None,
             out_lens: vec![rows * d, d, d],
             launch: Box::new(move |dev, b| {

@@ -2,6 +2,8 @@
 //! line up: the ViT configurations (what training runs) and one large shape per op family (what
 //! the kernels do when there is enough work to reach the machine's limits).
 
+use super::check::GemmDims;
+use super::Phase;
 use crate::autograd::ParamStore;
 use crate::error::Result;
 use crate::nn::Vit;
@@ -143,4 +145,138 @@ pub fn large_shapes(quick: bool, gpu: bool) -> LargeShapes {
         logits: (16384, 1000),
         params: 1 << 24,
     }
+}
+
+/// One matrix product of the benchmark: its table row (kernel, phase, shape label), its sizes,
+/// and the stored shapes of its two operands. The CPU and GPU cases both build theirs from
+/// these, so their matmul and linear rows cannot drift apart; each adds only its own way of
+/// running the product.
+#[derive(Clone, Debug)]
+pub struct GemmProduct {
+    pub kernel: &'static str,
+    pub phase: Phase,
+    pub shape: String,
+    pub dims: GemmDims,
+    pub a: Vec<usize>,
+    pub b: Vec<usize>,
+}
+
+/// The linear layer `y = x·Wᵀ + b` (`x [rows, din]`, `W [dout, din]`): forward (inputs x, W),
+/// dX = G·W (inputs G [rows, dout], W) and dW = Gᵀ·X (inputs G, X), in that order.
+pub fn linear_products(label: &str, rows: usize, din: usize, dout: usize) -> [GemmProduct; 3] {
+    let shape = format!("{label} {rows}x{dout}x{din}");
+    let product = |kernel, phase, m, n, k, ta, tb, a: [usize; 2], b: [usize; 2]| GemmProduct {
+        kernel,
+        phase,
+        shape: shape.clone(),
+        dims: GemmDims {
+            batch: 1,
+            m,
+            n,
+            k,
+            ta,
+            tb,
+        },
+        a: a.to_vec(),
+        b: b.to_vec(),
+    };
+    [
+        product(
+            "linear",
+            Phase::Fwd,
+            rows,
+            dout,
+            din,
+            false,
+            true,
+            [rows, din],
+            [dout, din],
+        ),
+        product(
+            "linear.dx",
+            Phase::Bwd,
+            rows,
+            din,
+            dout,
+            false,
+            false,
+            [rows, dout],
+            [dout, din],
+        ),
+        product(
+            "linear.dw",
+            Phase::Bwd,
+            dout,
+            din,
+            rows,
+            true,
+            false,
+            [rows, dout],
+            [rows, din],
+        ),
+    ]
+}
+
+/// `ops::matmul` on `[batch, m, k]·[batch, k, n]` (B stored `[batch, n, k]` when `tb`), and with
+/// `bwd` (for `tb = false` only) its two gradient products `dA = G·Bᵀ`, `dB = Aᵀ·G`.
+pub fn matmul_products(
+    label: &str,
+    batch: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    tb: bool,
+    bwd: bool,
+) -> Vec<GemmProduct> {
+    let shape = if batch > 1 {
+        format!("{label} {batch}x({m}x{n}x{k})")
+    } else {
+        format!("{label} {m}x{n}x{k}")
+    };
+    let d = GemmDims {
+        batch,
+        m,
+        n,
+        k,
+        ta: false,
+        tb,
+    };
+    let b_shape = if tb { vec![batch, n, k] } else { vec![batch, k, n] };
+    let mut v = vec![GemmProduct {
+        kernel: "matmul",
+        phase: Phase::Fwd,
+        shape: shape.clone(),
+        dims: d,
+        a: vec![batch, m, k],
+        b: b_shape.clone(),
+    }];
+    if bwd && !tb {
+        v.push(GemmProduct {
+            kernel: "matmul.da",
+            phase: Phase::Bwd,
+            shape: shape.clone(),
+            dims: GemmDims {
+                n: k,
+                k: n,
+                tb: true,
+                ..d
+            },
+            a: vec![batch, m, n],
+            b: b_shape,
+        });
+        v.push(GemmProduct {
+            kernel: "matmul.db",
+            phase: Phase::Bwd,
+            shape,
+            dims: GemmDims {
+                m: k,
+                k: m,
+                ta: true,
+                ..d
+            },
+            a: vec![batch, m, k],
+            b: vec![batch, m, n],
+        });
+    }
+    v
 }
