@@ -106,7 +106,7 @@ impl Mask {
     pub fn factors(&self, first: u32, out: &mut [f32]) {
         let (seed, threshold, scale) = (self.seed, self.threshold, self.scale);
         for (j, f) in (0u32..).zip(out.iter_mut()) {
-            *f = if bits24(seed, first.wrapping_add(j)) >= threshold {
+            *f = if keep(seed, first.wrapping_add(j), threshold) {
                 scale
             } else {
                 0.0
