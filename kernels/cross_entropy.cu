@@ -4,7 +4,9 @@
 //     q_c = ε/C + (1 − ε)·[c = t]                          (target distribution)
 //     log p_c = z_c − m − log Σ_j e^{z_j − m},  m = max_j z_j   (stable log-softmax)
 //     forward:  loss_b = −Σ_c q_c · log p_c,   L = (1/B) Σ_b loss_b;  p is saved
-//     backward: dz_{b,k} = s · (p_{b,k} − q_{b,k}),  s = G / B   (computed by the host)
+//     backward: dz_{b,k} = s · (p_{b,k} − q_{b,k}),  s = G / B
+//     (G is read from device memory: the upstream gradient is itself a GPU tensor, and reading it
+//     on the host would stall the stream once per step)
 //
 // Launch geometry:
 // * cross_entropy_fwd — one warp per sample row, block 128 (4 rows), grid ⌈B/4⌉ (capped, grid
@@ -44,8 +46,9 @@ extern "C" __global__ void cross_entropy_fwd(const float* __restrict__ z,
 
 extern "C" __global__ void cross_entropy_bwd(const float* __restrict__ p,
                                              const unsigned int* __restrict__ labels,
-                                             float* __restrict__ dz, long long rows, int c, float s,
-                                             float smoothing) {
+                                             float* __restrict__ dz, long long rows, int c,
+                                             const float* __restrict__ g, float smoothing) {
+    const float s = g[0] / (float)rows;  // the CPU's `g / b as f32`
     const float q_off = smoothing / (float)c, q_on = 1.0f - smoothing;
     const long long n = rows * c;
     VC_GRID_STRIDE(i, n) {

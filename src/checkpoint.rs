@@ -32,6 +32,7 @@
 
 use crate::autograd::ParamStore;
 use crate::backend::cpu::pool;
+use crate::backend::Device;
 use crate::error::{Error, Result};
 use crate::optim::STATE_PREFIX;
 use crate::tensor::Tensor;
@@ -120,7 +121,12 @@ pub fn save(path: impl AsRef<Path>, tensors: &[(String, &Tensor)], metadata: &Ha
             io::Error::new(e.kind(), format!("{doing} {}: {e}", tmp.display())),
         )
     };
-    let views = tensors.iter().map(|(name, t)| {
+    // GPU tensors are read back first (a no-op share for CPU ones).
+    let host = tensors
+        .iter()
+        .map(|(_, t)| t.to_device(Device::Cpu))
+        .collect::<Result<Vec<Tensor>>>()?;
+    let views = tensors.iter().zip(&host).map(|((name, _), t)| {
         (
             name.as_str(),
             F32View {
@@ -269,7 +275,8 @@ pub fn assign_params(path: impl AsRef<Path>, tensors: &[(String, Tensor)], param
                 "parameter `{name}`: the model expects shape {expect:?}, the checkpoint has {:?}",
                 t.shape()
             )),
-            Some(t) => plan.push((id, t.clone())),
+            // Moved to the parameter's device now, so that applying the plan cannot fail.
+            Some(t) => plan.push((id, t.to_device(params.value(id).device())?)),
         }
     }
     let mut unexpected: Vec<String> = by_name.keys().map(|s| s.to_string()).collect();

@@ -175,7 +175,8 @@ impl Graph {
                 "backward() starts from a one-element loss; use backward_with for others",
             ));
         }
-        self.backward_with(loss, Tensor::full(value.shape(), 1.0))
+        let seed = Tensor::full_on(value.shape(), 1.0, value.device())?;
+        self.backward_with(loss, seed)
     }
 
     /// Backward from any value, given dL/d(value).
@@ -334,6 +335,22 @@ impl ParamStore {
             accumulate(&mut self.grads[id.0], g.clone())?;
         }
         Ok(())
+    }
+
+    /// Move every value (and gradient) to `device`; a no-op for those already there.
+    pub fn to_device(&mut self, device: crate::backend::Device) -> Result<()> {
+        for v in &mut self.values {
+            *v = v.to_device(device)?;
+        }
+        for g in self.grads.iter_mut().flatten() {
+            *g = g.to_device(device)?;
+        }
+        Ok(())
+    }
+
+    /// The device of the parameters (the CPU for an empty store).
+    pub fn device(&self) -> crate::backend::Device {
+        self.values.first().map_or(crate::backend::Device::Cpu, |v| v.device())
     }
 
     /// Replace a parameter's value (shape must match): used when loading checkpoints.

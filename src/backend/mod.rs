@@ -13,15 +13,19 @@ pub mod cuda;
 use std::sync::Arc;
 
 /// Where a tensor lives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Device {
+    #[default]
     Cpu,
+    /// The process's GPU ([`cuda::CudaDevice::global`]).
+    Cuda,
 }
 
 impl std::fmt::Display for Device {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Device::Cpu => write!(f, "cpu"),
+            Device::Cuda => write!(f, "cuda"),
         }
     }
 }
@@ -30,12 +34,27 @@ impl std::fmt::Display for Device {
 #[derive(Clone, Debug)]
 pub enum Storage {
     Cpu(Arc<cpu::CpuBuffer>),
+    Cuda(Arc<cuda::CudaBuffer>),
 }
 
 impl Storage {
     pub fn device(&self) -> Device {
         match self {
             Storage::Cpu(_) => Device::Cpu,
+            Storage::Cuda(_) => Device::Cuda,
         }
     }
+}
+
+/// The device every one of an op's tensors is on; an error naming the op when they differ (a
+/// kernel reads all its inputs from one memory, so mixing devices is a caller's mistake).
+pub fn same_device(op: &'static str, tensors: &[&crate::Tensor]) -> crate::Result<Device> {
+    let first = tensors.first().map_or(Device::Cpu, |t| t.device());
+    if let Some(other) = tensors.iter().find(|t| t.device() != first) {
+        return Err(crate::Error::Device(format!(
+            "{op}: inputs on different devices ({first} and {}); move them with Tensor::to_device",
+            other.device()
+        )));
+    }
+    Ok(first)
 }

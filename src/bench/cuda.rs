@@ -692,7 +692,7 @@ fn cross_entropy_cases(label: &str, rows: usize, classes: usize) -> Vec<GpuCase>
             }),
             reference: Box::new(move |h| {
                 let (loss, p) = cross_entropy::forward(&h[0], &l_fwd, SMOOTHING)?;
-                Ok(vec![vec![loss], p.to_vec()])
+                Ok(vec![loss.to_vec(), p.to_vec()])
             }),
             results: vec![("loss", Slot::Out(0), rows), ("p", Slot::Out(1), classes)],
             cublas: None,
@@ -707,9 +707,13 @@ fn cross_entropy_cases(label: &str, rows: usize, classes: usize) -> Vec<GpuCase>
                 Bound::Memory,
             ),
             set_bytes: F32 * (total + rows),
+            // The forward's probabilities of random logits, and the upstream gradient 1.
             make_set: Box::new(move |seed| {
                 let z = uniform(&[rows, classes], -4.0, 4.0, seed)?;
-                Ok(vec![cross_entropy::forward(&z, &l_make, SMOOTHING)?.1])
+                Ok(vec![
+                    cross_entropy::forward(&z, &l_make, SMOOTHING)?.1,
+                    Tensor::scalar(1.0),
+                ])
             }),
             labels: Some(labels),
             out_lens: vec![total],
@@ -717,9 +721,17 @@ fn cross_entropy_cases(label: &str, rows: usize, classes: usize) -> Vec<GpuCase>
                 let lab = b
                     .labels
                     .ok_or_else(|| Error::config("benchmark: cross_entropy needs its labels"))?;
-                dev.cross_entropy_bwd(1.0, &b.inputs[0], lab, &mut b.outputs[0], rows, classes, SMOOTHING)
+                dev.cross_entropy_bwd(
+                    &b.inputs[1],
+                    &b.inputs[0],
+                    lab,
+                    &mut b.outputs[0],
+                    rows,
+                    classes,
+                    SMOOTHING,
+                )
             }),
-            reference: Box::new(move |h| Ok(vec![cross_entropy::backward(1.0, &h[0], &l_bwd, SMOOTHING)?.to_vec()])),
+            reference: Box::new(move |h| Ok(vec![cross_entropy::backward(&h[1], &h[0], &l_bwd, SMOOTHING)?.to_vec()])),
             results: vec![("dz", Slot::Out(0), 1)],
             cublas: None,
         },

@@ -2,7 +2,8 @@
 //! turns flags into a [`TrainConfig`] or [`BenchOptions`]; the work itself is in `crate::train`
 //! and `crate::bench`.
 
-use crate::backend::cuda::DeviceChoice;
+use crate::backend::cuda::{resolve, DeviceChoice};
+use crate::backend::Device;
 use crate::bench::{self, BenchOptions};
 use crate::data;
 use crate::error::{Error, Result};
@@ -44,6 +45,9 @@ pub enum Command {
         /// Which checkpoint: best or last.
         #[arg(long, default_value = "best")]
         checkpoint: String,
+        /// Device: auto (the GPU when one can be used, else the CPU, saying why), cpu or cuda.
+        #[arg(long, value_enum, default_value = "auto")]
+        device: DeviceChoice,
     },
     /// Predict with a run's best checkpoint: a CSV of images → submission CSV, or one PNG image →
     /// class and probabilities.
@@ -59,6 +63,9 @@ pub enum Command {
         /// Which checkpoint: best or last.
         #[arg(long, default_value = "best")]
         checkpoint: String,
+        /// Device: auto (the GPU when one can be used, else the CPU, saying why), cpu or cuda.
+        #[arg(long, value_enum, default_value = "auto")]
+        device: DeviceChoice,
     },
     /// Measure the speed of vitcore's kernels.
     Bench {
@@ -220,6 +227,9 @@ pub struct TrainFlags {
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
+    /// Device: auto (the GPU when one can be used, else the CPU, saying why), cpu or cuda.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceChoice,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -314,6 +324,14 @@ fn fresh_run_dir(base: &Path) -> PathBuf {
         .expect("some numbered folder is free")
 }
 
+/// Resolve `--device` and say in one line what was chosen (and why the CPU, under `auto`), on
+/// stderr so that stdout stays the command's result (predict's lines are read by scripts).
+fn pick_device(choice: DeviceChoice) -> Result<Device> {
+    let resolved = resolve(choice)?;
+    eprintln!("{}", resolved.describe());
+    Ok(if resolved.is_cuda() { Device::Cuda } else { Device::Cpu })
+}
+
 fn run_train(source: DataSource, flags: &TrainFlags, data_name: &str) -> Result<()> {
     let cfg = flags.config();
     let (out, resume) = match (&flags.resume, &flags.out) {
@@ -335,6 +353,9 @@ fn run_train(source: DataSource, flags: &TrainFlags, data_name: &str) -> Result<
     };
     if !resume {
         cfg.validate()?;
+    }
+    let device = pick_device(flags.device)?;
+    if !resume {
         println!("run folder: {}", out.display());
     }
     train::train(
@@ -345,6 +366,7 @@ fn run_train(source: DataSource, flags: &TrainFlags, data_name: &str) -> Result<
             resume,
             quiet: flags.quiet,
             epochs: flags.epochs,
+            device,
         },
     )?;
     Ok(())
@@ -375,8 +397,10 @@ pub fn run(cli: Cli) -> Result<()> {
             data,
             csv,
             checkpoint,
+            device,
         } => {
-            let (cfg, vit, store) = train::load_run(&run, &checkpoint)?;
+            let (cfg, vit, mut store) = train::load_run(&run, &checkpoint)?;
+            store.to_device(pick_device(device)?)?;
             let (ds, name) = match &csv {
                 Some(path) => (data::csv::load_kaggle_csv(path)?, path.display().to_string()),
                 None => (
@@ -411,8 +435,10 @@ pub fn run(cli: Cli) -> Result<()> {
             input,
             out,
             checkpoint,
+            device,
         } => {
-            let (cfg, vit, store) = train::load_run(&run, &checkpoint)?;
+            let (cfg, vit, mut store) = train::load_run(&run, &checkpoint)?;
+            store.to_device(pick_device(device)?)?;
             let is_csv = input.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
             if is_csv {
                 let ds = data::csv::load_kaggle_csv(&input)?;

@@ -18,7 +18,8 @@
 
 use crate::autograd::{Graph, Op, Var};
 use crate::backend::cpu::map_into;
-use crate::backend::Device;
+use crate::backend::cuda::CudaDevice;
+use crate::backend::{same_device, Device};
 use crate::error::{Error, Result};
 use crate::tensor::{numel, Tensor};
 use rayon::prelude::*;
@@ -56,7 +57,7 @@ fn leading_broadcast_block(a: &[usize], b: &[usize]) -> Option<usize> {
 /// `a + broadcast(b)` (covers add, add_bias and add_broadcast).
 pub fn add_broadcast(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let strides = broadcast_strides(a.shape(), b.shape())?;
-    match a.device() {
+    match same_device("add_broadcast", &[a, b])? {
         Device::Cpu => {
             let mut y = Tensor::scratch(a.shape());
             let (ad, bd) = (a.data(), b.data());
@@ -75,6 +76,12 @@ pub fn add_broadcast(a: &Tensor, b: &Tensor) -> Result<Tensor> {
                 });
             }
             Ok(y)
+        }
+        Device::Cuda => {
+            let dev = CudaDevice::global()?;
+            let mut y = dev.alloc(a.numel())?;
+            dev.add_broadcast(a.cuda()?, a.shape(), b.cuda()?, b.shape(), &mut y)?;
+            Tensor::from_cuda(y, a.shape())
         }
     }
 }
@@ -127,6 +134,12 @@ pub fn sum_rows(g: &Tensor, row_len: usize) -> Result<Tensor> {
             }
             Tensor::from_vec(out, &[row_len])
         }
+        Device::Cuda => {
+            let dev = CudaDevice::global()?;
+            let mut out = dev.alloc(row_len)?;
+            dev.sum_rows(g.cuda()?, &mut out, g.numel() / row_len, row_len)?;
+            Tensor::from_cuda(out, &[row_len])
+        }
     }
 }
 
@@ -144,6 +157,12 @@ pub fn reduce_to_shape(g: &Tensor, b_shape: &[usize]) -> Result<Tensor> {
                 out[broadcast_offset(i, &shape, &strides)] += x;
             }
             Tensor::from_vec(out, b_shape)
+        }
+        Device::Cuda => {
+            let dev = CudaDevice::global()?;
+            let mut out = dev.alloc(numel(b_shape))?;
+            dev.reduce_to_shape(g.cuda()?, g.shape(), &mut out, b_shape)?;
+            Tensor::from_cuda(out, b_shape)
         }
     }
 }

@@ -32,7 +32,8 @@
 use crate::autograd::{Graph, Op, Var};
 use crate::backend::cpu::fastmath;
 use crate::backend::cpu::gemm::{gemm_padded, MatRef, MR, NR};
-use crate::backend::Device;
+use crate::backend::cuda::{CudaDevice, MatmulDims, MatmulKernel, RowKernel};
+use crate::backend::{same_device, Device};
 use crate::error::{Error, Result};
 use crate::ops::dropout::Mask;
 use crate::tensor::Tensor;
@@ -174,6 +175,7 @@ pub fn forward(qkv: &Tensor, heads: usize, p: f32, seed: u64) -> Result<(Tensor,
     let (b, t, d, dh) = dims(qkv.shape(), heads)?;
     let mask = attention_mask(p, seed)?;
     match qkv.device() {
+        Device::Cuda => cuda_forward(qkv, [b, t, d, dh], heads, p, seed),
         Device::Cpu => {
             let mut out = Tensor::scratch(&[b, t, d]);
             let mut probs = Tensor::scratch(&[b, heads, t, t]);
@@ -241,7 +243,8 @@ pub fn backward(g: &Tensor, qkv: &Tensor, probs: &Tensor, heads: usize, p: f32, 
         ));
     }
     let mask = attention_mask(p, seed)?;
-    match qkv.device() {
+    match same_device("attention backward", &[g, qkv, probs])? {
+        Device::Cuda => cuda_backward(g, qkv, probs, [b, t, d, dh], heads, p, seed),
         Device::Cpu => {
             let mut dqkv = Tensor::scratch(qkv.shape());
             let (src, gd, pd) = (qkv.data(), g.data(), probs.data());
@@ -301,6 +304,141 @@ pub fn backward(g: &Tensor, qkv: &Tensor, probs: &Tensor, heads: usize, p: f32, 
             Ok(dqkv)
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// GPU: the same attention composed from the batched matmul, softmax, dropout and permute kernels
+// (each head's T×T matrices go through GPU memory; the CPU's per-head fusion is a cache trick).
+// ---------------------------------------------------------------------------------------------
+
+/// `[B, T, 3, h, Dh] → [3, B, h, T, Dh]`: q, k, v each become `B·h` contiguous `[T, Dh]` blocks.
+const SPLIT_HEADS: [usize; 5] = [2, 0, 3, 1, 4];
+/// The inverse of [`SPLIT_HEADS`].
+const MERGE_SPLIT: [usize; 5] = [1, 3, 0, 2, 4];
+/// `[B, h, T, Dh] ↔ [B, T, h, Dh]` (its own inverse).
+const SWAP_HEADS_TOKENS: [usize; 4] = [0, 2, 1, 3];
+
+/// One batched product over the `B·h` heads.
+fn head_dims(bh: usize, m: usize, n: usize, k: usize, ta: bool, tb: bool) -> MatmulDims {
+    MatmulDims {
+        batch: bh,
+        m,
+        n,
+        k,
+        ta,
+        tb,
+    }
+}
+
+fn cuda_forward(qkv: &Tensor, [b, t, d, dh]: [usize; 4], heads: usize, p: f32, seed: u64) -> Result<(Tensor, Tensor)> {
+    let dev = CudaDevice::global()?;
+    let (bh, nh, scale) = (b * heads, b * t * d, 1.0 / (dh as f32).sqrt());
+    let mut split = dev.alloc(3 * nh)?;
+    dev.permute(qkv.cuda()?, &mut split, &[b, t, 3, heads, dh], &SPLIT_HEADS)?;
+    let sv = split.view();
+    let (q, k, v) = (sv.slice(..nh), sv.slice(nh..2 * nh), sv.slice(2 * nh..));
+    // S = (Q/√Dh)·Kᵀ, P = softmax(S), P̃ = dropout(P) (counter = flat index in [B·h, T, T]).
+    let mut q_scaled = dev.alloc(nh)?;
+    dev.scale(&q, &mut q_scaled, nh, scale)?;
+    let mut scores = dev.alloc(bh * t * t)?;
+    dev.matmul(
+        MatmulKernel::RegisterTiled,
+        &q_scaled,
+        &k,
+        &mut scores,
+        head_dims(bh, t, t, dh, false, true),
+        0.0,
+    )?;
+    let mut probs = dev.alloc(bh * t * t)?;
+    dev.softmax_fwd(RowKernel::Auto, &scores, &mut probs, bh * t, t)?;
+    let weights = if p > 0.0 {
+        dev.dropout_fwd(&probs, &mut scores, bh * t * t, p, seed)?;
+        &scores
+    } else {
+        &probs
+    };
+    // O = P̃·V per head, then the heads merged back into [B, T, D].
+    let mut heads_out = dev.alloc(nh)?;
+    dev.matmul(
+        MatmulKernel::RegisterTiled,
+        weights,
+        &v,
+        &mut heads_out,
+        head_dims(bh, t, dh, t, false, false),
+        0.0,
+    )?;
+    let mut out = dev.alloc(nh)?;
+    dev.permute(&heads_out, &mut out, &[b, heads, t, dh], &SWAP_HEADS_TOKENS)?;
+    Ok((
+        Tensor::from_cuda(out, &[b, t, d])?,
+        Tensor::from_cuda(probs, &[b, heads, t, t])?,
+    ))
+}
+
+fn cuda_backward(
+    g: &Tensor,
+    qkv: &Tensor,
+    probs: &Tensor,
+    [b, t, d, dh]: [usize; 4],
+    heads: usize,
+    p: f32,
+    seed: u64,
+) -> Result<Tensor> {
+    let dev = CudaDevice::global()?;
+    let (bh, nh, scale, nt) = (b * heads, b * t * d, 1.0 / (dh as f32).sqrt(), b * heads * t * t);
+    let mut split = dev.alloc(3 * nh)?;
+    dev.permute(qkv.cuda()?, &mut split, &[b, t, 3, heads, dh], &SPLIT_HEADS)?;
+    let sv = split.view();
+    let (q, k, v) = (sv.slice(..nh), sv.slice(nh..2 * nh), sv.slice(2 * nh..));
+    let mut g_heads = dev.alloc(nh)?;
+    dev.permute(g.cuda()?, &mut g_heads, &[b, t, heads, dh], &SWAP_HEADS_TOKENS)?;
+    let probs = probs.cuda()?;
+    // P̃ again from P and the seed (cheaper than keeping it).
+    let mut dropped = dev.alloc(if p > 0.0 { nt } else { 0 })?;
+    let weights = if p > 0.0 {
+        dev.dropout_fwd(probs, &mut dropped, nt, p, seed)?;
+        &dropped
+    } else {
+        probs
+    };
+    let mut dsplit = dev.alloc(3 * nh)?;
+    let mut dsv = dsplit.view_mut();
+    let (mut dq, mut rest) = dsv.split_at_mut(nh);
+    let (mut dk, mut dv) = rest.split_at_mut(nh);
+    let mm = MatmulKernel::RegisterTiled;
+    dev.matmul(
+        mm,
+        weights,
+        &g_heads,
+        &mut dv,
+        head_dims(bh, t, dh, t, true, false),
+        0.0,
+    )?; // dV = P̃ᵀ·G
+    let mut d_weights = dev.alloc(nt)?;
+    dev.matmul(
+        mm,
+        &g_heads,
+        &v,
+        &mut d_weights,
+        head_dims(bh, t, t, dh, false, true),
+        0.0,
+    )?; // dP̃ = G·Vᵀ
+    let mut d_probs = dev.alloc(nt)?;
+    let d_probs_src = if p > 0.0 {
+        dev.dropout_bwd(&d_weights, &mut d_probs, nt, p, seed)?; // dP = dP̃ ⊙ mask/(1−p)
+        &d_probs
+    } else {
+        &d_weights
+    };
+    let mut d_scores = dev.alloc(nt)?;
+    dev.softmax_bwd(RowKernel::Auto, d_probs_src, probs, &mut d_scores, bh * t, t)?; // dS
+    let mut d_scaled = dev.alloc(nt)?;
+    dev.scale(&d_scores, &mut d_scaled, nt, scale)?; // S = Q·Kᵀ/√Dh
+    dev.matmul(mm, &d_scaled, &k, &mut dq, head_dims(bh, t, dh, t, false, false), 0.0)?; // dQ = dS·K
+    dev.matmul(mm, &d_scaled, &q, &mut dk, head_dims(bh, t, dh, t, true, false), 0.0)?; // dK = dSᵀ·Q
+    let mut dqkv = dev.alloc(3 * nh)?;
+    dev.permute(&dsplit, &mut dqkv, &[3, b, heads, t, dh], &MERGE_SPLIT)?;
+    Tensor::from_cuda(dqkv, qkv.shape())
 }
 
 struct Attention {

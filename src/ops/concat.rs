@@ -14,7 +14,8 @@
 //! `dx = zeros(shape(x)); dx[..., index, ...] = G`.
 
 use crate::autograd::{Graph, Op, Var};
-use crate::backend::Device;
+use crate::backend::cuda::{CudaDevice, DevicePtr};
+use crate::backend::{same_device, Device};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
@@ -53,7 +54,17 @@ pub fn concat(xs: &[&Tensor], axis: usize) -> Result<Tensor> {
         }
         shape[axis] += x.shape()[axis];
     }
-    match first.device() {
+    match same_device("concat", xs)? {
+        Device::Cuda => {
+            let dev = CudaDevice::global()?;
+            let mut y = dev.alloc(crate::tensor::numel(&shape))?;
+            let parts = xs
+                .iter()
+                .map(|x| Ok((x.cuda()? as &dyn DevicePtr<f32>, x.shape())))
+                .collect::<Result<Vec<_>>>()?;
+            dev.concat(&parts, &mut y, axis)?;
+            Tensor::from_cuda(y, &shape)
+        }
         Device::Cpu => {
             let (outer, total, inner) = split(&shape, axis);
             let mut y = Tensor::scratch(&shape);
@@ -91,6 +102,12 @@ pub fn slice(x: &Tensor, axis: usize, start: usize, len: usize) -> Result<Tensor
     let mut shape = x.shape().to_vec();
     shape[axis] = len;
     match x.device() {
+        Device::Cuda => {
+            let dev = CudaDevice::global()?;
+            let mut y = dev.alloc(crate::tensor::numel(&shape))?;
+            dev.slice(x.cuda()?, &mut y, x.shape(), axis, start, len)?;
+            Tensor::from_cuda(y, &shape)
+        }
         Device::Cpu => {
             let mut y = Tensor::scratch(&shape);
             if len * inner > 0 {
@@ -113,6 +130,12 @@ pub fn unslice(g: &Tensor, full: &[usize], axis: usize, start: usize) -> Result<
     let (_, n, inner) = split(full, axis);
     let len = g.shape()[axis];
     match g.device() {
+        Device::Cuda => {
+            let dev = CudaDevice::global()?;
+            let mut y = dev.alloc(crate::tensor::numel(full))?;
+            dev.unslice(g.cuda()?, &mut y, full, axis, start, len)?;
+            Tensor::from_cuda(y, full)
+        }
         Device::Cpu => {
             let mut y = Tensor::zeros(full);
             if y.numel() == 0 || len * inner == 0 {

@@ -14,11 +14,13 @@
 //! ```text
 //! dz_{b,k} = G · (p_{b,k} − q_{b,k}) / B
 //! ```
-//! The softmax `p` is saved by the forward.
+//! The softmax `p` is saved by the forward. The loss is a one-element tensor on the logits'
+//! device and `G` is read on that device too, so a GPU step never waits for the host here.
 
 use crate::autograd::{Graph, Op, Var};
 use crate::backend::cpu::{fastmath, for_each_row};
-use crate::backend::Device;
+use crate::backend::cuda::CudaDevice;
+use crate::backend::{same_device, Device};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
@@ -45,10 +47,18 @@ fn check(z: &[usize], labels: &[u32], smoothing: f32) -> Result<(usize, usize)> 
     Ok((z[0], z[1]))
 }
 
-/// `(mean loss, softmax probabilities)`.
-pub fn forward(z: &Tensor, labels: &[u32], smoothing: f32) -> Result<(f32, Tensor)> {
+/// `(mean loss (shape []), softmax probabilities)`, both on the logits' device.
+pub fn forward(z: &Tensor, labels: &[u32], smoothing: f32) -> Result<(Tensor, Tensor)> {
     let (b, c) = check(z.shape(), labels, smoothing)?;
     match z.device() {
+        Device::Cuda => {
+            let dev = CudaDevice::global()?;
+            let (mut p, mut loss) = (dev.alloc(b * c)?, dev.alloc(1)?);
+            dev.with_labels(labels, |l| {
+                dev.cross_entropy_fwd(z.cuda()?, l, &mut p, &mut loss, b, c, smoothing)
+            })?;
+            Ok((Tensor::from_cuda(loss, &[])?, Tensor::from_cuda(p, z.shape())?))
+        }
         Device::Cpu => {
             let mut p = Tensor::scratch(z.shape());
             let zd = z.data();
@@ -67,19 +77,35 @@ pub fn forward(z: &Tensor, labels: &[u32], smoothing: f32) -> Result<(f32, Tenso
                 }
                 *loss = l;
             }
-            Ok(((losses.iter().sum::<f64>() / b as f64) as f32, p))
+            Ok((Tensor::scalar((losses.iter().sum::<f64>() / b as f64) as f32), p))
         }
     }
 }
 
-/// `dz = G · (p − q) / B`.
-pub fn backward(g: f32, p: &Tensor, labels: &[u32], smoothing: f32) -> Result<Tensor> {
+/// `dz = G · (p − q) / B`, with `G` the one-element upstream gradient.
+pub fn backward(g: &Tensor, p: &Tensor, labels: &[u32], smoothing: f32) -> Result<Tensor> {
     let (b, c) = check(p.shape(), labels, smoothing)?;
-    match p.device() {
+    if g.numel() != 1 {
+        return Err(Error::shape(
+            "cross_entropy backward",
+            g.shape(),
+            &[],
+            "the loss gradient has one element",
+        ));
+    }
+    match same_device("cross_entropy backward", &[g, p])? {
+        Device::Cuda => {
+            let dev = CudaDevice::global()?;
+            let mut dz = dev.alloc(b * c)?;
+            dev.with_labels(labels, |l| {
+                dev.cross_entropy_bwd(g.cuda()?, p.cuda()?, l, &mut dz, b, c, smoothing)
+            })?;
+            Tensor::from_cuda(dz, p.shape())
+        }
         Device::Cpu => {
             let mut dz = Tensor::scratch(p.shape());
             let pd = p.data();
-            let s = g / b as f32;
+            let s = g.data()[0] / b as f32;
             for_each_row(dz.data_mut(), c, |r, out| {
                 for (k, o) in out.iter_mut().enumerate() {
                     let q = smoothing / c as f32 + if k == labels[r] as usize { 1.0 - smoothing } else { 0.0 };
@@ -104,11 +130,11 @@ impl Op for CrossEntropy {
     fn forward(&mut self, x: &[&Tensor]) -> Result<Tensor> {
         let (loss, p) = forward(x[0], &self.labels, self.smoothing)?;
         self.probs = Some(p);
-        Ok(Tensor::scalar(loss))
+        Ok(loss)
     }
     fn backward(&self, g: &Tensor, _x: &[&Tensor], _y: &Tensor, _n: &[bool]) -> Result<Vec<Option<Tensor>>> {
         let p = self.probs.as_ref().expect("forward ran before backward");
-        Ok(vec![Some(backward(g.item()?, p, &self.labels, self.smoothing)?)])
+        Ok(vec![Some(backward(g, p, &self.labels, self.smoothing)?)])
     }
 }
 

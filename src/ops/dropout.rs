@@ -29,7 +29,8 @@
 
 use crate::autograd::{Graph, Op, Var};
 use crate::backend::cpu::map_into;
-use crate::backend::Device;
+use crate::backend::cuda::CudaDevice;
+use crate::backend::{same_device, Device};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
@@ -83,6 +84,7 @@ pub const MASK_BLOCK: usize = 256;
 /// an element is kept, 0 where it is dropped. Element `i`'s factor depends only on `(seed, i)`.
 #[derive(Clone, Copy, Debug)]
 pub struct Mask {
+    p: f32,
     seed: u64,
     threshold: i32,
     scale: f32,
@@ -92,10 +94,21 @@ impl Mask {
     pub fn new(p: f32, seed: u64) -> Result<Mask> {
         check_p(p)?;
         Ok(Mask {
+            p,
             seed,
             threshold: keep_threshold(p),
             scale: 1.0 / (1.0 - p),
         })
+    }
+
+    /// The drop probability.
+    pub fn p(&self) -> f32 {
+        self.p
+    }
+
+    /// The seed (the GPU kernels hash `(seed, i)` the same way).
+    pub fn seed(&self) -> u64 {
+        self.seed
     }
 
     /// The factors of elements `first .. first + out.len()`.
@@ -153,6 +166,12 @@ pub fn apply_mask(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
     let mask = Mask::new(p, seed)?;
     check_len("dropout", x)?;
     match x.device() {
+        Device::Cuda => {
+            let dev = CudaDevice::global()?;
+            let mut y = dev.alloc(x.numel())?;
+            dev.dropout_fwd(x.cuda()?, &mut y, x.numel(), p, seed)?;
+            Tensor::from_cuda(y, x.shape())
+        }
         Device::Cpu => {
             let mut y = Tensor::scratch(x.shape());
             let xd = x.data();
@@ -178,7 +197,13 @@ pub fn add_masked(r: &Tensor, x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
         ));
     }
     check_len("dropout_add", x)?;
-    match x.device() {
+    match same_device("dropout_add", &[r, x])? {
+        Device::Cuda => {
+            let dev = CudaDevice::global()?;
+            let mut y = dev.alloc(x.numel())?;
+            dev.dropout_add_fwd(r.cuda()?, x.cuda()?, &mut y, x.numel(), p, seed)?;
+            Tensor::from_cuda(y, x.shape())
+        }
         Device::Cpu => {
             let mut y = Tensor::scratch(x.shape());
             let (rd, xd) = (r.data(), x.data());

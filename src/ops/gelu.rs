@@ -46,8 +46,9 @@
 
 use crate::autograd::{Graph, Op, Var};
 use crate::backend::cpu::{fastmath, map_into};
-use crate::backend::Device;
-use crate::error::Result;
+use crate::backend::cuda::CudaDevice;
+use crate::backend::{same_device, Device};
+use crate::error::{Error, Result};
 use crate::ops::dropout::{check_len, masked, Mask};
 use crate::tensor::Tensor;
 
@@ -209,9 +210,27 @@ fn grads_into(kind: GeluKind, x: &[f32], g: &[f32], factors: Option<&[f32]>, out
     }
 }
 
+fn check_same_shape(g: &Tensor, x: &Tensor) -> Result<()> {
+    if g.shape() != x.shape() {
+        return Err(Error::shape(
+            "gelu backward",
+            g.shape(),
+            x.shape(),
+            "the gradient must have x's shape",
+        ));
+    }
+    Ok(())
+}
+
 /// `gelu(x)` element-wise.
 pub fn forward(x: &Tensor, kind: GeluKind) -> Result<Tensor> {
     match x.device() {
+        Device::Cuda => {
+            let dev = CudaDevice::global()?;
+            let mut y = dev.alloc(x.numel())?;
+            dev.gelu_fwd(x.cuda()?, &mut y, x.numel(), kind)?;
+            Tensor::from_cuda(y, x.shape())
+        }
         Device::Cpu => {
             let mut y = Tensor::scratch(x.shape());
             let xd = x.data();
@@ -223,7 +242,14 @@ pub fn forward(x: &Tensor, kind: GeluKind) -> Result<Tensor> {
 
 /// `G ⊙ gelu'(x)`.
 pub fn backward(g: &Tensor, x: &Tensor, kind: GeluKind) -> Result<Tensor> {
-    match x.device() {
+    check_same_shape(g, x)?;
+    match same_device("gelu backward", &[g, x])? {
+        Device::Cuda => {
+            let dev = CudaDevice::global()?;
+            let mut dx = dev.alloc(x.numel())?;
+            dev.gelu_bwd(g.cuda()?, x.cuda()?, &mut dx, x.numel(), kind)?;
+            Tensor::from_cuda(dx, x.shape())
+        }
         Device::Cpu => {
             let mut dx = Tensor::scratch(x.shape());
             let (gd, xd) = (g.data(), x.data());
@@ -239,6 +265,12 @@ pub fn backward(g: &Tensor, x: &Tensor, kind: GeluKind) -> Result<Tensor> {
 pub fn forward_dropout(x: &Tensor, kind: GeluKind, mask: &Mask) -> Result<Tensor> {
     check_len("gelu_dropout", x)?;
     match x.device() {
+        Device::Cuda => {
+            let dev = CudaDevice::global()?;
+            let mut y = dev.alloc(x.numel())?;
+            dev.gelu_dropout_fwd(x.cuda()?, &mut y, x.numel(), kind, mask.p(), mask.seed())?;
+            Tensor::from_cuda(y, x.shape())
+        }
         Device::Cpu => {
             let mut y = Tensor::scratch(x.shape());
             let xd = x.data();
@@ -253,7 +285,14 @@ pub fn forward_dropout(x: &Tensor, kind: GeluKind, mask: &Mask) -> Result<Tensor
 /// `(G ⊙ m) ⊙ gelu'(x)`.
 pub fn backward_dropout(g: &Tensor, x: &Tensor, kind: GeluKind, mask: &Mask) -> Result<Tensor> {
     check_len("gelu_dropout", x)?;
-    match x.device() {
+    check_same_shape(g, x)?;
+    match same_device("gelu_dropout backward", &[g, x])? {
+        Device::Cuda => {
+            let dev = CudaDevice::global()?;
+            let mut dx = dev.alloc(x.numel())?;
+            dev.gelu_dropout_bwd(g.cuda()?, x.cuda()?, &mut dx, x.numel(), kind, mask.p(), mask.seed())?;
+            Tensor::from_cuda(dx, x.shape())
+        }
         Device::Cpu => {
             let mut dx = Tensor::scratch(x.shape());
             let (gd, xd) = (g.data(), x.data());

@@ -19,7 +19,8 @@
 
 use crate::autograd::{Graph, Op, Var};
 use crate::backend::cpu::{fastmath, for_each_row};
-use crate::backend::Device;
+use crate::backend::cuda::CudaDevice;
+use crate::backend::{same_device, Device};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
@@ -41,7 +42,29 @@ fn check(x: &[usize], gamma: &[usize], beta: &[usize]) -> Result<usize> {
 pub fn forward(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result<(Tensor, Tensor, Tensor)> {
     let d = check(x.shape(), gamma.shape(), beta.shape())?;
     let rows = x.numel() / d;
-    match x.device() {
+    let mut stat_shape = x.shape().to_vec();
+    stat_shape.pop();
+    match same_device("layernorm", &[x, gamma, beta])? {
+        Device::Cuda => {
+            let dev = CudaDevice::global()?;
+            let (mut y, mut mean, mut rstd) = (dev.alloc(x.numel())?, dev.alloc(rows)?, dev.alloc(rows)?);
+            dev.layernorm_fwd(
+                x.cuda()?,
+                gamma.cuda()?,
+                beta.cuda()?,
+                &mut y,
+                &mut mean,
+                &mut rstd,
+                rows,
+                d,
+                eps,
+            )?;
+            Ok((
+                Tensor::from_cuda(y, x.shape())?,
+                Tensor::from_cuda(mean, &stat_shape)?,
+                Tensor::from_cuda(rstd, &stat_shape)?,
+            ))
+        }
         Device::Cpu => {
             let mut y = Tensor::scratch(x.shape());
             let mut stats = vec![0.0f32; 2 * rows];
@@ -66,8 +89,6 @@ pub fn forward(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result<(T
                     }
                 });
             let (mean, rstd): (Vec<f32>, Vec<f32>) = stats.chunks(2).map(|s| (s[0], s[1])).unzip();
-            let mut stat_shape = x.shape().to_vec();
-            stat_shape.pop();
             Ok((
                 y,
                 Tensor::from_vec(mean, &stat_shape)?,
@@ -86,7 +107,37 @@ pub fn backward(
     rstd: &Tensor,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     let d = check(x.shape(), gamma.shape(), gamma.shape())?;
-    match x.device() {
+    let rows = x.numel() / d;
+    if g.shape() != x.shape() || mean.numel() != rows || rstd.numel() != rows {
+        return Err(Error::shape(
+            "layernorm backward",
+            x.shape(),
+            g.shape(),
+            "the gradient must have x's shape and the statistics one value per row",
+        ));
+    }
+    match same_device("layernorm backward", &[g, x, gamma, mean, rstd])? {
+        Device::Cuda => {
+            let dev = CudaDevice::global()?;
+            let (mut dx, mut dgamma, mut dbeta) = (dev.alloc(x.numel())?, dev.alloc(d)?, dev.alloc(d)?);
+            dev.layernorm_bwd(
+                g.cuda()?,
+                x.cuda()?,
+                gamma.cuda()?,
+                mean.cuda()?,
+                rstd.cuda()?,
+                &mut dx,
+                &mut dgamma,
+                &mut dbeta,
+                rows,
+                d,
+            )?;
+            Ok((
+                Tensor::from_cuda(dx, x.shape())?,
+                Tensor::from_cuda(dgamma, &[d])?,
+                Tensor::from_cuda(dbeta, &[d])?,
+            ))
+        }
         Device::Cpu => {
             let (gd, xd, gam, md, rd) = (g.data(), x.data(), gamma.data(), mean.data(), rstd.data());
             let mut dx = Tensor::scratch(x.shape());
@@ -107,7 +158,6 @@ pub fn backward(
                 }
             });
             // dγ, dβ: sums over rows, in parallel chunks of rows.
-            let rows = x.numel() / d;
             let chunk_rows = (crate::backend::cpu::PAR_GRAIN / d).clamp(1, 256);
             let partials: Vec<Vec<f32>> = (0..rows.div_ceil(chunk_rows))
                 .into_par_iter()

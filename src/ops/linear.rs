@@ -22,7 +22,8 @@
 
 use crate::autograd::{Graph, Op, Var};
 use crate::backend::cpu::gemm::{gemm, gemm_bias, MatRef};
-use crate::backend::Device;
+use crate::backend::cuda::{CudaBuffer, CudaDevice};
+use crate::backend::{same_device, Device};
 use crate::error::{Error, Result};
 use crate::ops::add::sum_rows;
 use crate::tensor::Tensor;
@@ -45,7 +46,16 @@ pub fn forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     let (rows, din, dout) = check(x.shape(), w.shape(), b.map(|b| b.shape()))?;
     let mut shape = x.shape().to_vec();
     *shape.last_mut().unwrap() = dout;
-    match x.device() {
+    let mut all = vec![x, w];
+    all.extend(b);
+    match same_device("linear", &all)? {
+        Device::Cuda => {
+            let dev = CudaDevice::global()?;
+            let mut y = dev.alloc(rows * dout)?;
+            let bias: Option<&CudaBuffer> = b.map(|b| b.cuda()).transpose()?;
+            dev.linear_fwd(x.cuda()?, w.cuda()?, bias, &mut y, rows, din, dout)?;
+            Tensor::from_cuda(y, &shape)
+        }
         Device::Cpu => {
             let mut y = Tensor::scratch(&shape);
             let (xm, wm) = (MatRef::new(x.data(), din, false), MatRef::new(w.data(), din, true));
@@ -61,7 +71,37 @@ pub fn forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
 /// `(dX, dW, db)` of the linear layer, each only when asked for.
 pub fn backward(g: &Tensor, x: &Tensor, w: &Tensor, needs: [bool; 3]) -> Result<[Option<Tensor>; 3]> {
     let (rows, din, dout) = check(x.shape(), w.shape(), None)?;
-    match x.device() {
+    if g.numel() != rows * dout || g.shape().last() != Some(&dout) {
+        return Err(Error::shape(
+            "linear backward",
+            g.shape(),
+            &[rows, dout],
+            "the gradient must be [..., out]",
+        ));
+    }
+    match same_device("linear backward", &[g, x, w])? {
+        Device::Cuda => {
+            let dev = CudaDevice::global()?;
+            let alloc = |need: bool, n: usize| need.then(|| dev.alloc(n)).transpose();
+            let (mut dx, mut dw, mut db) = (
+                alloc(needs[0], rows * din)?,
+                alloc(needs[1], dout * din)?,
+                alloc(needs[2], dout)?,
+            );
+            dev.linear_bwd(
+                g.cuda()?,
+                x.cuda()?,
+                w.cuda()?,
+                dx.as_mut(),
+                dw.as_mut(),
+                db.as_mut(),
+                rows,
+                din,
+                dout,
+            )?;
+            let wrap = |buf: Option<CudaBuffer>, shape: &[usize]| buf.map(|b| Tensor::from_cuda(b, shape)).transpose();
+            Ok([wrap(dx, x.shape())?, wrap(dw, w.shape())?, wrap(db, &[dout])?])
+        }
         Device::Cpu => {
             let dx = if needs[0] {
                 let mut dx = Tensor::scratch(x.shape());

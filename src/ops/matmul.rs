@@ -30,7 +30,8 @@
 
 use crate::autograd::{Graph, Op, Var};
 use crate::backend::cpu::gemm::{gemm, MatRef};
-use crate::backend::Device;
+use crate::backend::cuda::{CudaDevice, MatmulDims, MatmulKernel};
+use crate::backend::{same_device, Device};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
@@ -59,10 +60,17 @@ pub fn matmul(a: &Tensor, b: &Tensor, ta: bool, tb: bool) -> Result<Tensor> {
     let (batch_dims, m, n, k) = dims(a.shape(), b.shape(), ta, tb)?;
     let mut shape = batch_dims.clone();
     shape.extend([m, n]);
-    match (a.device(), b.device()) {
-        (Device::Cpu, Device::Cpu) => {
+    let batch: usize = batch_dims.iter().product();
+    match same_device("matmul", &[a, b])? {
+        Device::Cuda => {
+            let dev = CudaDevice::global()?;
+            let mut c = dev.alloc(batch * m * n)?;
+            let d = MatmulDims { batch, m, n, k, ta, tb };
+            dev.matmul(MatmulKernel::RegisterTiled, a.cuda()?, b.cuda()?, &mut c, d, 0.0)?;
+            Tensor::from_cuda(c, &shape)
+        }
+        Device::Cpu => {
             let mut c = Tensor::scratch(&shape);
-            let batch: usize = batch_dims.iter().product();
             cpu_batched(a.data(), b.data(), c.data_mut(), batch, m, n, k, ta, tb);
             Ok(c)
         }

@@ -21,6 +21,7 @@
 
 use crate::autograd::{Graph, Op, Var};
 use crate::backend::cpu::for_each_row;
+use crate::backend::cuda::CudaDevice;
 use crate::backend::Device;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -53,6 +54,12 @@ pub fn forward(x: &Tensor, p: usize) -> Result<Tensor> {
     let [b, c, h, w] = d;
     let (n, f) = ((h / p) * (w / p), c * p * p);
     match x.device() {
+        Device::Cuda => {
+            let dev = CudaDevice::global()?;
+            let mut y = dev.alloc(b * n * f)?;
+            dev.patchify_fwd(x.cuda()?, &mut y, d, p)?;
+            Tensor::from_cuda(y, &[b, n, f])
+        }
         Device::Cpu => {
             let mut y = Tensor::scratch(&[b, n, f]);
             let xd = x.data();
@@ -81,6 +88,12 @@ pub fn backward(g: &Tensor, x_shape: &[usize], p: usize) -> Result<Tensor> {
         ));
     }
     match g.device() {
+        Device::Cuda => {
+            let dev = CudaDevice::global()?;
+            let mut dx = dev.alloc(b * c * h * w)?;
+            dev.patchify_bwd(g.cuda()?, &mut dx, d, p)?;
+            Tensor::from_cuda(dx, x_shape)
+        }
         Device::Cpu => {
             let mut dx = Tensor::scratch(x_shape);
             let gd = g.data();

@@ -17,6 +17,7 @@
 
 use crate::autograd::{Graph, Op, Var};
 use crate::backend::cpu::for_each_row;
+use crate::backend::cuda::CudaDevice;
 use crate::backend::Device;
 use crate::error::{Error, Result};
 use crate::ops::add::{add_broadcast, reduce_to_shape};
@@ -55,6 +56,17 @@ pub fn permute(x: &Tensor, perm: &[usize]) -> Result<Tensor> {
     let out_shape: Vec<usize> = perm.iter().map(|&p| x.shape()[p]).collect();
     let src_strides: Vec<usize> = perm.iter().map(|&p| in_strides[p]).collect();
     match x.device() {
+        Device::Cuda => {
+            let dev = CudaDevice::global()?;
+            let y = if out_shape.is_empty() || x.numel() == 0 {
+                dev.copy(x.cuda()?)?
+            } else {
+                let mut y = dev.alloc(x.numel())?;
+                dev.permute(x.cuda()?, &mut y, x.shape(), perm)?;
+                y
+            };
+            Tensor::from_cuda(y, &out_shape)
+        }
         Device::Cpu => {
             let mut y = Tensor::scratch(&out_shape);
             if out_shape.is_empty() || y.numel() == 0 {
@@ -120,7 +132,7 @@ impl Op for BroadcastTo {
     }
     fn forward(&mut self, x: &[&Tensor]) -> Result<Tensor> {
         // Broadcasting onto zeros reuses add_broadcast's kernel and its shape checks.
-        add_broadcast(&Tensor::zeros(&self.0), x[0])
+        add_broadcast(&Tensor::zeros_on(&self.0, x[0].device())?, x[0])
     }
     fn backward(&self, g: &Tensor, x: &[&Tensor], _y: &Tensor, _n: &[bool]) -> Result<Vec<Option<Tensor>>> {
         Ok(vec![Some(reduce_to_shape(g, x[0].shape())?)])

@@ -17,7 +17,8 @@
 
 use crate::autograd::{Graph, Op, Var};
 use crate::backend::cpu::{fastmath, for_each_row};
-use crate::backend::Device;
+use crate::backend::cuda::{CudaDevice, RowKernel};
+use crate::backend::{same_device, Device};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
@@ -37,6 +38,12 @@ fn row_len(x: &Tensor) -> Result<usize> {
 pub fn forward(x: &Tensor) -> Result<Tensor> {
     let n = row_len(x)?;
     match x.device() {
+        Device::Cuda => {
+            let dev = CudaDevice::global()?;
+            let mut y = dev.alloc(x.numel())?;
+            dev.softmax_fwd(RowKernel::Auto, x.cuda()?, &mut y, x.numel() / n, n)?;
+            Tensor::from_cuda(y, x.shape())
+        }
         Device::Cpu => {
             let mut y = Tensor::scratch(x.shape());
             let xd = x.data();
@@ -59,7 +66,21 @@ pub fn forward(x: &Tensor) -> Result<Tensor> {
 /// `dx = y ⊙ (G − ⟨G, y⟩)` row by row.
 pub fn backward(g: &Tensor, y: &Tensor) -> Result<Tensor> {
     let n = row_len(y)?;
-    match y.device() {
+    if g.shape() != y.shape() {
+        return Err(Error::shape(
+            "softmax backward",
+            g.shape(),
+            y.shape(),
+            "the gradient must have y's shape",
+        ));
+    }
+    match same_device("softmax backward", &[g, y])? {
+        Device::Cuda => {
+            let dev = CudaDevice::global()?;
+            let mut dx = dev.alloc(y.numel())?;
+            dev.softmax_bwd(RowKernel::Auto, g.cuda()?, y.cuda()?, &mut dx, y.numel() / n, n)?;
+            Tensor::from_cuda(dx, y.shape())
+        }
         Device::Cpu => {
             let mut dx = Tensor::scratch(y.shape());
             let (gd, yd) = (g.data(), y.data());

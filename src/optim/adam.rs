@@ -53,6 +53,8 @@
 
 use crate::autograd::{ParamId, ParamStore};
 use crate::backend::cpu::PAR_GRAIN;
+use crate::backend::cuda::CudaDevice;
+use crate::backend::Device;
 use crate::error::{Error, Result};
 use crate::optim::STATE_PREFIX;
 use crate::tensor::Tensor;
@@ -317,11 +319,14 @@ impl Adam {
                     format!("the gradient of `{name}` does not have the parameter's shape"),
                 ));
             }
-            let st = self.state[id.0].get_or_insert_with(|| ParamState {
-                step: 0,
-                m: Tensor::zeros(value.shape()),
-                v: Tensor::zeros(value.shape()),
-            });
+            if self.state[id.0].is_none() {
+                self.state[id.0] = Some(ParamState {
+                    step: 0,
+                    m: Tensor::zeros_on(value.shape(), value.device())?,
+                    v: Tensor::zeros_on(value.shape(), value.device())?,
+                });
+            }
+            let st = self.state[id.0].as_mut().expect("set above");
             if st.m.shape() != value.shape() {
                 return Err(Error::shape(
                     "Adam::step",
@@ -335,7 +340,30 @@ impl Adam {
             }
             st.step += 1;
             let k = AdamCoeffs::new(&self.cfg, self.mode, decayed, st.step);
-            update(value.data_mut(), grad.data(), st.m.data_mut(), st.v.data_mut(), k);
+            match crate::backend::same_device("Adam::step", &[value, grad, &st.m, &st.v])? {
+                Device::Cpu => update(value.data_mut(), grad.data(), st.m.data_mut(), st.v.data_mut(), k),
+                Device::Cuda => {
+                    let n = value.numel();
+                    let dev = CudaDevice::global()?;
+                    dev.adam_step(
+                        value.cuda_mut()?,
+                        grad.cuda()?,
+                        st.m.cuda_mut()?,
+                        st.v.cuda_mut()?,
+                        n,
+                        &k,
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Move the moments to `device` (after loading a checkpoint into a model that trains there).
+    pub fn to_device(&mut self, device: Device) -> Result<()> {
+        for st in self.state.iter_mut().flatten() {
+            st.m = st.m.to_device(device)?;
+            st.v = st.v.to_device(device)?;
         }
         Ok(())
     }

@@ -18,10 +18,18 @@
 //!
 //! # By value (`torch.nn.utils.clip_grad_value_`)
 //! `gᵢ ← clamp(gᵢ, −c, c)` element-wise. Cruder: it changes the gradient's direction.
+//!
+//! # On the GPU
+//! `kernels/clip.cu`: each gradient's squares are summed in f64 into per-block partials, all
+//! partials of all gradients are read back at once (the one host synchronisation of a clipped
+//! step: the scale depends on the norm), and the rescale and the clamp run in place.
 
 use crate::autograd::ParamStore;
 use crate::backend::cpu::{map_into, PAR_GRAIN};
+use crate::backend::cuda::CudaDevice;
+use crate::backend::Device;
 use crate::error::{Error, Result};
+use crate::tensor::Tensor;
 use rayon::prelude::*;
 
 fn sum_squares(x: &[f32]) -> f64 {
@@ -33,14 +41,30 @@ fn sum_squares(x: &[f32]) -> f64 {
     }
 }
 
+/// `Σ x²` over GPU tensors: per-block partials of every tensor into one buffer, read once.
+fn sum_squares_cuda(xs: &[&Tensor]) -> Result<f64> {
+    if xs.is_empty() {
+        return Ok(0.0);
+    }
+    let dev = CudaDevice::global()?;
+    let counts: Vec<usize> = xs.iter().map(|x| dev.sum_squares_blocks(x.numel())).collect();
+    let mut partial = dev.alloc(counts.iter().sum())?;
+    let mut off = 0;
+    for (x, &c) in xs.iter().zip(&counts) {
+        let mut all = partial.view_mut();
+        let mut dst = all.slice_mut(off..off + c);
+        dev.sum_squares_partials(x.cuda()?, &mut dst, x.numel())?;
+        off += c;
+    }
+    Ok(dev.download(&partial)?.iter().map(|&v| v as f64).sum())
+}
+
 /// The global L2 norm of all gradients in the store (parameters without a gradient count as 0).
-pub fn grad_norm(params: &ParamStore) -> f64 {
-    params
-        .ids()
-        .filter_map(|id| params.grad(id))
-        .map(|g| sum_squares(g.data()))
-        .sum::<f64>()
-        .sqrt()
+pub fn grad_norm(params: &ParamStore) -> Result<f64> {
+    let grads: Vec<&Tensor> = params.ids().filter_map(|id| params.grad(id)).collect();
+    let (gpu, cpu): (Vec<&Tensor>, Vec<&Tensor>) = grads.into_iter().partition(|g| g.device() == Device::Cuda);
+    let cpu_sum: f64 = cpu.iter().map(|g| sum_squares(g.data())).sum();
+    Ok((cpu_sum + sum_squares_cuda(&gpu)?).sqrt())
 }
 
 /// Scale all gradients so that their global L2 norm is at most `max_norm`; returns the norm
@@ -51,14 +75,20 @@ pub fn clip_grad_norm(params: &mut ParamStore, max_norm: f64) -> Result<f64> {
             "clip_grad_norm: invalid max_norm {max_norm} (expected a finite value >= 0)"
         )));
     }
-    let total = grad_norm(params);
+    let total = grad_norm(params)?;
     // `total > max_norm` is false for NaN: a non-finite norm leaves the gradients alone.
     if total.is_finite() && total > max_norm {
         let scale = (max_norm / total) as f32;
         let ids: Vec<_> = params.ids().collect();
         for id in ids {
             if let Some(g) = params.grad_mut(id) {
-                map_into(g.data_mut(), |_, block| block.iter_mut().for_each(|x| *x *= scale));
+                match g.device() {
+                    Device::Cpu => map_into(g.data_mut(), |_, block| block.iter_mut().for_each(|x| *x *= scale)),
+                    Device::Cuda => {
+                        let n = g.numel();
+                        CudaDevice::global()?.scale_inplace(g.cuda_mut()?, n, scale)?;
+                    }
+                }
             }
         }
     }
@@ -75,9 +105,15 @@ pub fn clip_grad_value(params: &mut ParamStore, clip_value: f32) -> Result<()> {
     let ids: Vec<_> = params.ids().collect();
     for id in ids {
         if let Some(g) = params.grad_mut(id) {
-            map_into(g.data_mut(), |_, block| {
-                block.iter_mut().for_each(|x| *x = x.clamp(-clip_value, clip_value))
-            });
+            match g.device() {
+                Device::Cpu => map_into(g.data_mut(), |_, block| {
+                    block.iter_mut().for_each(|x| *x = x.clamp(-clip_value, clip_value))
+                }),
+                Device::Cuda => {
+                    let n = g.numel();
+                    CudaDevice::global()?.clamp_inplace(g.cuda_mut()?, n, clip_value)?;
+                }
+            }
         }
     }
     Ok(())
@@ -111,7 +147,7 @@ mod tests {
         params.add("no_grad", Tensor::ones(&[5])).unwrap();
         let before = clip_grad_norm(&mut params, 6.5).unwrap();
         assert!((before - 13.0).abs() < 1e-12, "{before}");
-        assert!((grad_norm(&params) - 6.5).abs() < 1e-6);
+        assert!((grad_norm(&params).unwrap() - 6.5).abs() < 1e-6);
         // Same direction: every element halved.
         assert_eq!(params.grad(ids[0]).unwrap().data(), &[1.5, 2.0]);
         assert_eq!(params.grad(ids[1]).unwrap().data(), &[0.0, 6.0]);

@@ -15,6 +15,7 @@ pub mod config;
 pub use config::{OptimizerKind, ScheduleKind, TrainConfig};
 
 use crate::autograd::{Graph, ParamStore};
+use crate::backend::Device;
 use crate::checkpoint;
 use crate::data::{self, Augment, BatchLoader, Dataset, LoaderConfig};
 use crate::error::{Error, Result};
@@ -137,7 +138,7 @@ fn probabilities(row: &[f32]) -> Vec<f32> {
     e.iter().map(|v| v / s).collect()
 }
 
-/// Run the model over a dataset (no gradients, dropout off).
+/// Run the model over a dataset (no gradients, dropout off), on the parameters' device.
 pub fn evaluate(
     vit: &Vit,
     store: &ParamStore,
@@ -161,13 +162,13 @@ pub fn evaluate(
     for batch in loader {
         let n = batch.len();
         let mut g = Graph::no_grad();
-        let x = Tensor::from_vec(batch.images, &batch.shape)?;
+        let x = Tensor::from_vec(batch.images, &batch.shape)?.to_device(store.device())?;
         let logits = vit.forward(&mut g, store, x, Mode::Eval)?;
         if !batch.labels.is_empty() {
             let loss = g.cross_entropy(logits, &batch.labels, 0.0)?;
             loss_sum += g.value(loss).item()? as f64 * n as f64;
         }
-        for (i, row) in g.value(logits).data().chunks(k).enumerate() {
+        for (i, row) in g.value(logits).values()?.chunks(k).enumerate() {
             let p = argmax(row);
             predictions.push(p as u32);
             if keep_probs {
@@ -224,6 +225,8 @@ pub struct RunOptions {
     pub quiet: bool,
     /// On resume: train up to this many epochs (default: the run's own count).
     pub epochs: Option<usize>,
+    /// Where the model trains (the parameters, optimiser state and every step live there).
+    pub device: Device,
 }
 
 fn build_optimizer(cfg: &TrainConfig) -> Result<Adam> {
@@ -399,6 +402,8 @@ pub fn train(mut cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOpt
         )?;
         write_file_atomic(&out.join("log.csv"), &format!("{LOG_HEADER}\n"))?;
     }
+    store.to_device(opts.device)?;
+    adam.to_device(opts.device)?;
     println!(
         "training ViT ({} parameters) on {} images, validating on {}, {} epochs of {} steps (batch {})",
         store.numel(),
@@ -433,7 +438,7 @@ pub fn train(mut cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOpt
         let mut lr = adam.lr();
         for batch in loader {
             let n = batch.len();
-            let x = Tensor::from_vec(batch.images, &batch.shape)?;
+            let x = Tensor::from_vec(batch.images, &batch.shape)?.to_device(opts.device)?;
             let mut g = Graph::new();
             let logits = vit.forward(
                 &mut g,
@@ -444,15 +449,9 @@ pub fn train(mut cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOpt
                 },
             )?;
             let loss = g.cross_entropy(logits, &batch.labels, cfg.label_smoothing)?;
-            let loss_value = g.value(loss).item()? as f64;
-            if !loss_value.is_finite() {
-                return Err(Error::config(format!(
-                    "training diverged at epoch {epoch}, step {global_step}: loss is {loss_value} (try a lower --lr)"
-                )));
-            }
-            for (row, &t) in g.value(logits).data().chunks(cfg.model.num_classes).zip(&batch.labels) {
-                correct += (argmax(row) == t as usize) as usize;
-            }
+            // Kept to read after the update is queued: on the GPU, reading them waits for the
+            // stream, and the one wait per step then comes after all of the step's work.
+            let (loss_t, logits_t) = (g.value(loss).clone(), g.value(logits).clone());
             let grads = g.backward(loss)?;
             store.zero_grad();
             store.accumulate_grads(&grads)?;
@@ -467,6 +466,16 @@ pub fn train(mut cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOpt
             lr = sched.lr(global_step);
             adam.set_lr(lr);
             adam.step(&mut store)?;
+            let loss_value = loss_t.item()? as f64;
+            if !loss_value.is_finite() {
+                return Err(Error::config(format!(
+                    "training diverged at epoch {epoch}, step {global_step}: loss is {loss_value} (try a lower --lr)"
+                )));
+            }
+            for (row, &t) in logits_t.values()?.chunks(cfg.model.num_classes).zip(&batch.labels) {
+                correct += (argmax(row) == t as usize) as usize;
+            }
+            drop((loss_t, logits_t));
             global_step += 1;
             loss_sum += loss_value * n as f64;
             seen += n;

@@ -320,6 +320,8 @@ pub struct CudaDevice {
     _modules: Vec<Arc<CudaModule>>,
     functions: HashMap<String, CudaFunction>,
     pool: Arc<Pool>,
+    /// The labels of the current batch (see [`CudaDevice::with_labels`]).
+    labels: Mutex<Option<CudaSlice<u32>>>,
 }
 
 impl std::fmt::Debug for CudaDevice {
@@ -383,6 +385,7 @@ impl CudaDevice {
                 device_allocs: AtomicU64::new(0),
                 reuses: AtomicU64::new(0),
             }),
+            labels: Mutex::new(None),
         }))
     }
 
@@ -535,6 +538,31 @@ impl CudaDevice {
                 .map_err(driver_err("allocating on the GPU"));
         }
         self.stream.clone_htod(data).map_err(driver_err("copying to the GPU"))
+    }
+
+    /// Copy `labels` into the device's one label buffer and run `f` on them there. The buffer is
+    /// reused from call to call (it only grows), so a training step allocates nothing for its
+    /// labels. Reuse is safe on one stream: the copy is queued after every kernel that read the
+    /// previous labels, and a copy from pageable host memory has taken its data when it returns.
+    pub fn with_labels<R>(&self, labels: &[u32], f: impl FnOnce(&CudaView<'_, u32>) -> Result<R>) -> Result<R> {
+        let mut slot = self.labels.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.as_ref().is_none_or(|s| s.len() < labels.len()) {
+            *slot = None; // free the old one first
+            let s = self
+                .stream
+                .alloc_zeros::<u32>(labels.len().max(256))
+                .map_err(driver_err("allocating the label buffer"))?;
+            self.pool.device_allocs.fetch_add(1, Ordering::Relaxed);
+            *slot = Some(s);
+        }
+        let buf = slot.as_mut().expect("allocated above");
+        if !labels.is_empty() {
+            let mut dst = buf.slice_mut(..labels.len());
+            self.stream
+                .memcpy_htod(labels, &mut dst)
+                .map_err(driver_err("copying labels to the GPU"))?;
+        }
+        f(&buf.slice(..labels.len()))
     }
 
     /// Copy a device slice to the host (waits for the queued work that writes it).
@@ -1537,11 +1565,12 @@ impl CudaDevice {
         self.sum_all(&row_loss, loss, rows, scale)
     }
 
-    /// `dz = (g / rows)·(p − q)`, `g` the upstream gradient of the mean loss.
+    /// `dz = (g / rows)·(p − q)`, `g` (one element on the device) the upstream gradient of the
+    /// mean loss.
     #[allow(clippy::too_many_arguments)]
     pub fn cross_entropy_bwd(
         &self,
-        g: f32,
+        g: &(impl DevicePtr<f32> + ?Sized),
         p: &(impl DevicePtr<f32> + ?Sized),
         labels: &(impl DevicePtr<u32> + ?Sized),
         dz: &mut (impl DevicePtrMut<f32> + ?Sized),
@@ -1557,7 +1586,7 @@ impl CudaDevice {
             Arg::Ptr(ptr_out(&self.stream, op, "dz", dz, rows * c)?),
             Arg::I64(i64_of(rows)),
             Arg::I32(i32_of("c", c)?),
-            Arg::F32(g / rows as f32), // the CPU's `g / b as f32`
+            Arg::Ptr(ptr_in(&self.stream, op, "g", g, 1)?),
             Arg::F32(smoothing),
         ];
         if rows * c == 0 {
@@ -1648,6 +1677,57 @@ impl CudaDevice {
         seed: u64,
     ) -> Result<()> {
         self.dropout("dropout_bwd", g, dx, n, p, seed)
+    }
+
+    // ---- clip.cu ------------------------------------------------------------------------------
+
+    /// Blocks [`CudaDevice::sum_squares_partials`] uses for `n` elements.
+    pub fn sum_squares_blocks(&self, n: usize) -> usize {
+        (self.grid_for(n, ELEM_BLOCK as usize * 8) as usize)
+            .min(self.sm_count as usize * 4)
+            .max(1)
+    }
+
+    /// `partial[b] = Σ x_i²` (f64 inside, f32 out) over block `b`'s share of `x[..n]`, for the
+    /// [`CudaDevice::sum_squares_blocks`]`(n)` blocks; their sum is `Σ x²`.
+    pub fn sum_squares_partials(
+        &self,
+        x: &(impl DevicePtr<f32> + ?Sized),
+        partial: &mut (impl DevicePtrMut<f32> + ?Sized),
+        n: usize,
+    ) -> Result<()> {
+        let blocks = self.sum_squares_blocks(n);
+        let args = [
+            Arg::Ptr(ptr_in(&self.stream, "sum_squares", "x", x, n)?),
+            Arg::Ptr(ptr_out(&self.stream, "sum_squares", "partial", partial, blocks)?),
+            Arg::I64(i64_of(n)),
+        ];
+        let cfg = LaunchConfig {
+            grid_dim: (blocks as u32, 1, 1),
+            block_dim: (ELEM_BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        self.launch("sum_squares_blocks", cfg, &args)
+    }
+
+    /// `y[..n] *= s` in place (clipping by norm).
+    pub fn scale_inplace(&self, y: &mut (impl DevicePtrMut<f32> + ?Sized), n: usize, s: f32) -> Result<()> {
+        let args = [
+            Arg::Ptr(ptr_out(&self.stream, "scale_inplace", "y", y, n)?),
+            Arg::I64(i64_of(n)),
+            Arg::F32(s),
+        ];
+        self.launch_elementwise("scale_inplace", n, &args)
+    }
+
+    /// `y[..n] = clamp(y, −c, c)` in place (clipping by value; NaN stays NaN).
+    pub fn clamp_inplace(&self, y: &mut (impl DevicePtrMut<f32> + ?Sized), n: usize, c: f32) -> Result<()> {
+        let args = [
+            Arg::Ptr(ptr_out(&self.stream, "clamp_inplace", "y", y, n)?),
+            Arg::I64(i64_of(n)),
+            Arg::F32(c),
+        ];
+        self.launch_elementwise("clamp_inplace", n, &args)
     }
 
     // ---- adam.cu ------------------------------------------------------------------------------
