@@ -7,15 +7,20 @@
 #   bash scripts/gpu-check.sh        # runs the CUDA tests, prints device, commit and a summary
 #
 # It runs the NVRTC test (every kernel compiled for sm_75 and sm_90, no spills), the GPU-vs-CPU
-# test of every kernel, and the backend's unit tests, with --nocapture so the per-kernel
+# test of every kernel (tests/cuda_vs_cpu.rs), the ops, autograd and a whole ViT training step on
+# GPU tensors against the CPU (tests/cuda_graph.rs), and the backend's unit tests, with
+# --nocapture so the per-kernel
 # register/spill table and the per-check relative errors are in the log. It sets
 # VITCORE_REQUIRE_NVRTC=1 and VITCORE_REQUIRE_CUDA=1: on this machine a test that would skip
 # (no NVRTC, no GPU) fails instead. Then the kernel benchmark of the packed release binary,
 #   .gpu/vitcore bench kernels --device cuda --json $VITCORE_BENCH_JSON
 # (default: $OUT/bench-kernels.json when $OUT is set, else .gpu/bench-kernels.json; extra flags in
 # $VITCORE_BENCH_ARGS, e.g. "--quick" or "--filter linear"; VITCORE_BENCH=0 skips it), which
-# validates every GPU result against the CPU after timing. Exit status: the number of failed
-# test binaries, plus one if the benchmark failed.
+# validates every GPU result against the CPU after timing. Then a short training run on the GPU,
+#   .gpu/vitcore train mnist --device cuda --epochs $VITCORE_TRAIN_EPOCHS (default 2) --quiet
+# (the default preset on all 60k images; VITCORE_TRAIN=0 skips it), whose test accuracy and
+# time go in the summary. Exit status: the number of failed test binaries, plus one if the
+# benchmark failed, plus one if the training run failed.
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd); cd "$root"
 
@@ -42,6 +47,8 @@ export VITCORE_COMMIT="$commit"
 export VITCORE_BENCH="${VITCORE_BENCH:-1}" VITCORE_BENCH_ARGS="${VITCORE_BENCH_ARGS:-}"
 if [ -n "${OUT:-}" ]; then default_json="$OUT/bench-kernels.json"; else default_json=.gpu/bench-kernels.json; fi
 export VITCORE_BENCH_JSON="${VITCORE_BENCH_JSON:-$default_json}"
+export VITCORE_TRAIN="${VITCORE_TRAIN:-1}" VITCORE_TRAIN_EPOCHS="${VITCORE_TRAIN_EPOCHS:-2}"
+if [ -n "${OUT:-}" ]; then export VITCORE_TRAIN_OUT="$OUT/gpu-train-run"; else export VITCORE_TRAIN_OUT=.gpu/gpu-train-run; fi
 
 # .gpu/run.sh sets LD_LIBRARY_PATH / VITCORE_NVRTC_INCLUDE for this machine's CUDA, prints the
 # GPU (nvidia-smi) and then runs the command given.
@@ -62,6 +69,7 @@ bash .gpu/run.sh bash -c '
   found=0
   for t in .gpu/tests/nvrtc_kernels-*; do [ -x "$t" ] && { run nvrtc "$t"; found=1; }; done
   for t in .gpu/tests/cuda_vs_cpu-*; do [ -x "$t" ] && { run cuda_vs_cpu "$t"; found=1; }; done
+  for t in .gpu/tests/cuda_graph-*; do [ -x "$t" ] && { run cuda_graph "$t"; found=1; }; done
   for t in .gpu/tests/vitcore-*; do [ -x "$t" ] && { run "unit (cuda)" "$t" backend::cuda; found=1; }; done
   [ $found -eq 1 ] || { echo "no nvrtc_kernels / cuda_vs_cpu test binaries in .gpu/tests"; exit 2; }
   if [ "$VITCORE_BENCH" != "0" ]; then
@@ -74,6 +82,17 @@ bash .gpu/run.sh bash -c '
     fi
     [ $rc -eq 0 ] || failed=$((failed + 1))
     summary="$summary\n  $(printf "%-14s" "bench kernels") rc=$rc  (json: $VITCORE_BENCH_JSON)"
+  fi
+  if [ "$VITCORE_TRAIN" != "0" ]; then
+    echo; echo "================ train mnist --device cuda ($VITCORE_TRAIN_EPOCHS epochs, run folder $VITCORE_TRAIN_OUT)"
+    rm -rf "$VITCORE_TRAIN_OUT"
+    start=$(date +%s)
+    .gpu/vitcore train mnist --device cuda --epochs "$VITCORE_TRAIN_EPOCHS" --quiet --out "$VITCORE_TRAIN_OUT" 2>&1 | tee .gpu/train.log
+    rc=${PIPESTATUS[0]}
+    secs=$(( $(date +%s) - start ))
+    acc=$(grep -E "^test accuracy" .gpu/train.log | tail -1)
+    [ $rc -eq 0 ] || failed=$((failed + 1))
+    summary="$summary\n  $(printf "%-14s" "train (gpu)") rc=$rc  ${acc:-no accuracy line}  (${secs}s wall)"
   fi
   echo; echo "================ summary"
   nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader 2>/dev/null

@@ -533,3 +533,35 @@ fn a_run_refused_for_an_invalid_flag_can_be_rerun_with_the_same_out() {
         vitcore(args_with(&format!("{flags} --out"), &[&out])).ok();
     }
 }
+
+#[test]
+fn device_cuda_without_a_gpu_is_a_clear_error_and_auto_says_why_it_uses_the_cpu() {
+    if vitcore::backend::cuda::cuda_available().is_ok() {
+        println!("skipped: a GPU is present (tests/cuda_graph.rs covers it)");
+        return;
+    }
+    let tmp = TempDir::new("device");
+    let train = |device: &str, out: &Path| {
+        vitcore(args_with(
+            &format!("train mnist {TINY_MODEL} --train-limit 100 --test-limit 50 --epochs 1 --device {device} --out"),
+            &[out],
+        ))
+    };
+    let out = tmp.join("cuda-run");
+    train("cuda", &out).fails_mentioning(&["--device cuda"]);
+    assert!(!out.exists(), "a refused run leaves no folder");
+    for cmd in ["eval", "predict --input data/none.png"] {
+        vitcore(args_with(&format!("{cmd} --device cuda"), &[tiny_run()])).fails_mentioning(&["--device cuda"]);
+    }
+    // auto: the CPU, with one line on stderr saying why (stdout stays the command's output).
+    let r = train("auto", &tmp.join("auto-run")).ok();
+    let why: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("device: cpu (no usable GPU: "))
+        .collect();
+    assert_eq!(why.len(), 1, "one line saying why the CPU is used:\n{}", r.stderr);
+    let r = train("cpu", &tmp.join("cpu-run")).ok();
+    assert!(r.stderr.lines().any(|l| l == "device: cpu"), "{}", r.stderr);
+    vitcore(words("train mnist --device tpu")).fails_mentioning(&["tpu"]);
+}

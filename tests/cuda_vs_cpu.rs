@@ -3,68 +3,25 @@
 //! fails. Plus the fused Adam against `optim::Adam`, the dropout mask bit for bit, and the
 //! allocator's steady state.
 //!
-//! Without a usable GPU each test prints `skipped: <reason>` and passes; with
-//! `VITCORE_REQUIRE_CUDA=1` (set by `scripts/gpu-check.sh`) a missing GPU fails instead. A GPU
-//! that is present but whose kernels do not compile or load always fails.
+//! Without a usable GPU each test prints `skipped: <reason>` and passes (see `cuda_common`).
+//! `tests/cuda_graph.rs` does the same through tensors, the autograd and a whole ViT step.
 //!
 //! The inputs are drawn from a fresh seed each run (printed; set `VITCORE_TEST_SEED` to replay).
 
-use std::sync::Arc;
+mod cuda_common;
+
+use cuda_common::{check_tol, rand_tensor, rand_vec, rng};
 use vitcore::autograd::{Graph, ParamStore};
-use vitcore::backend::cuda::{
-    cuda_available, AdamCoeffs, CudaBuffer, CudaDevice, DevicePtr, MatmulDims, MatmulKernel, RowKernel,
-};
+use vitcore::backend::cuda::{AdamCoeffs, CudaBuffer, CudaDevice, DevicePtr, MatmulDims, MatmulKernel, RowKernel};
 use vitcore::ops::{self, GeluKind};
 use vitcore::optim::{default_no_decay, Adam, AdamConfig, DecayMode};
-use vitcore::rng::Rng;
 use vitcore::Tensor;
 
 const TOL: f64 = 1e-5;
 
-/// The GPU, or `None` after printing why the test is skipped.
-fn gpu() -> Option<Arc<CudaDevice>> {
-    if let Err(why) = cuda_available() {
-        if std::env::var("VITCORE_REQUIRE_CUDA").is_ok_and(|v| v == "1") {
-            panic!("VITCORE_REQUIRE_CUDA=1 but no usable GPU: {why}");
-        }
-        println!("skipped: {why}");
-        return None;
-    }
-    // A GPU is there: failing to set it up (a kernel that does not compile or load) is a failure.
-    match CudaDevice::global() {
-        Ok(d) => Some(d),
-        Err(e) => panic!("a GPU is present but the CUDA backend failed: {e}"),
-    }
-}
-
-macro_rules! gpu_or_skip {
-    () => {
-        match gpu() {
-            Some(d) => d,
-            None => return,
-        }
-    };
-}
-
-fn rng(test: &str) -> Rng {
-    let seed = std::env::var("VITCORE_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        });
-    println!("{test}: seed {seed}");
-    Rng::new(seed)
-}
-
-fn rand_vec(r: &mut Rng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-    (0..n).map(|_| r.uniform_in(lo, hi)).collect()
-}
-
-fn rand_tensor(r: &mut Rng, shape: &[usize]) -> Tensor {
-    Tensor::from_vec(rand_vec(r, shape.iter().product(), -1.0, 1.0), shape).unwrap()
+/// ‖gpu − cpu‖ / ‖cpu‖ ≤ 1e-5 (see `cuda_common::check_tol`).
+fn check(what: &str, gpu: &[f32], cpu: &[f32]) {
+    check_tol(what, gpu, cpu, TOL)
 }
 
 fn up(dev: &CudaDevice, t: &Tensor) -> CudaBuffer {
@@ -75,26 +32,9 @@ fn down(dev: &CudaDevice, b: &CudaBuffer) -> Vec<f32> {
     dev.download(b).unwrap()
 }
 
-/// ‖gpu − cpu‖ / ‖cpu‖ ≤ TOL (absolute when the reference is all zeros); NaN anywhere fails.
 /// How many elements differ in their bits (a mask must match exactly, not within a tolerance).
 fn bit_mismatches(gpu: &[f32], cpu: &[f32]) -> usize {
     gpu.iter().zip(cpu).filter(|(a, b)| a.to_bits() != b.to_bits()).count()
-}
-
-fn check(what: &str, gpu: &[f32], cpu: &[f32]) {
-    assert_eq!(gpu.len(), cpu.len(), "{what}: lengths differ");
-    if let Some(i) = gpu.iter().position(|v| v.is_nan()) {
-        panic!("{what}: GPU result has NaN at {i}");
-    }
-    assert!(cpu.iter().all(|v| !v.is_nan()), "{what}: CPU reference has NaN");
-    let (mut num, mut den) = (0.0f64, 0.0f64);
-    for (&g, &c) in gpu.iter().zip(cpu) {
-        num += (g as f64 - c as f64).powi(2);
-        den += (c as f64).powi(2);
-    }
-    let err = if den > 0.0 { (num / den).sqrt() } else { num.sqrt() };
-    println!("  {what}: relative error {err:.2e} over {} elements", cpu.len());
-    assert!(err <= TOL, "{what}: relative error {err:.3e} > {TOL:e}");
 }
 
 // ---- matmul ---------------------------------------------------------------------------------

@@ -337,14 +337,20 @@ impl ParamStore {
         Ok(())
     }
 
-    /// Move every value (and gradient) to `device`; a no-op for those already there.
+    /// Move every value (and gradient) to `device`; a no-op for those already there. All or
+    /// nothing: if a copy fails, the store is left as it was.
     pub fn to_device(&mut self, device: crate::backend::Device) -> Result<()> {
-        for v in &mut self.values {
-            *v = v.to_device(device)?;
-        }
-        for g in self.grads.iter_mut().flatten() {
-            *g = g.to_device(device)?;
-        }
+        let values = self
+            .values
+            .iter()
+            .map(|v| v.to_device(device))
+            .collect::<Result<Vec<_>>>()?;
+        let grads = self
+            .grads
+            .iter()
+            .map(|g| g.as_ref().map(|g| g.to_device(device)).transpose())
+            .collect::<Result<Vec<_>>>()?;
+        (self.values, self.grads) = (values, grads);
         Ok(())
     }
 

@@ -5,7 +5,10 @@
 //! entry point per kernel (`layernorm::forward`, `layernorm::backward`, ...) that matches on the
 //! storage and calls that device's kernel. The autograd gradient rules call only those entry
 //! points, never a device's kernel directly, so they are the same whichever backend computed the
-//! forward. Adding a device means adding a `Storage` variant and one match arm per kernel.
+//! forward. Adding a device means adding a `Storage` variant and one match arm per kernel, which
+//! is how the GPU came in: a `Storage::Cuda` tensor holds a device buffer, and each entry point's
+//! `Device::Cuda` arm allocates its outputs from the device's cache and queues the kernels. An
+//! op's inputs must all be on one device ([`same_device`]); `Tensor::to_device` moves them.
 
 pub mod cpu;
 pub mod cuda;

@@ -1,7 +1,8 @@
-//! The CUDA backend, phase 1: hand-written kernels (`kernels/*.cu`, embedded by `build.rs`),
-//! compiled at run time with NVRTC for the GPU that is present, a device with one stream and a
-//! caching allocator, and one typed launch wrapper per kernel. The ops do not call it yet (a
-//! `Storage::Cuda` variant and the match arms in `src/ops/` are the next step).
+//! The CUDA backend: hand-written kernels (`kernels/*.cu`, embedded by `build.rs`), compiled at
+//! run time with NVRTC for the GPU that is present, a device with one stream and a caching
+//! allocator, and one typed launch wrapper per kernel. A tensor on the GPU holds a
+//! [`CudaBuffer`] (`Storage::Cuda`), and each op's entry point in `src/ops/` calls the wrappers
+//! for it.
 //!
 //! * [`nvrtc`]: compile a kernel file to CUBIN for `sm_XY`, with the ptxas resource report.
 //! * [`device`]: [`cuda_available`], [`CudaDevice`] (context, stream, kernels, allocator,
