@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""PyTorch CPU training-step benchmark of vitcore's ViT family.
+"""PyTorch training-step benchmark of vitcore's ViT family, on the CPU or a GPU.
 
-Side-by-side reference for vitcore's own training benchmark. One timed step =
+Side-by-side reference for vitcore's own training benchmark (`vitcore bench step`). One timed step =
 forward, CrossEntropyLoss (mean), zero_grad, backward, Adam step, on a fixed
 random batch (x ~ N(0,1) of shape [B,1,28,28], labels uniform in 0..9).
 
@@ -19,12 +19,16 @@ class token, Linear head):
 
 Usage:
   python3 benches/torch_train.py --preset seed|small [--threads 2]
-      [--steps N] [--warmup W] [--batch B] [--dropout P] [--lr LR]
-      [--json out.json] [--compile]
+      [--device cpu|cuda] [--steps N] [--warmup W] [--batch B] [--dropout P]
+      [--lr LR] [--json out.json] [--compile]
+
+On cuda, loss.item() ends each step, so a step's time includes waiting for its
+kernels (as vitcore's). PyTorch's defaults are kept: TF32 off for matmuls,
+cuDNN's TF32 on for the patch convolution (recorded in the JSON).
 
 Prints one JSON record on stdout (progress goes to stderr):
-  {"impl": "pytorch-eager"|"pytorch-compile", "preset", "batch", "threads",
-   "median_ms_per_step", "images_per_s", "torch_version", ...}
+  {"impl": "pytorch-eager"|"pytorch-compile", "preset", "device", "batch",
+   "threads", "median_ms_per_step", "images_per_s", "torch_version", ...}
 """
 import argparse
 import json
@@ -81,6 +85,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", choices=sorted(PRESETS), default="seed")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--steps", type=int, default=10, help="timed steps")
     ap.add_argument("--warmup", type=int, default=2, help="untimed warm-up steps")
     ap.add_argument("--batch", type=int, default=None, help="override the preset's batch size")
@@ -106,14 +111,16 @@ def main():
     if args.lr is not None:
         cfg["lr"] = args.lr
     model = ViT(cfg["patch"], cfg["embed"], cfg["heads"], cfg["depth"], cfg["mlp"], cfg["dropout"])
+    device = torch.device(args.device)
+    model.to(device)
     model.train()
     nparams = sum(p.numel() for p in model.parameters())
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
     loss_fn = nn.CrossEntropyLoss()
     fwd = torch.compile(model) if args.compile else model
 
-    x = torch.randn(batch, 1, 28, 28)
-    y = torch.randint(0, 10, (batch,))
+    x = torch.randn(batch, 1, 28, 28).to(device)
+    y = torch.randint(0, 10, (batch,)).to(device)
 
     def step():
         logits = fwd(x)
@@ -144,11 +151,14 @@ def main():
     rec = {
         "impl": "pytorch-compile" if args.compile else "pytorch-eager",
         "preset": args.preset,
+        "device": torch.cuda.get_device_name(device) if args.device == "cuda" else "cpu",
         "batch": batch,
         "threads": torch.get_num_threads(),
         "median_ms_per_step": round(1e3 * med, 3),
         "images_per_s": round(batch / med, 2),
         "torch_version": torch.__version__,
+        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+        "tf32_cudnn": torch.backends.cudnn.allow_tf32,
         "steps": args.steps,
         "warmup": args.warmup,
         "min_ms_per_step": round(1e3 * min(times), 3),

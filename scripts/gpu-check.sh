@@ -19,8 +19,10 @@
 # validates every GPU result against the CPU after timing. Then a short training run on the GPU,
 #   .gpu/vitcore train mnist --device cuda --epochs $VITCORE_TRAIN_EPOCHS (default 2) --quiet
 # (the default preset on all 60k images; VITCORE_TRAIN=0 skips it), whose test accuracy and
-# time go in the summary. Exit status: the number of failed test binaries, plus one if the
-# benchmark failed, plus one if the training run failed.
+# time go in the summary. Last, benches/compare_gpu.sh: vitcore's and PyTorch's training step
+# side by side on this GPU, seed and small presets (VITCORE_COMPARE=0 skips it). Exit status: the
+# number of failed test binaries, plus one for each of benchmark, training run and comparison
+# that failed.
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd); cd "$root"
 
@@ -47,6 +49,7 @@ export VITCORE_COMMIT="$commit"
 export VITCORE_BENCH="${VITCORE_BENCH:-1}" VITCORE_BENCH_ARGS="${VITCORE_BENCH_ARGS:-}"
 if [ -n "${OUT:-}" ]; then default_json="$OUT/bench-kernels.json"; else default_json=.gpu/bench-kernels.json; fi
 export VITCORE_BENCH_JSON="${VITCORE_BENCH_JSON:-$default_json}"
+export VITCORE_COMPARE="${VITCORE_COMPARE:-1}"
 export VITCORE_TRAIN="${VITCORE_TRAIN:-1}" VITCORE_TRAIN_EPOCHS="${VITCORE_TRAIN_EPOCHS:-2}"
 if [ -n "${OUT:-}" ]; then export VITCORE_TRAIN_OUT="$OUT/gpu-train-run"; else export VITCORE_TRAIN_OUT=.gpu/gpu-train-run; fi
 
@@ -93,6 +96,16 @@ bash .gpu/run.sh bash -c '
     acc=$(grep -E "^test accuracy" .gpu/train.log | tail -1)
     [ $rc -eq 0 ] || failed=$((failed + 1))
     summary="$summary\n  $(printf "%-14s" "train (gpu)") rc=$rc  ${acc:-no accuracy line}  (${secs}s wall)"
+  fi
+  if [ "$VITCORE_COMPARE" != "0" ]; then
+    echo; echo "================ training step, vitcore vs PyTorch on this GPU"
+    VITCORE_BIN=.gpu/vitcore bash benches/compare_gpu.sh seed small 2>&1 | tee .gpu/compare.log
+    rc=${PIPESTATUS[0]}
+    [ $rc -eq 0 ] || failed=$((failed + 1))
+    while read -r line; do
+      summary="$summary\n  $(printf "%-14s" "step vs torch") $line"
+    done < <(grep " ratio " .gpu/compare.log)
+    summary="$summary\n  $(printf "%-14s" "compare") rc=$rc"
   fi
   echo; echo "================ summary"
   nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader 2>/dev/null

@@ -192,3 +192,56 @@ fn help_documents_the_command() {
     let r = vitcore(words("--help")).ok();
     assert!(r.stdout.contains("bench"), "{}", r.stdout);
 }
+
+#[test]
+fn bench_step_prints_one_json_record_like_the_pytorch_script() {
+    let dir = TempDir::new("bench-step");
+    let json = dir.join("step.json");
+    let r = vitcore(args_with(
+        "bench step --preset small --device cpu --steps 2 --warmup 1 --batch 8 --json",
+        &[&json],
+    ))
+    .ok();
+    let line = r
+        .stdout
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("no output:\n{}", r.stderr));
+    let rec: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    // The fields benches/torch_train.py prints, so the two records compare directly.
+    assert_eq!(rec["impl"], "vitcore-cpu");
+    assert_eq!(rec["preset"], "small");
+    assert_eq!(rec["batch"], 8);
+    assert_eq!(rec["steps"], 2);
+    let (median, min) = (
+        positive(&rec["median_ms_per_step"], "median"),
+        positive(&rec["min_ms_per_step"], "min"),
+    );
+    assert!(min <= median, "min {min} > median {median}");
+    let ips = positive(&rec["images_per_s"], "images_per_s");
+    assert!(
+        (ips - 8.0 / (median / 1e3)).abs() <= 0.01 * ips,
+        "images/s {ips} vs median {median} ms"
+    );
+    positive(&rec["final_loss"], "final loss");
+    positive(&rec["params"], "params");
+    assert_eq!(
+        std::fs::read_to_string(&json).unwrap().trim(),
+        line,
+        "the file holds the printed record"
+    );
+    assert_eq!(r.stderr.lines().next(), Some("device: cpu"), "{}", r.stderr);
+
+    // --profile adds the per-op split on stderr; bad counts are refused.
+    let r = vitcore(words(
+        "bench step --device cpu --steps 1 --warmup 0 --batch 4 --profile",
+    ))
+    .ok();
+    assert!(
+        r.stderr.contains("attention") && r.stderr.contains("share"),
+        "{}",
+        r.stderr
+    );
+    vitcore(words("bench step --device cpu --steps 0")).fails_mentioning(&["--steps"]);
+    vitcore(words("bench step --device cpu --batch 0")).fails_mentioning(&["--batch"]);
+}

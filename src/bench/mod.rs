@@ -22,6 +22,7 @@ pub mod check;
 pub mod cpu;
 pub mod cuda;
 pub mod shapes;
+pub mod step;
 
 use crate::backend::cuda::{resolve, DeviceChoice, Resolved};
 use crate::error::{Error, Result};

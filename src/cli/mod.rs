@@ -4,6 +4,7 @@
 
 use crate::backend::cuda::{resolve, DeviceChoice};
 use crate::backend::Device;
+use crate::bench::step::{StepOptions, StepPreset};
 use crate::bench::{self, BenchOptions};
 use crate::data;
 use crate::error::{Error, Result};
@@ -83,6 +84,36 @@ pub enum BenchWhat {
     /// run (memory-bound kernels), the CPU's theoretical peak or, on the GPU, cuBLAS on the same
     /// shape (matrix products). Exits non-zero if a validation fails.
     Kernels(BenchKernelsArgs),
+    /// Time one whole training step (forward, cross-entropy, backward, Adam) of a preset on a
+    /// fixed random batch: median over --steps after --warmup, each step ending with the loss
+    /// read back. Prints one JSON record in the fields of `benches/torch_train.py`, so vitcore
+    /// and PyTorch can be compared side by side on the same machine.
+    Step(BenchStepArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchStepArgs {
+    /// The model and batch: seed (the original write-up's), small, or default (`train mnist`'s).
+    #[arg(long, value_enum, default_value = "seed")]
+    pub preset: StepPreset,
+    /// Device: cpu, cuda, or auto (the GPU when one can be used, else the CPU, saying why).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Timed steps.
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Override the preset's batch size.
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Also print where the step's time goes, op by op (CPU only).
+    #[arg(long)]
+    pub profile: bool,
+    /// Also write the JSON record to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -382,6 +413,20 @@ pub fn run(cli: Cli) -> Result<()> {
                 device: args.device,
                 quick: args.quick,
                 filter: args.filter,
+                json: args.json,
+            })?;
+            Ok(())
+        }
+        Command::Bench {
+            what: BenchWhat::Step(args),
+        } => {
+            bench::step::run_step(&StepOptions {
+                preset: args.preset,
+                device: args.device,
+                steps: args.steps,
+                warmup: args.warmup,
+                batch: args.batch,
+                profile: args.profile,
                 json: args.json,
             })?;
             Ok(())
