@@ -10,8 +10,10 @@
 //   grid-stride loop; each thread sums its elements' squares in f64, the block folds them
 //   (warp shuffles, then one warp over the warp sums) and writes one partial per block. The host
 //   gives every gradient its own run of partials in one buffer and downloads them all at once:
-//   one synchronisation per clip, whatever the number of parameters. A partial is rounded to
-//   f32 once, a relative error of 6e-8 on a sum that is itself positive: harmless for a norm.
+//   one synchronisation per clip, whatever the number of parameters. The partial is written as
+//   the square root of the block's sum, rounded to f32: a sum of squares overflows f32 for
+//   gradients of 1e19, its root only when the gradient itself does; the host squares the roots
+//   back in f64 (relative error 1e-7 per block: harmless for a norm).
 // * scale_inplace, clamp_inplace — one thread per element, block 256, grid stride.
 #include "common.cuh"
 
@@ -30,7 +32,7 @@ extern "C" __global__ void sum_squares_blocks(const float* __restrict__ x, float
     if (warp == 0) {
         const int nwarps = (blockDim.x + VC_WARP - 1) / VC_WARP;
         acc = vc_warp_sum_d(lane < nwarps ? warp_sums[lane] : 0.0);
-        if (lane == 0) partial[blockIdx.x] = (float)acc;
+        if (lane == 0) partial[blockIdx.x] = (float)sqrt(acc);
     }
 }
 

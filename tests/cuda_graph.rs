@@ -6,7 +6,8 @@
 //!
 //! Tolerances: each op ≤ 1e-5 relative error (as `tests/cuda_vs_cpu.rs`). The whole step chains
 //! about forty kernels whose f32 sums are ordered differently on each device (tiles, warp
-//! reductions), so its gradients get 1e-4; the loss and logits still 1e-5.
+//! reductions), so its gradients get 1e-4; the loss and logits still 1e-5. The Adam update is
+//! compared from the same gradients on both devices, to 1e-5.
 //!
 //! Without a usable GPU the GPU tests print `skipped: <reason>` and pass; the tests that a
 //! missing GPU is an error, not a panic, run everywhere.
@@ -19,7 +20,7 @@ use vitcore::backend::cuda::cuda_available;
 use vitcore::nn::{Init, Mode, Vit, VitConfig};
 use vitcore::ops::dropout::Mask;
 use vitcore::ops::{self, GeluKind};
-use vitcore::optim::{clip_grad_norm, default_no_decay, Adam, AdamConfig};
+use vitcore::optim::{clip_grad_norm, clip_grad_value, default_no_decay, Adam, AdamConfig};
 use vitcore::rng::Rng;
 use vitcore::{Device, Tensor};
 
@@ -278,7 +279,20 @@ fn vit_training_step_on_gpu_matches_cpu() {
         check_tol(&format!("grad {name}"), &gg.values().unwrap(), gc.data(), STEP_TOL);
     }
 
-    // Clipping (a norm small enough to clip) and the Adam update, on each device.
+    // Clipping by value, on copies.
+    let (mut cpu_v, mut gpu_v) = (cpu.clone(), gpu.clone());
+    clip_grad_value(&mut cpu_v, 0.01).unwrap();
+    clip_grad_value(&mut gpu_v, 0.01).unwrap();
+    for id in cpu.ids() {
+        let (gc, gg) = (cpu_v.grad(id).unwrap(), gpu_v.grad(id).unwrap());
+        check_tol(
+            &format!("value-clipped grad {}", cpu.name(id)),
+            &gg.values().unwrap(),
+            gc.data(),
+            STEP_TOL,
+        );
+    }
+    // Clipping by norm (a norm small enough to clip).
     let (norm_c, norm_g) = (
         clip_grad_norm(&mut cpu, 0.05).unwrap(),
         clip_grad_norm(&mut gpu, 0.05).unwrap(),
@@ -287,6 +301,12 @@ fn vit_training_step_on_gpu_matches_cpu() {
         ((norm_g - norm_c) / norm_c).abs() < STEP_TOL,
         "gradient norm: gpu {norm_g} vs cpu {norm_c}"
     );
+    // The update from the same gradients on both devices (the CPU's, uploaded): a gradient that
+    // is zero in exact arithmetic (the key bias: softmax ignores a shift shared by a row) is
+    // rounding noise of either sign on each device, and Adam's first step is about lr·sign(g).
+    for id in cpu.ids() {
+        *gpu.grad_mut(id).unwrap() = cpu.grad(id).unwrap().to_device(Device::Cuda).unwrap();
+    }
     let (mut adam_c, mut adam_g) = (adamw(), adamw());
     adam_c.step(&mut cpu).unwrap();
     adam_g.step(&mut gpu).unwrap();

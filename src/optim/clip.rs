@@ -20,8 +20,8 @@
 //! `gᵢ ← clamp(gᵢ, −c, c)` element-wise. Cruder: it changes the gradient's direction.
 //!
 //! # On the GPU
-//! `kernels/clip.cu`: each gradient's squares are summed in f64 into per-block partials, all
-//! partials of all gradients are read back at once (the one host synchronisation of a clipped
+//! `kernels/clip.cu`: each gradient's squares are summed in f64 into per-block partials (kept as
+//! their roots, so that f32 does not overflow), all partials of all gradients are read back at once (the one host synchronisation of a clipped
 //! step: the scale depends on the norm), and the rescale and the clamp run in place.
 
 use crate::autograd::ParamStore;
@@ -41,7 +41,8 @@ fn sum_squares(x: &[f32]) -> f64 {
     }
 }
 
-/// `Σ x²` over GPU tensors: per-block partials of every tensor into one buffer, read once.
+/// `Σ x²` over GPU tensors: per-block partial norms of every tensor into one buffer, read once,
+/// squared and summed in f64.
 fn sum_squares_cuda(xs: &[&Tensor]) -> Result<f64> {
     if xs.is_empty() {
         return Ok(0.0);
@@ -56,7 +57,7 @@ fn sum_squares_cuda(xs: &[&Tensor]) -> Result<f64> {
         dev.sum_squares_partials(x.cuda()?, &mut dst, x.numel())?;
         off += c;
     }
-    Ok(dev.download(&partial)?.iter().map(|&v| v as f64).sum())
+    Ok(dev.download(&partial)?.iter().map(|&v| (v as f64) * (v as f64)).sum())
 }
 
 /// The global L2 norm of all gradients in the store (parameters without a gradient count as 0).

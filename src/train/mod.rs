@@ -439,6 +439,7 @@ pub fn train(mut cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOpt
         for batch in loader {
             let n = batch.len();
             let x = Tensor::from_vec(batch.images, &batch.shape)?.to_device(opts.device)?;
+            store.zero_grad(); // the last step's gradients are not kept alive through this one
             let mut g = Graph::new();
             let logits = vit.forward(
                 &mut g,
@@ -449,14 +450,20 @@ pub fn train(mut cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOpt
                 },
             )?;
             let loss = g.cross_entropy(logits, &batch.labels, cfg.label_smoothing)?;
-            // Kept to read after the update is queued: on the GPU, reading them waits for the
-            // stream, and the one wait per step then comes after all of the step's work.
+            // Read after the backward is queued: on the GPU, reading waits for the stream, and
+            // the step's one wait then comes after its forward and backward.
             let (loss_t, logits_t) = (g.value(loss).clone(), g.value(logits).clone());
             let grads = g.backward(loss)?;
-            store.zero_grad();
             store.accumulate_grads(&grads)?;
             drop(grads);
             drop(g); // activations go back to the buffer pool before the optimiser runs
+                     // A diverged step must not reach the parameters.
+            let loss_value = loss_t.item()? as f64;
+            if !loss_value.is_finite() {
+                return Err(Error::config(format!(
+                    "training diverged at epoch {epoch}, step {global_step}: loss is {loss_value} (try a lower --lr)"
+                )));
+            }
             if let Some(c) = cfg.clip_value {
                 clip::clip_grad_value(&mut store, c)?;
             }
@@ -466,12 +473,6 @@ pub fn train(mut cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOpt
             lr = sched.lr(global_step);
             adam.set_lr(lr);
             adam.step(&mut store)?;
-            let loss_value = loss_t.item()? as f64;
-            if !loss_value.is_finite() {
-                return Err(Error::config(format!(
-                    "training diverged at epoch {epoch}, step {global_step}: loss is {loss_value} (try a lower --lr)"
-                )));
-            }
             for (row, &t) in logits_t.values()?.chunks(cfg.model.num_classes).zip(&batch.labels) {
                 correct += (argmax(row) == t as usize) as usize;
             }

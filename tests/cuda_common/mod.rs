@@ -6,13 +6,28 @@
 //! that is present but whose kernels do not compile or load always fails.
 #![allow(dead_code)] // each suite uses its own subset
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use vitcore::backend::cuda::{cuda_available, CudaDevice};
 use vitcore::rng::Rng;
 use vitcore::Tensor;
 
+/// The GPU, held by one test at a time: the allocator's counters are process-wide, so a test
+/// that checks them must not see another test's allocations (cargo runs tests on threads).
+pub struct Gpu {
+    dev: Arc<CudaDevice>,
+    _turn: MutexGuard<'static, ()>,
+}
+
+impl std::ops::Deref for Gpu {
+    type Target = CudaDevice;
+    fn deref(&self) -> &CudaDevice {
+        &self.dev
+    }
+}
+
 /// The GPU, or `None` after printing why the test is skipped.
-pub fn gpu() -> Option<Arc<CudaDevice>> {
+pub fn gpu() -> Option<Gpu> {
+    static TURN: Mutex<()> = Mutex::new(());
     if let Err(why) = cuda_available() {
         if std::env::var("VITCORE_REQUIRE_CUDA").is_ok_and(|v| v == "1") {
             panic!("VITCORE_REQUIRE_CUDA=1 but no usable GPU: {why}");
@@ -21,8 +36,9 @@ pub fn gpu() -> Option<Arc<CudaDevice>> {
         return None;
     }
     // A GPU is there: failing to set it up (a kernel that does not compile or load) is a failure.
+    let turn = TURN.lock().unwrap_or_else(|e| e.into_inner()); // a failed test must not block the rest
     match CudaDevice::global() {
-        Ok(d) => Some(d),
+        Ok(dev) => Some(Gpu { dev, _turn: turn }),
         Err(e) => panic!("a GPU is present but the CUDA backend failed: {e}"),
     }
 }

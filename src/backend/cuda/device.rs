@@ -1688,8 +1688,9 @@ impl CudaDevice {
             .max(1)
     }
 
-    /// `partial[b] = Σ x_i²` (f64 inside, f32 out) over block `b`'s share of `x[..n]`, for the
-    /// [`CudaDevice::sum_squares_blocks`]`(n)` blocks; their sum is `Σ x²`.
+    /// `partial[b] = √(Σ x_i²)` (summed in f64, the root rounded to f32) over block `b`'s share
+    /// of `x[..n]`, for the [`CudaDevice::sum_squares_blocks`]`(n)` blocks; the sum of their
+    /// squares is `Σ x²`.
     pub fn sum_squares_partials(
         &self,
         x: &(impl DevicePtr<f32> + ?Sized),
