@@ -18,7 +18,6 @@
 
 use crate::autograd::{Graph, Op, Var};
 use crate::backend::cpu::map_into;
-use crate::backend::cuda::CudaDevice;
 use crate::backend::{same_device, Device};
 use crate::error::{Error, Result};
 use crate::tensor::{numel, Tensor};
@@ -77,12 +76,9 @@ pub fn add_broadcast(a: &Tensor, b: &Tensor) -> Result<Tensor> {
             }
             Ok(y)
         }
-        Device::Cuda => {
-            let dev = CudaDevice::global()?;
-            let mut y = dev.alloc(a.numel())?;
-            dev.add_broadcast(a.cuda()?, a.shape(), b.cuda()?, b.shape(), &mut y)?;
-            Tensor::from_cuda(y, a.shape())
-        }
+        Device::Cuda => Tensor::gpu_output(a.shape(), |dev, y| {
+            dev.add_broadcast(a.cuda()?, a.shape(), b.cuda()?, b.shape(), y)
+        }),
     }
 }
 
@@ -134,12 +130,9 @@ pub fn sum_rows(g: &Tensor, row_len: usize) -> Result<Tensor> {
             }
             Tensor::from_vec(out, &[row_len])
         }
-        Device::Cuda => {
-            let dev = CudaDevice::global()?;
-            let mut out = dev.alloc(row_len)?;
-            dev.sum_rows(g.cuda()?, &mut out, g.numel() / row_len, row_len)?;
-            Tensor::from_cuda(out, &[row_len])
-        }
+        Device::Cuda => Tensor::gpu_output(&[row_len], |dev, out| {
+            dev.sum_rows(g.cuda()?, out, g.numel() / row_len, row_len)
+        }),
     }
 }
 
@@ -158,12 +151,9 @@ pub fn reduce_to_shape(g: &Tensor, b_shape: &[usize]) -> Result<Tensor> {
             }
             Tensor::from_vec(out, b_shape)
         }
-        Device::Cuda => {
-            let dev = CudaDevice::global()?;
-            let mut out = dev.alloc(numel(b_shape))?;
-            dev.reduce_to_shape(g.cuda()?, g.shape(), &mut out, b_shape)?;
-            Tensor::from_cuda(out, b_shape)
-        }
+        Device::Cuda => Tensor::gpu_output(b_shape, |dev, out| {
+            dev.reduce_to_shape(g.cuda()?, g.shape(), out, b_shape)
+        }),
     }
 }
 

@@ -102,12 +102,7 @@ pub fn slice(x: &Tensor, axis: usize, start: usize, len: usize) -> Result<Tensor
     let mut shape = x.shape().to_vec();
     shape[axis] = len;
     match x.device() {
-        Device::Cuda => {
-            let dev = CudaDevice::global()?;
-            let mut y = dev.alloc(crate::tensor::numel(&shape))?;
-            dev.slice(x.cuda()?, &mut y, x.shape(), axis, start, len)?;
-            Tensor::from_cuda(y, &shape)
-        }
+        Device::Cuda => Tensor::gpu_output(&shape, |dev, y| dev.slice(x.cuda()?, y, x.shape(), axis, start, len)),
         Device::Cpu => {
             let mut y = Tensor::scratch(&shape);
             if len * inner > 0 {
@@ -130,12 +125,7 @@ pub fn unslice(g: &Tensor, full: &[usize], axis: usize, start: usize) -> Result<
     let (_, n, inner) = split(full, axis);
     let len = g.shape()[axis];
     match g.device() {
-        Device::Cuda => {
-            let dev = CudaDevice::global()?;
-            let mut y = dev.alloc(crate::tensor::numel(full))?;
-            dev.unslice(g.cuda()?, &mut y, full, axis, start, len)?;
-            Tensor::from_cuda(y, full)
-        }
+        Device::Cuda => Tensor::gpu_output(full, |dev, y| dev.unslice(g.cuda()?, y, full, axis, start, len)),
         Device::Cpu => {
             let mut y = Tensor::zeros(full);
             if y.numel() == 0 || len * inner == 0 {

@@ -94,14 +94,11 @@ pub fn backward(g: &Tensor, p: &Tensor, labels: &[u32], smoothing: f32) -> Resul
         ));
     }
     match same_device("cross_entropy backward", &[g, p])? {
-        Device::Cuda => {
-            let dev = CudaDevice::global()?;
-            let mut dz = dev.alloc(b * c)?;
+        Device::Cuda => Tensor::gpu_output(p.shape(), |dev, dz| {
             dev.with_labels(labels, |l| {
-                dev.cross_entropy_bwd(g.cuda()?, p.cuda()?, l, &mut dz, b, c, smoothing)
-            })?;
-            Tensor::from_cuda(dz, p.shape())
-        }
+                dev.cross_entropy_bwd(g.cuda()?, p.cuda()?, l, dz, b, c, smoothing)
+            })
+        }),
         Device::Cpu => {
             let mut dz = Tensor::scratch(p.shape());
             let pd = p.data();

@@ -29,7 +29,6 @@
 
 use crate::autograd::{Graph, Op, Var};
 use crate::backend::cpu::map_into;
-use crate::backend::cuda::CudaDevice;
 use crate::backend::{same_device, Device};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -166,12 +165,7 @@ pub fn apply_mask(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
     let mask = Mask::new(p, seed)?;
     check_len("dropout", x)?;
     match x.device() {
-        Device::Cuda => {
-            let dev = CudaDevice::global()?;
-            let mut y = dev.alloc(x.numel())?;
-            dev.dropout_fwd(x.cuda()?, &mut y, x.numel(), p, seed)?;
-            Tensor::from_cuda(y, x.shape())
-        }
+        Device::Cuda => Tensor::gpu_output(x.shape(), |dev, y| dev.dropout_fwd(x.cuda()?, y, x.numel(), p, seed)),
         Device::Cpu => {
             let mut y = Tensor::scratch(x.shape());
             let xd = x.data();
@@ -198,12 +192,9 @@ pub fn add_masked(r: &Tensor, x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
     }
     check_len("dropout_add", x)?;
     match same_device("dropout_add", &[r, x])? {
-        Device::Cuda => {
-            let dev = CudaDevice::global()?;
-            let mut y = dev.alloc(x.numel())?;
-            dev.dropout_add_fwd(r.cuda()?, x.cuda()?, &mut y, x.numel(), p, seed)?;
-            Tensor::from_cuda(y, x.shape())
-        }
+        Device::Cuda => Tensor::gpu_output(x.shape(), |dev, y| {
+            dev.dropout_add_fwd(r.cuda()?, x.cuda()?, y, x.numel(), p, seed)
+        }),
         Device::Cpu => {
             let mut y = Tensor::scratch(x.shape());
             let (rd, xd) = (r.data(), x.data());

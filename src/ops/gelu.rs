@@ -46,7 +46,6 @@
 
 use crate::autograd::{Graph, Op, Var};
 use crate::backend::cpu::{fastmath, map_into};
-use crate::backend::cuda::CudaDevice;
 use crate::backend::{same_device, Device};
 use crate::error::{Error, Result};
 use crate::ops::dropout::{check_len, masked, Mask};
@@ -225,12 +224,7 @@ fn check_same_shape(g: &Tensor, x: &Tensor) -> Result<()> {
 /// `gelu(x)` element-wise.
 pub fn forward(x: &Tensor, kind: GeluKind) -> Result<Tensor> {
     match x.device() {
-        Device::Cuda => {
-            let dev = CudaDevice::global()?;
-            let mut y = dev.alloc(x.numel())?;
-            dev.gelu_fwd(x.cuda()?, &mut y, x.numel(), kind)?;
-            Tensor::from_cuda(y, x.shape())
-        }
+        Device::Cuda => Tensor::gpu_output(x.shape(), |dev, y| dev.gelu_fwd(x.cuda()?, y, x.numel(), kind)),
         Device::Cpu => {
             let mut y = Tensor::scratch(x.shape());
             let xd = x.data();
@@ -244,12 +238,9 @@ pub fn forward(x: &Tensor, kind: GeluKind) -> Result<Tensor> {
 pub fn backward(g: &Tensor, x: &Tensor, kind: GeluKind) -> Result<Tensor> {
     check_same_shape(g, x)?;
     match same_device("gelu backward", &[g, x])? {
-        Device::Cuda => {
-            let dev = CudaDevice::global()?;
-            let mut dx = dev.alloc(x.numel())?;
-            dev.gelu_bwd(g.cuda()?, x.cuda()?, &mut dx, x.numel(), kind)?;
-            Tensor::from_cuda(dx, x.shape())
-        }
+        Device::Cuda => Tensor::gpu_output(x.shape(), |dev, dx| {
+            dev.gelu_bwd(g.cuda()?, x.cuda()?, dx, x.numel(), kind)
+        }),
         Device::Cpu => {
             let mut dx = Tensor::scratch(x.shape());
             let (gd, xd) = (g.data(), x.data());
@@ -265,12 +256,9 @@ pub fn backward(g: &Tensor, x: &Tensor, kind: GeluKind) -> Result<Tensor> {
 pub fn forward_dropout(x: &Tensor, kind: GeluKind, mask: &Mask) -> Result<Tensor> {
     check_len("gelu_dropout", x)?;
     match x.device() {
-        Device::Cuda => {
-            let dev = CudaDevice::global()?;
-            let mut y = dev.alloc(x.numel())?;
-            dev.gelu_dropout_fwd(x.cuda()?, &mut y, x.numel(), kind, mask.p(), mask.seed())?;
-            Tensor::from_cuda(y, x.shape())
-        }
+        Device::Cuda => Tensor::gpu_output(x.shape(), |dev, y| {
+            dev.gelu_dropout_fwd(x.cuda()?, y, x.numel(), kind, mask.p(), mask.seed())
+        }),
         Device::Cpu => {
             let mut y = Tensor::scratch(x.shape());
             let xd = x.data();
@@ -287,12 +275,9 @@ pub fn backward_dropout(g: &Tensor, x: &Tensor, kind: GeluKind, mask: &Mask) -> 
     check_len("gelu_dropout", x)?;
     check_same_shape(g, x)?;
     match same_device("gelu_dropout backward", &[g, x])? {
-        Device::Cuda => {
-            let dev = CudaDevice::global()?;
-            let mut dx = dev.alloc(x.numel())?;
-            dev.gelu_dropout_bwd(g.cuda()?, x.cuda()?, &mut dx, x.numel(), kind, mask.p(), mask.seed())?;
-            Tensor::from_cuda(dx, x.shape())
-        }
+        Device::Cuda => Tensor::gpu_output(x.shape(), |dev, dx| {
+            dev.gelu_dropout_bwd(g.cuda()?, x.cuda()?, dx, x.numel(), kind, mask.p(), mask.seed())
+        }),
         Device::Cpu => {
             let mut dx = Tensor::scratch(x.shape());
             let (gd, xd) = (g.data(), x.data());

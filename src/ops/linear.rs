@@ -49,13 +49,10 @@ pub fn forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     let mut all = vec![x, w];
     all.extend(b);
     match same_device("linear", &all)? {
-        Device::Cuda => {
-            let dev = CudaDevice::global()?;
-            let mut y = dev.alloc(rows * dout)?;
+        Device::Cuda => Tensor::gpu_output(&shape, |dev, y| {
             let bias: Option<&CudaBuffer> = b.map(|b| b.cuda()).transpose()?;
-            dev.linear_fwd(x.cuda()?, w.cuda()?, bias, &mut y, rows, din, dout)?;
-            Tensor::from_cuda(y, &shape)
-        }
+            dev.linear_fwd(x.cuda()?, w.cuda()?, bias, y, rows, din, dout)
+        }),
         Device::Cpu => {
             let mut y = Tensor::scratch(&shape);
             let (xm, wm) = (MatRef::new(x.data(), din, false), MatRef::new(w.data(), din, true));

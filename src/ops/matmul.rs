@@ -30,7 +30,7 @@
 
 use crate::autograd::{Graph, Op, Var};
 use crate::backend::cpu::gemm::{gemm, MatRef};
-use crate::backend::cuda::{CudaDevice, MatmulDims, MatmulKernel};
+use crate::backend::cuda::{MatmulDims, MatmulKernel};
 use crate::backend::{same_device, Device};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -62,13 +62,10 @@ pub fn matmul(a: &Tensor, b: &Tensor, ta: bool, tb: bool) -> Result<Tensor> {
     shape.extend([m, n]);
     let batch: usize = batch_dims.iter().product();
     match same_device("matmul", &[a, b])? {
-        Device::Cuda => {
-            let dev = CudaDevice::global()?;
-            let mut c = dev.alloc(batch * m * n)?;
+        Device::Cuda => Tensor::gpu_output(&shape, |dev, c| {
             let d = MatmulDims { batch, m, n, k, ta, tb };
-            dev.matmul(MatmulKernel::RegisterTiled, a.cuda()?, b.cuda()?, &mut c, d, 0.0)?;
-            Tensor::from_cuda(c, &shape)
-        }
+            dev.matmul(MatmulKernel::RegisterTiled, a.cuda()?, b.cuda()?, c, d, 0.0)
+        }),
         Device::Cpu => {
             let mut c = Tensor::scratch(&shape);
             cpu_batched(a.data(), b.data(), c.data_mut(), batch, m, n, k, ta, tb);

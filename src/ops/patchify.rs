@@ -21,7 +21,6 @@
 
 use crate::autograd::{Graph, Op, Var};
 use crate::backend::cpu::for_each_row;
-use crate::backend::cuda::CudaDevice;
 use crate::backend::Device;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -54,12 +53,7 @@ pub fn forward(x: &Tensor, p: usize) -> Result<Tensor> {
     let [b, c, h, w] = d;
     let (n, f) = ((h / p) * (w / p), c * p * p);
     match x.device() {
-        Device::Cuda => {
-            let dev = CudaDevice::global()?;
-            let mut y = dev.alloc(b * n * f)?;
-            dev.patchify_fwd(x.cuda()?, &mut y, d, p)?;
-            Tensor::from_cuda(y, &[b, n, f])
-        }
+        Device::Cuda => Tensor::gpu_output(&[b, n, f], |dev, y| dev.patchify_fwd(x.cuda()?, y, d, p)),
         Device::Cpu => {
             let mut y = Tensor::scratch(&[b, n, f]);
             let xd = x.data();
@@ -88,12 +82,7 @@ pub fn backward(g: &Tensor, x_shape: &[usize], p: usize) -> Result<Tensor> {
         ));
     }
     match g.device() {
-        Device::Cuda => {
-            let dev = CudaDevice::global()?;
-            let mut dx = dev.alloc(b * c * h * w)?;
-            dev.patchify_bwd(g.cuda()?, &mut dx, d, p)?;
-            Tensor::from_cuda(dx, x_shape)
-        }
+        Device::Cuda => Tensor::gpu_output(x_shape, |dev, dx| dev.patchify_bwd(g.cuda()?, dx, d, p)),
         Device::Cpu => {
             let mut dx = Tensor::scratch(x_shape);
             let gd = g.data();

@@ -5,7 +5,6 @@
 
 use crate::autograd::{Graph, Op, Var};
 use crate::backend::cpu::map_into;
-use crate::backend::cuda::CudaDevice;
 use crate::backend::Device;
 use crate::error::Result;
 use crate::tensor::Tensor;
@@ -13,12 +12,7 @@ use crate::tensor::Tensor;
 /// `s · x`.
 pub fn scale(x: &Tensor, s: f32) -> Result<Tensor> {
     match x.device() {
-        Device::Cuda => {
-            let dev = CudaDevice::global()?;
-            let mut y = dev.alloc(x.numel())?;
-            dev.scale(x.cuda()?, &mut y, x.numel(), s)?;
-            Tensor::from_cuda(y, x.shape())
-        }
+        Device::Cuda => Tensor::gpu_output(x.shape(), |dev, y| dev.scale(x.cuda()?, y, x.numel(), s)),
         Device::Cpu => {
             let mut y = Tensor::scratch(x.shape());
             let xd = x.data();

@@ -17,7 +17,6 @@
 
 use crate::autograd::{Graph, Op, Var};
 use crate::backend::cpu::for_each_row;
-use crate::backend::cuda::CudaDevice;
 use crate::backend::Device;
 use crate::error::{Error, Result};
 use crate::ops::add::{add_broadcast, reduce_to_shape};
@@ -56,17 +55,13 @@ pub fn permute(x: &Tensor, perm: &[usize]) -> Result<Tensor> {
     let out_shape: Vec<usize> = perm.iter().map(|&p| x.shape()[p]).collect();
     let src_strides: Vec<usize> = perm.iter().map(|&p| in_strides[p]).collect();
     match x.device() {
-        Device::Cuda => {
-            let dev = CudaDevice::global()?;
-            let y = if out_shape.is_empty() || x.numel() == 0 {
-                dev.copy(x.cuda()?)?
+        Device::Cuda => Tensor::gpu_output(&out_shape, |dev, y| {
+            if out_shape.is_empty() || x.numel() == 0 {
+                dev.copy_rows(x.cuda()?, y, 1, x.numel(), 0, 0, 0, 0) // a scalar: nothing to move
             } else {
-                let mut y = dev.alloc(x.numel())?;
-                dev.permute(x.cuda()?, &mut y, x.shape(), perm)?;
-                y
-            };
-            Tensor::from_cuda(y, &out_shape)
-        }
+                dev.permute(x.cuda()?, y, x.shape(), perm)
+            }
+        }),
         Device::Cpu => {
             let mut y = Tensor::scratch(&out_shape);
             if out_shape.is_empty() || y.numel() == 0 {

@@ -17,7 +17,7 @@
 
 use crate::autograd::{Graph, Op, Var};
 use crate::backend::cpu::{fastmath, for_each_row};
-use crate::backend::cuda::{CudaDevice, RowKernel};
+use crate::backend::cuda::RowKernel;
 use crate::backend::{same_device, Device};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -38,12 +38,9 @@ fn row_len(x: &Tensor) -> Result<usize> {
 pub fn forward(x: &Tensor) -> Result<Tensor> {
     let n = row_len(x)?;
     match x.device() {
-        Device::Cuda => {
-            let dev = CudaDevice::global()?;
-            let mut y = dev.alloc(x.numel())?;
-            dev.softmax_fwd(RowKernel::Auto, x.cuda()?, &mut y, x.numel() / n, n)?;
-            Tensor::from_cuda(y, x.shape())
-        }
+        Device::Cuda => Tensor::gpu_output(x.shape(), |dev, y| {
+            dev.softmax_fwd(RowKernel::Auto, x.cuda()?, y, x.numel() / n, n)
+        }),
         Device::Cpu => {
             let mut y = Tensor::scratch(x.shape());
             let xd = x.data();
@@ -75,12 +72,9 @@ pub fn backward(g: &Tensor, y: &Tensor) -> Result<Tensor> {
         ));
     }
     match same_device("softmax backward", &[g, y])? {
-        Device::Cuda => {
-            let dev = CudaDevice::global()?;
-            let mut dx = dev.alloc(y.numel())?;
-            dev.softmax_bwd(RowKernel::Auto, g.cuda()?, y.cuda()?, &mut dx, y.numel() / n, n)?;
-            Tensor::from_cuda(dx, y.shape())
-        }
+        Device::Cuda => Tensor::gpu_output(y.shape(), |dev, dx| {
+            dev.softmax_bwd(RowKernel::Auto, g.cuda()?, y.cuda()?, dx, y.numel() / n, n)
+        }),
         Device::Cpu => {
             let mut dx = Tensor::scratch(y.shape());
             let (gd, yd) = (g.data(), y.data());

@@ -21,8 +21,9 @@
 //!
 //! # On the GPU
 //! `kernels/clip.cu`: each gradient's squares are summed in f64 into per-block partials (kept as
-//! their roots, so that f32 does not overflow), all partials of all gradients are read back at once (the one host synchronisation of a clipped
-//! step: the scale depends on the norm), and the rescale and the clamp run in place.
+//! their roots, so that f32 does not overflow), all partials of all gradients are read back at
+//! once (the one host synchronisation of a clipped step: the scale depends on the norm), and the
+//! rescale and the clamp run in place.
 
 use crate::autograd::ParamStore;
 use crate::backend::cpu::{map_into, PAR_GRAIN};

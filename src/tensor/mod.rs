@@ -25,6 +25,10 @@ pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
 
+fn not_on_gpu(shape: &[usize]) -> Error {
+    Error::Device(format!("a CPU tensor of shape {shape:?} was given to a GPU kernel"))
+}
+
 impl Tensor {
     /// A CPU tensor from its elements in row-major order; `data.len()` must equal the shape's size.
     pub fn from_vec(data: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
@@ -58,17 +62,23 @@ impl Tensor {
         })
     }
 
+    /// A new GPU tensor of `shape`: a buffer of its size from the device's cache, written by
+    /// `write` (which queues the kernels that fill every element). The GPU arm of most ops.
+    pub fn gpu_output(
+        shape: &[usize],
+        write: impl FnOnce(&CudaDevice, &mut CudaBuffer) -> Result<()>,
+    ) -> Result<Tensor> {
+        let dev = CudaDevice::global()?;
+        let mut buf = dev.alloc(numel(shape))?;
+        write(&dev, &mut buf)?;
+        Tensor::from_cuda(buf, shape)
+    }
+
     /// A tensor filled with `value` on `device`.
     pub fn full_on(shape: &[usize], value: f32, device: Device) -> Result<Tensor> {
         match device {
             Device::Cpu => Ok(Tensor::full(shape, value)),
-            Device::Cuda => {
-                let dev = CudaDevice::global()?;
-                let n = numel(shape);
-                let mut buf = dev.alloc(n)?;
-                dev.fill(&mut buf, n, value)?;
-                Tensor::from_cuda(buf, shape)
-            }
+            Device::Cuda => Tensor::gpu_output(shape, |dev, buf| dev.fill(buf, numel(shape), value)),
         }
     }
 
@@ -105,16 +115,12 @@ impl Tensor {
     pub fn cuda(&self) -> Result<&CudaBuffer> {
         match &self.storage {
             Storage::Cuda(b) => Ok(b),
-            Storage::Cpu(_) => Err(Error::Device(format!(
-                "a CPU tensor of shape {:?} was given to a GPU kernel",
-                self.shape
-            ))),
+            Storage::Cpu(_) => Err(not_on_gpu(&self.shape)),
         }
     }
 
     /// Mutable access to a GPU tensor's buffer; copies it first if it is shared (copy on write).
     pub fn cuda_mut(&mut self) -> Result<&mut CudaBuffer> {
-        let shape = self.shape.clone();
         match &mut self.storage {
             Storage::Cuda(b) => {
                 if Arc::get_mut(b).is_none() {
@@ -122,9 +128,7 @@ impl Tensor {
                 }
                 Ok(Arc::get_mut(b).expect("unique after the copy"))
             }
-            Storage::Cpu(_) => Err(Error::Device(format!(
-                "a CPU tensor of shape {shape:?} was given to a GPU kernel"
-            ))),
+            Storage::Cpu(_) => Err(not_on_gpu(&self.shape)),
         }
     }
 
