@@ -22,6 +22,7 @@ use vitcore::ops::dropout::Mask;
 use vitcore::ops::{self, GeluKind};
 use vitcore::optim::{clip_grad_norm, clip_grad_value, default_no_decay, Adam, AdamConfig};
 use vitcore::rng::Rng;
+use vitcore::train;
 use vitcore::{Device, Tensor};
 
 const OP_TOL: f64 = 1e-5;
@@ -236,16 +237,10 @@ fn batch(r: &mut Rng, b: usize) -> (Tensor, Vec<u32>) {
     (images, (0..b).map(|_| r.below(10) as u32).collect())
 }
 
-/// Forward, backward, gradients into the store; returns (loss, logits).
+/// The training loop's forward and backward on the store's device; returns (loss, logits).
 fn forward_backward(vit: &Vit, store: &mut ParamStore, images: &Tensor, labels: &[u32], seed: u64) -> (Tensor, Tensor) {
-    let mut g = Graph::new();
     let x = images.to_device(store.device()).unwrap();
-    let logits = vit.forward(&mut g, store, x, Mode::Train { seed }).unwrap();
-    let loss = g.cross_entropy(logits, labels, 0.1).unwrap();
-    let grads = g.backward(loss).unwrap();
-    store.zero_grad();
-    store.accumulate_grads(&grads).unwrap();
-    (g.value(loss).clone(), g.value(logits).clone())
+    train::forward_backward(vit, store, x, labels, 0.1, seed).unwrap()
 }
 
 fn adamw() -> Adam {

@@ -8,14 +8,14 @@
 //! The median is reported. The loss must stay finite, or the command fails: a benchmark of a
 //! broken step would be a number about nothing.
 
-use crate::backend::cuda::{resolve, DeviceChoice};
+use crate::backend::cuda::{resolve_and_report, DeviceChoice, Resolved};
 use crate::backend::Device;
 use crate::error::{Error, Result};
-use crate::nn::{Mode, Vit};
+use crate::nn::Vit;
 use crate::optim::{Adam, AdamConfig};
 use crate::rng::Rng;
-use crate::train::TrainConfig;
-use crate::{Graph, ParamStore, Tensor};
+use crate::train::{forward_backward, TrainConfig};
+use crate::{ParamStore, Tensor};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -99,9 +99,8 @@ pub fn run_step(opts: &StepOptions) -> Result<StepRecord> {
     if opts.steps == 0 {
         return Err(Error::config("bench step: --steps must be at least 1"));
     }
-    let resolved = resolve(opts.device)?;
-    eprintln!("{}", resolved.describe());
-    let device = if resolved.is_cuda() { Device::Cuda } else { Device::Cpu };
+    let resolved = resolve_and_report(opts.device)?;
+    let device = resolved.device();
     if opts.profile && device == Device::Cuda {
         return Err(Error::config(
             "bench step: --profile times ops on the host, which on the GPU measures only kernel launches",
@@ -139,15 +138,7 @@ pub fn run_step(opts: &StepOptions) -> Result<StepRecord> {
             crate::autograd::profile::enable(true);
         }
         let t0 = Instant::now();
-        let mut g = Graph::new();
-        let logits = vit.forward(&mut g, &store, images.clone(), Mode::Train { seed: step as u64 })?;
-        let loss = g.cross_entropy(logits, &labels, 0.0)?;
-        let grads = g.backward(loss)?;
-        store.zero_grad();
-        store.accumulate_grads(&grads)?;
-        let loss = g.value(loss).clone();
-        drop(grads);
-        drop(g);
+        let (loss, _) = forward_backward(&vit, &mut store, images.clone(), &labels, 0.0, step as u64)?;
         adam.step(&mut store)?;
         loss_value = loss.item()?; // waits for the GPU: the step is done
         if step >= opts.warmup {
@@ -168,9 +159,9 @@ pub fn run_step(opts: &StepOptions) -> Result<StepRecord> {
     let record = StepRecord {
         implementation: format!("vitcore-{device}"),
         preset: opts.preset.name().to_string(),
-        device: match device {
-            Device::Cpu => "cpu".to_string(),
-            Device::Cuda => crate::backend::cuda::CudaDevice::global()?.describe(),
+        device: match &resolved {
+            Resolved::Cpu { .. } => "cpu".to_string(),
+            Resolved::Cuda(dev) => dev.describe(),
         },
         batch,
         threads: rayon::current_num_threads(),

@@ -2,7 +2,7 @@
 //! turns flags into a [`TrainConfig`] or [`BenchOptions`]; the work itself is in `crate::train`
 //! and `crate::bench`.
 
-use crate::backend::cuda::{resolve, DeviceChoice};
+use crate::backend::cuda::{resolve_and_report, DeviceChoice};
 use crate::backend::Device;
 use crate::bench::step::{StepOptions, StepPreset};
 use crate::bench::{self, BenchOptions};
@@ -355,12 +355,9 @@ fn fresh_run_dir(base: &Path) -> PathBuf {
         .expect("some numbered folder is free")
 }
 
-/// Resolve `--device` and say in one line what was chosen (and why the CPU, under `auto`), on
-/// stderr so that stdout stays the command's result (predict's lines are read by scripts).
+/// Resolve `--device`, saying on stderr what was chosen.
 fn pick_device(choice: DeviceChoice) -> Result<Device> {
-    let resolved = resolve(choice)?;
-    eprintln!("{}", resolved.describe());
-    Ok(if resolved.is_cuda() { Device::Cuda } else { Device::Cpu })
+    Ok(resolve_and_report(choice)?.device())
 }
 
 fn run_train(source: DataSource, flags: &TrainFlags, data_name: &str) -> Result<()> {

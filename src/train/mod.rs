@@ -192,6 +192,27 @@ pub fn evaluate(
     })
 }
 
+/// One training step's forward and backward: the gradients of the mean cross-entropy of
+/// `images` against `labels` go into `store`, replacing the last step's (dropped first, so they
+/// are not kept alive through this step). Returns the loss and the logits, on the store's device
+/// (`images` must be there too); the activations are freed on return, before any optimiser runs.
+pub fn forward_backward(
+    vit: &Vit,
+    store: &mut ParamStore,
+    images: Tensor,
+    labels: &[u32],
+    smoothing: f32,
+    seed: u64,
+) -> Result<(Tensor, Tensor)> {
+    store.zero_grad();
+    let mut g = Graph::new();
+    let logits = vit.forward(&mut g, store, images, Mode::Train { seed })?;
+    let loss = g.cross_entropy(logits, labels, smoothing)?;
+    let grads = g.backward(loss)?;
+    store.accumulate_grads(&grads)?;
+    Ok((g.value(loss).clone(), g.value(logits).clone()))
+}
+
 /// Per-epoch numbers, as in `log.csv`.
 #[derive(Clone, Debug)]
 pub struct EpochLog {
@@ -439,25 +460,10 @@ pub fn train(mut cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOpt
         for batch in loader {
             let n = batch.len();
             let x = Tensor::from_vec(batch.images, &batch.shape)?.to_device(opts.device)?;
-            store.zero_grad(); // the last step's gradients are not kept alive through this one
-            let mut g = Graph::new();
-            let logits = vit.forward(
-                &mut g,
-                &store,
-                x,
-                Mode::Train {
-                    seed: derive_seed(cfg.seed ^ 0xd50, global_step as u64),
-                },
-            )?;
-            let loss = g.cross_entropy(logits, &batch.labels, cfg.label_smoothing)?;
-            // Read after the backward is queued: on the GPU, reading waits for the stream, and
-            // the step's one wait then comes after its forward and backward.
-            let (loss_t, logits_t) = (g.value(loss).clone(), g.value(logits).clone());
-            let grads = g.backward(loss)?;
-            store.accumulate_grads(&grads)?;
-            drop(grads);
-            drop(g); // activations go back to the buffer pool before the optimiser runs
-                     // A diverged step must not reach the parameters.
+            let seed = derive_seed(cfg.seed ^ 0xd50, global_step as u64);
+            let (loss_t, logits_t) = forward_backward(&vit, &mut store, x, &batch.labels, cfg.label_smoothing, seed)?;
+            // Read after the backward is queued (on the GPU, reading waits for the stream), and
+            // before the update: a diverged step must not reach the parameters.
             let loss_value = loss_t.item()? as f64;
             if !loss_value.is_finite() {
                 return Err(Error::config(format!(

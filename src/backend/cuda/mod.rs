@@ -23,4 +23,4 @@ pub use device::{
     cuda_available, AdamCoeffs, CudaBuffer, CudaDevice, MatmulDims, MatmulKernel, PoolStats, RowKernel, MAX_RANK,
     SOFTMAX_WARP_MAX,
 };
-pub use select::{resolve, DeviceChoice, Resolved};
+pub use select::{resolve, resolve_and_report, DeviceChoice, Resolved};

@@ -7,6 +7,7 @@
 //!   prints (so a run on a machine without a GPU says why it is slow rather than failing).
 
 use super::device::{cuda_available, CudaDevice};
+use crate::backend::Device;
 use crate::error::{Error, Result};
 use std::sync::Arc;
 
@@ -57,6 +58,13 @@ impl Resolved {
     pub fn is_cuda(&self) -> bool {
         matches!(self, Resolved::Cuda(_))
     }
+    /// Where tensors go for this choice.
+    pub fn device(&self) -> Device {
+        match self {
+            Resolved::Cpu { .. } => Device::Cpu,
+            Resolved::Cuda(_) => Device::Cuda,
+        }
+    }
     /// One line for the log: which device, and why when `auto` fell back to the CPU.
     pub fn describe(&self) -> String {
         match self {
@@ -84,6 +92,14 @@ pub fn resolve(choice: DeviceChoice) -> Result<Resolved> {
             },
         ),
     }
+}
+
+/// [`resolve`], then say in one line on stderr what was chosen (and why the CPU, under `auto`):
+/// stderr, so that stdout stays the command's result (predict's lines are read by scripts).
+pub fn resolve_and_report(choice: DeviceChoice) -> Result<Resolved> {
+    let resolved = resolve(choice)?;
+    eprintln!("{}", resolved.describe());
+    Ok(resolved)
 }
 
 fn strip_prefix(e: &Error) -> String {
