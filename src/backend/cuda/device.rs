@@ -77,6 +77,9 @@ struct Pool {
     free: Mutex<HashMap<usize, Vec<CudaSlice<f32>>>>,
     device_allocs: AtomicU64,
     reuses: AtomicU64,
+    /// Allocate exactly the requested size (no size classes): under the cudasim simulator, so
+    /// that its memcheck sees a buffer's true end (a rounded-up buffer would hide an overrun).
+    exact: bool,
 }
 
 /// The capacity (elements) actually allocated for a request of `len`: rounded up so that
@@ -91,6 +94,14 @@ fn size_class(len: usize) -> usize {
 }
 
 impl Pool {
+    /// The capacity to allocate for a request of `len` elements.
+    fn class_of(&self, len: usize) -> usize {
+        if self.exact {
+            len.max(1)
+        } else {
+            size_class(len)
+        }
+    }
     fn take(&self, class: usize) -> Option<CudaSlice<f32>> {
         let s = self.free.lock().unwrap().get_mut(&class)?.pop()?;
         self.reuses.fetch_add(1, Ordering::Relaxed);
@@ -307,6 +318,43 @@ pub use crate::optim::adam::AdamCoeffs;
 // The device
 // ---------------------------------------------------------------------------------------------
 
+/// Whether a device name is the cudasim simulator's (`cudasim simulator (Tesla T4 model, ...)`).
+pub fn is_simulator(device_name: &str) -> bool {
+    device_name.starts_with("cudasim")
+}
+
+/// How the kernels are handed to the driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelImage {
+    /// Machine code for the device's exact `sm_XY`, compiled by NVRTC (the default on a GPU:
+    /// nothing is left for the driver to compile, and a driver older than NVRTC still loads it).
+    Cubin,
+    /// PTX for `compute_XY`, compiled by the driver when it loads the module. Used under the
+    /// cudasim simulator (which runs PTX), and on a real GPU when `VITCORE_CUDA_PTX=1`: the
+    /// driver's own JIT then compiles the kernels (it must be at least as new as NVRTC's PTX ISA).
+    Ptx,
+}
+
+impl KernelImage {
+    /// PTX for the simulator or when `VITCORE_CUDA_PTX=1`, else CUBIN.
+    pub fn choose(device_name: &str) -> KernelImage {
+        if is_simulator(device_name) || std::env::var("VITCORE_CUDA_PTX").is_ok_and(|v| v == "1") {
+            KernelImage::Ptx
+        } else {
+            KernelImage::Cubin
+        }
+    }
+}
+
+impl std::fmt::Display for KernelImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KernelImage::Cubin => "CUBIN",
+            KernelImage::Ptx => "PTX",
+        })
+    }
+}
+
 /// One GPU: context, stream, kernels, allocator.
 pub struct CudaDevice {
     ctx: Arc<CudaContext>,
@@ -317,6 +365,7 @@ pub struct CudaDevice {
     sm_count: u32,
     driver_version: (i32, i32),
     nvrtc_version: (i32, i32),
+    image: KernelImage,
     _modules: Vec<Arc<CudaModule>>,
     functions: HashMap<String, CudaFunction>,
     pool: Arc<Pool>,
@@ -352,15 +401,25 @@ impl CudaDevice {
             .result()
             .map_err(driver_err("reading the driver version"))?;
         let nv = nvrtc::nvrtc_version().unwrap_or((0, 0));
-        let arch = nvrtc::arch_for(cc.0, cc.1).map_err(Error::Device)?;
+        let image = KernelImage::choose(&name);
+        let arch = match image {
+            KernelImage::Cubin => nvrtc::arch_for(cc.0, cc.1).map_err(Error::Device)?,
+            // PTX for the virtual architecture of the device's own compute capability.
+            KernelImage::Ptx => format!("compute_{}{}", cc.0, cc.1),
+        };
 
         let mut modules = Vec::new();
         let mut functions = HashMap::new();
         for (file, src) in nvrtc::KERNEL_SOURCES {
-            let compiled = nvrtc::compile_cubin(file, src, &arch)?;
-            let module = ctx
-                .load_module(cudarc::nvrtc::Ptx::from_binary(compiled.cubin))
-                .map_err(|e| Error::Device(format!("loading the CUBIN of {file} for {arch} on {name}: {e}")))?;
+            let loaded = match image {
+                KernelImage::Cubin => {
+                    let compiled = nvrtc::compile_cubin(file, src, &arch)?;
+                    ctx.load_module(cudarc::nvrtc::Ptx::from_binary(compiled.cubin))
+                }
+                KernelImage::Ptx => ctx.load_module(cudarc::nvrtc::Ptx::from_src(nvrtc::compile_ptx(file, src, &arch)?)),
+            };
+            let module = loaded
+                .map_err(|e| Error::Device(format!("loading the {image} of {file} for {arch} on {name}: {e}")))?;
             for k in nvrtc::kernel_names(src) {
                 let f = module
                     .load_function(&k)
@@ -369,6 +428,7 @@ impl CudaDevice {
             }
             modules.push(module);
         }
+        let exact_sizes = is_simulator(&name);
         Ok(Arc::new(CudaDevice {
             ctx,
             stream,
@@ -378,12 +438,14 @@ impl CudaDevice {
             sm_count,
             driver_version: (dv / 1000, (dv % 1000) / 10),
             nvrtc_version: nv,
+            image,
             _modules: modules,
             functions,
             pool: Arc::new(Pool {
                 free: Mutex::new(HashMap::new()),
                 device_allocs: AtomicU64::new(0),
                 reuses: AtomicU64::new(0),
+                exact: exact_sizes,
             }),
             labels: Mutex::new(None),
         }))
@@ -409,9 +471,17 @@ impl CudaDevice {
     pub fn compute_capability(&self) -> (i32, i32) {
         self.compute_capability
     }
-    /// The architecture the kernels were compiled for (`sm_XY`).
+    /// The architecture the kernels were compiled for (`sm_XY` for CUBIN, `compute_XY` for PTX).
     pub fn arch(&self) -> &str {
         &self.arch
+    }
+    /// Whether the kernels were loaded as CUBIN or as PTX.
+    pub fn kernel_image(&self) -> KernelImage {
+        self.image
+    }
+    /// Whether this "GPU" is the cudasim simulator (its device name says so).
+    pub fn is_simulator(&self) -> bool {
+        is_simulator(&self.name)
     }
     pub fn sm_count(&self) -> u32 {
         self.sm_count
@@ -427,8 +497,9 @@ impl CudaDevice {
     pub fn describe(&self) -> String {
         let (cm, cn) = self.compute_capability;
         format!(
-            "{} (compute {cm}.{cn}, kernels for {}, {} SMs), driver CUDA {}.{}, NVRTC {}.{}",
+            "{} (compute {cm}.{cn}, kernels as {} for {}, {} SMs), driver CUDA {}.{}, NVRTC {}.{}",
             self.name,
+            self.image,
             self.arch,
             self.sm_count,
             self.driver_version.0,
@@ -462,7 +533,7 @@ impl CudaDevice {
 
     /// A buffer of `len` elements with unspecified contents, from the cache when possible.
     pub fn alloc(&self, len: usize) -> Result<CudaBuffer> {
-        let class = size_class(len);
+        let class = self.pool.class_of(len);
         let slice = match self.pool.take(class) {
             Some(s) => s,
             None => {

@@ -20,7 +20,7 @@ pub mod select;
 /// The cudarc slice types and traits the launch wrappers take, so callers need not name cudarc.
 pub use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceSlice};
 pub use device::{
-    cuda_available, AdamCoeffs, CudaBuffer, CudaDevice, MatmulDims, MatmulKernel, PoolStats, RowKernel, MAX_RANK,
-    SOFTMAX_WARP_MAX,
+    cuda_available, is_simulator, AdamCoeffs, CudaBuffer, CudaDevice, KernelImage, MatmulDims, MatmulKernel, PoolStats,
+    RowKernel, MAX_RANK, SOFTMAX_WARP_MAX,
 };
 pub use select::{resolve, resolve_and_report, DeviceChoice, Resolved};

@@ -206,12 +206,18 @@ fn c_string(bytes: &[c_char]) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-/// Compile one kernel file to CUBIN for `arch` (`"sm_75"`, `"sm_90"`, ...), with the embedded
-/// `*.cuh` headers available to `#include`, `-Xptxas=-v` for the resource report, and the CUDA
-/// include folder from [`include_dir`]. Returns the CUBIN, the log and the parsed report; a
-/// compile error returns `Error::Device` with the log. Check [`nvrtc_available`] first: without
-/// NVRTC this would panic inside cudarc.
-pub fn compile_cubin(file: &str, source: &str, arch: &str) -> Result<Compiled> {
+/// An NVRTC program being compiled; destroyed on every path out.
+struct Program(sys::nvrtcProgram);
+
+impl Drop for Program {
+    fn drop(&mut self) {
+        let _ = unsafe { nvrtc_result::destroy_program(self.0) };
+    }
+}
+
+/// Compile `source` (with the embedded `*.cuh` headers available to `#include`) for `arch`,
+/// returning the program and NVRTC's log; a compile error is `Error::Device` with the log.
+fn run_nvrtc(file: &str, source: &str, arch: &str, extra: &[&str]) -> Result<(Program, String)> {
     let err = |what: String| Error::Device(format!("NVRTC, {file} for {arch}: {what}"));
     let src = CString::new(source).map_err(|_| err("source contains a NUL byte".into()))?;
     let name = CString::new(file).map_err(|_| err("file name contains a NUL byte".into()))?;
@@ -239,36 +245,36 @@ pub fn compile_cubin(file: &str, source: &str, arch: &str) -> Result<Compiled> {
     }
     .result()
     .map_err(|e| err(format!("nvrtcCreateProgram failed: {e}")))?;
-    // Destroy the program on every path out.
-    struct Guard(sys::nvrtcProgram);
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            let _ = unsafe { nvrtc_result::destroy_program(self.0) };
-        }
-    }
-    let guard = Guard(prog);
+    let program = Program(prog);
 
-    let mut opts = vec![
-        format!("--gpu-architecture={arch}"),
-        "-Xptxas=-v".to_string(),
-        "--std=c++17".to_string(),
-    ];
+    let mut opts = vec![format!("--gpu-architecture={arch}"), "--std=c++17".to_string()];
+    opts.extend(extra.iter().map(|s| s.to_string()));
     if let Some(inc) = include_dir() {
         opts.push(format!("--include-path={}", inc.display()));
     }
-    let compiled = unsafe { nvrtc_result::compile_program(guard.0, &opts) };
-    let log = unsafe { nvrtc_result::get_program_log(guard.0) }
+    let compiled = unsafe { nvrtc_result::compile_program(program.0, &opts) };
+    let log = unsafe { nvrtc_result::get_program_log(program.0) }
         .map(|l| c_string(&l))
         .unwrap_or_default();
     if let Err(e) = compiled {
         return Err(err(format!("compile failed ({e}), options {opts:?}:\n{log}")));
     }
+    Ok((program, log))
+}
+
+/// Compile one kernel file to CUBIN for `arch` (`"sm_75"`, `"sm_90"`, ...), with `-Xptxas=-v`
+/// for the resource report. Returns the CUBIN, the log and the parsed report; a compile error
+/// returns `Error::Device` with the log. Check [`nvrtc_available`] first: without NVRTC this
+/// would panic inside cudarc.
+pub fn compile_cubin(file: &str, source: &str, arch: &str) -> Result<Compiled> {
+    let err = |what: String| Error::Device(format!("NVRTC, {file} for {arch}: {what}"));
+    let (program, log) = run_nvrtc(file, source, arch, &["-Xptxas=-v"])?;
     let mut size = 0usize;
-    unsafe { sys::nvrtcGetCUBINSize(guard.0, &mut size) }
+    unsafe { sys::nvrtcGetCUBINSize(program.0, &mut size) }
         .result()
         .map_err(|e| err(format!("nvrtcGetCUBINSize: {e}")))?;
     let mut cubin = vec![0u8; size];
-    unsafe { sys::nvrtcGetCUBIN(guard.0, cubin.as_mut_ptr() as *mut c_char) }
+    unsafe { sys::nvrtcGetCUBIN(program.0, cubin.as_mut_ptr() as *mut c_char) }
         .result()
         .map_err(|e| err(format!("nvrtcGetCUBIN: {e}")))?;
     if cubin.is_empty() {
@@ -284,6 +290,23 @@ pub fn compile_cubin(file: &str, source: &str, arch: &str) -> Result<Compiled> {
         log,
         kernels,
     })
+}
+
+/// Compile one kernel file to PTX text for the virtual architecture `arch` (`"compute_75"`):
+/// what the driver compiles itself when it loads the module (a real driver's JIT, or the
+/// cudasim simulator, which runs PTX). Without ptxas there is no resource report.
+pub fn compile_ptx(file: &str, source: &str, arch: &str) -> Result<String> {
+    let err = |what: String| Error::Device(format!("NVRTC, {file} for {arch}: {what}"));
+    let (program, _log) = run_nvrtc(file, source, arch, &[])?;
+    let mut size = 0usize;
+    unsafe { sys::nvrtcGetPTXSize(program.0, &mut size) }
+        .result()
+        .map_err(|e| err(format!("nvrtcGetPTXSize: {e}")))?;
+    let mut ptx = vec![0 as c_char; size];
+    unsafe { sys::nvrtcGetPTX(program.0, ptx.as_mut_ptr()) }
+        .result()
+        .map_err(|e| err(format!("nvrtcGetPTX: {e}")))?;
+    Ok(c_string(&ptx))
 }
 
 /// The first unsigned integer in `s` that is directly followed by `suffix` (e.g. `" registers"`).

@@ -1,0 +1,1335 @@
+//! One block at a time: its warps, their SIMT scheduling, and every instruction's effect.
+//!
+//! # The execution model
+//! * A block's threads are grouped into warps of 32 lanes (thread `t` is lane `t % 32` of warp
+//!   `t / 32`, with `t` the linear `%tid`). A warp executes one instruction at a time for the
+//!   lanes that are at it; a register holds one value per lane.
+//! * **Divergence and reconvergence** follow the "minimum PC" rule: when a branch splits a warp,
+//!   each side becomes a group with its own program counter, and the warp always runs the group
+//!   with the lowest PC; groups that reach the same PC merge. With the code layout NVVM emits
+//!   (forward branches to join points, backward branches for loops) this reconverges where the
+//!   immediate post-dominator would, and it never lets one side starve the other.
+//! * **Warp-synchronous instructions** (`shfl.sync`, `vote.sync`) wait until every lane of
+//!   their member mask has arrived at the same instruction; a lane that exited, or that waits
+//!   somewhere the others can never reach, is a synccheck finding.
+//! * **`bar.sync`** parks the warp until every live (not exited) thread of the block waits at
+//!   a barrier; they must all wait at the same `bar.sync` instruction (it is `.aligned`), or
+//!   synccheck reports the divergent barrier.
+//! * A block's warps run in turn on one host thread, each until it exits or waits at a
+//!   barrier; the blocks of a launch run in parallel (see `exec::launch`). Nothing here depends
+//!   on the order warps run in, except the values a racy kernel reads — and racecheck reports
+//!   those races.
+
+use super::alu;
+use super::float;
+use super::Stats;
+use crate::check::{self, CheckKind, Checks, Finding};
+use crate::memory::{SharedMem, Snapshot, PARAM_WINDOW, SHARED_WINDOW, SHARED_WINDOW_SIZE};
+use crate::ptx::ir::*;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
+/// Everything a launch's blocks share.
+pub(crate) struct LaunchCtx<'a> {
+    pub kernel: &'a Kernel,
+    pub module: &'a Module,
+    pub snap: &'a Snapshot,
+    pub params: &'a [u8],
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    pub shared_bytes: u32,
+    pub checks: Checks,
+    /// Memory carries shadow state (racecheck or initcheck on).
+    pub shadow: bool,
+    pub epoch: u32,
+    pub sm_count: u32,
+    pub max_warp_steps: u64,
+    pub abort: &'a AtomicBool,
+    /// Which memory accesses a freed allocation would have served (for memcheck's wording).
+    pub was_freed: &'a (dyn Fn(u64) -> bool + Sync),
+}
+
+/// Why a block stopped early.
+pub(crate) enum Stop {
+    Found(Box<Finding>),
+    /// Another block found a defect: this one stops without a report of its own.
+    Aborted,
+}
+
+type Res<T> = Result<T, Stop>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wait {
+    Ready,
+    Bar,
+    Sync,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Group {
+    pc: u32,
+    mask: u32,
+    wait: Wait,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WState {
+    Running,
+    AtBarrier,
+    Done,
+}
+
+struct Warp {
+    id: u32,
+    r32: Vec<u32>,
+    r64: Vec<u64>,
+    pred: Vec<u32>,
+    /// Lanes that exist and have not exited.
+    live: u32,
+    /// The running group.
+    pc: u32,
+    mask: u32,
+    /// Lanes elsewhere.
+    groups: Vec<Group>,
+    state: WState,
+    /// `%tid` of each lane, and its linear index in the block.
+    tid: [[u32; 3]; 32],
+    tlin: [u32; 32],
+    steps: u64,
+    /// Index in the snapshot of the allocation the last global access hit.
+    alloc_hint: usize,
+}
+
+impl Warp {
+    fn new() -> Warp {
+        Warp {
+            id: 0,
+            r32: Vec::new(),
+            r64: Vec::new(),
+            pred: Vec::new(),
+            live: 0,
+            pc: 0,
+            mask: 0,
+            groups: Vec::new(),
+            state: WState::Done,
+            tid: [[0; 3]; 32],
+            tlin: [0; 32],
+            steps: 0,
+            alloc_hint: 0,
+        }
+    }
+
+    fn reset(&mut self, k: &Kernel, id: u32, block: [u32; 3], nthreads: u32) {
+        self.id = id;
+        self.r32.clear();
+        self.r32.resize(k.n_r32 as usize * 32, 0);
+        self.r64.clear();
+        self.r64.resize(k.n_r64 as usize * 32, 0);
+        self.pred.clear();
+        self.pred.resize(k.n_pred as usize, 0);
+        let first = id * 32;
+        let n = nthreads.saturating_sub(first).min(32);
+        self.live = if n == 32 { u32::MAX } else { (1u32 << n) - 1 };
+        self.pc = 0;
+        self.mask = self.live;
+        self.groups.clear();
+        self.state = WState::Running;
+        for l in 0..32u32 {
+            let t = first + l;
+            self.tlin[l as usize] = t;
+            self.tid[l as usize] = [t % block[0], (t / block[0]) % block[1], t / (block[0] * block[1])];
+        }
+        self.steps = 0;
+    }
+
+    /// Add lanes at `pc` to the groups (merging with a group already there).
+    fn push_group(&mut self, pc: u32, mask: u32, wait: Wait) {
+        if mask == 0 {
+            return;
+        }
+        if let Some(g) = self.groups.iter_mut().find(|g| g.pc == pc) {
+            g.mask |= mask;
+            if wait == Wait::Ready {
+                g.wait = Wait::Ready; // the arrivals re-run the instruction with every lane
+            }
+            return;
+        }
+        self.groups.push(Group { pc, mask, wait });
+    }
+
+    /// The running group waits here.
+    fn park(&mut self, wait: Wait) {
+        let (pc, mask) = (self.pc, self.mask);
+        self.mask = 0;
+        self.push_group(pc, mask, wait);
+    }
+
+    /// After the running group moved: merge what waits at its new PC, and hand over to a ready
+    /// group with a lower PC (the minimum-PC rule).
+    fn reschedule(&mut self) {
+        let mut i = 0;
+        while i < self.groups.len() {
+            if self.groups[i].pc == self.pc {
+                self.mask |= self.groups[i].mask;
+                self.groups.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        let mut best: Option<usize> = None;
+        for (j, g) in self.groups.iter().enumerate() {
+            if g.wait == Wait::Ready && g.pc < self.pc && best.is_none_or(|b| g.pc < self.groups[b].pc) {
+                best = Some(j);
+            }
+        }
+        if let Some(j) = best {
+            let g = self.groups[j];
+            self.groups[j] = Group {
+                pc: self.pc,
+                mask: self.mask,
+                wait: Wait::Ready,
+            };
+            self.pc = g.pc;
+            self.mask = g.mask;
+        }
+    }
+
+    #[inline(always)]
+    fn get(&self, s: &Src, l: usize, env: &Env) -> u64 {
+        match *s {
+            Src::R32(i) => self.r32[i as usize * 32 + l] as u64,
+            Src::R64(i) => self.r64[i as usize * 32 + l],
+            Src::Imm(v) => v,
+            Src::Pred(i) => ((self.pred[i as usize] >> l) & 1) as u64,
+            Src::Sreg(r) => self.sreg(r, l, env),
+        }
+    }
+
+    #[inline(always)]
+    fn set(&mut self, d: &Dst, l: usize, v: u64) {
+        match *d {
+            Dst::R32(i) => self.r32[i as usize * 32 + l] = v as u32,
+            Dst::R64(i) => self.r64[i as usize * 32 + l] = v,
+            Dst::Pred(i) => {
+                let p = &mut self.pred[i as usize];
+                *p = (*p & !(1 << l)) | (((v & 1) as u32) << l);
+            }
+            Dst::Sink => {}
+        }
+    }
+
+    #[inline(always)]
+    fn pred_mask(&self, p: &PredSrc) -> u32 {
+        match *p {
+            PredSrc::True => u32::MAX,
+            PredSrc::Reg { idx, neg } => {
+                let v = self.pred[idx as usize];
+                if neg {
+                    !v
+                } else {
+                    v
+                }
+            }
+        }
+    }
+
+    fn sreg(&self, r: Sreg, l: usize, env: &Env) -> u64 {
+        let lane = l as u32;
+        (match r {
+            Sreg::Tid(d) => self.tid[l][d as usize],
+            Sreg::Ntid(d) => env.ntid[d as usize],
+            Sreg::Ctaid(d) => env.ctaid[d as usize],
+            Sreg::Nctaid(d) => env.nctaid[d as usize],
+            Sreg::LaneId => lane,
+            Sreg::WarpId => self.id,
+            Sreg::NWarpId => 64,
+            Sreg::SmId => env.block_linear % env.sm_count,
+            Sreg::NSmId => env.sm_count,
+            Sreg::GridId => env.epoch,
+            Sreg::LaneMaskEq => 1 << lane,
+            Sreg::LaneMaskLt => (1u32 << lane) - 1,
+            Sreg::LaneMaskLe => ((1u64 << (lane + 1)) - 1) as u32,
+            Sreg::LaneMaskGt => !(((1u64 << (lane + 1)) - 1) as u32),
+            Sreg::LaneMaskGe => !((1u32 << lane) - 1),
+            // Clocks count this warp's instructions: monotonic, as a program may assume.
+            Sreg::Clock => self.steps as u32,
+            Sreg::Clock64 | Sreg::GlobalTimer => return self.steps,
+        }) as u64
+    }
+}
+
+/// The block's constants, for special registers and access records.
+struct Env {
+    ctaid: [u32; 3],
+    ntid: [u32; 3],
+    nctaid: [u32; 3],
+    block_linear: u32,
+    sm_count: u32,
+    epoch: u32,
+    /// The barrier interval: how many barriers the block has passed.
+    interval: u32,
+}
+
+/// Iterate over the set bits of a lane mask.
+macro_rules! lanes {
+    ($mask:expr, $l:ident, $body:block) => {{
+        let m: u32 = $mask;
+        if m == u32::MAX {
+            for $l in 0..32usize $body
+        } else {
+            let mut mm = m;
+            while mm != 0 {
+                let $l = mm.trailing_zeros() as usize;
+                mm &= mm - 1;
+                $body
+            }
+        }
+    }};
+}
+
+/// Runs blocks; one per host thread, reused from block to block.
+pub(crate) struct BlockRunner {
+    warps: Vec<Warp>,
+    shared: SharedMem,
+}
+
+impl BlockRunner {
+    pub fn new() -> BlockRunner {
+        BlockRunner {
+            warps: Vec::new(),
+            shared: SharedMem::new(0),
+        }
+    }
+
+    /// Run block number `block_linear` (x fastest) of the launch to completion.
+    pub fn run(&mut self, ctx: &LaunchCtx, block_linear: u32, stats: &mut Stats) -> Res<()> {
+        let [gx, gy, _] = ctx.grid;
+        let ctaid = [block_linear % gx, (block_linear / gx) % gy, block_linear / (gx * gy)];
+        let nthreads = ctx.block.iter().product::<u32>();
+        let nwarps = nthreads.div_ceil(32);
+        if self.shared.size != ctx.shared_bytes {
+            self.shared = SharedMem::new(ctx.shared_bytes);
+        } else {
+            self.shared.reset();
+        }
+        while self.warps.len() < nwarps as usize {
+            self.warps.push(Warp::new());
+        }
+        for (i, w) in self.warps.iter_mut().take(nwarps as usize).enumerate() {
+            w.reset(ctx.kernel, i as u32, ctx.block, nthreads);
+        }
+        let mut ex = Exec {
+            ctx,
+            env: Env {
+                ctaid,
+                ntid: ctx.block,
+                nctaid: ctx.grid,
+                block_linear,
+                sm_count: ctx.sm_count,
+                epoch: ctx.epoch,
+                interval: 0,
+            },
+            shared: &mut self.shared,
+            stats,
+        };
+        let warps = &mut self.warps[..nwarps as usize];
+        loop {
+            for w in warps.iter_mut() {
+                if w.state == WState::Running {
+                    ex.run_warp(w)?;
+                }
+            }
+            if warps.iter().all(|w| w.state == WState::Done) {
+                return Ok(());
+            }
+            // Every live thread waits at a barrier: they must all wait at the same one.
+            let mut pcs: Vec<(u32, u32, u32)> = Vec::new(); // (pc, warp, mask)
+            for w in warps.iter().filter(|w| w.state == WState::AtBarrier) {
+                for g in &w.groups {
+                    pcs.push((g.pc, w.id, g.mask));
+                }
+            }
+            let first_pc = pcs[0].0;
+            if ctx.checks.synccheck {
+                if let Some(&(pc2, w2, m2)) = pcs.iter().find(|p| p.0 != first_pc) {
+                    let (_, w1, m1) = pcs[0];
+                    let l1 = m1.trailing_zeros();
+                    let detail = format!(
+                        "divergent barrier: threads wait at different bar.sync instructions — warp {w1} lanes {} \
+                         at PTX line {}, warp {w2} lanes {} at PTX line {} — so not every live thread of the \
+                         block reaches either",
+                        show_mask(m1),
+                        ctx.kernel.code[first_pc as usize].line,
+                        show_mask(m2),
+                        ctx.kernel.code[pc2 as usize].line
+                    );
+                    let w = &warps[w1 as usize];
+                    return Err(ex.finding_at(CheckKind::Synccheck, first_pc, w, l1 as usize, None, detail));
+                }
+            }
+            ex.env.interval += 1;
+            ex.stats.barriers += 1;
+            for w in warps.iter_mut().filter(|w| w.state == WState::AtBarrier) {
+                let gs = std::mem::take(&mut w.groups);
+                w.mask = 0;
+                w.pc = u32::MAX;
+                for g in gs {
+                    w.push_group(g.pc + 1, g.mask, Wait::Ready);
+                }
+                let g = w.groups.swap_remove(0);
+                w.pc = g.pc;
+                w.mask = g.mask;
+                w.reschedule();
+                w.state = WState::Running;
+            }
+        }
+    }
+}
+
+fn show_mask(m: u32) -> String {
+    // Lane ranges, e.g. "0-15,20".
+    let mut parts = Vec::new();
+    let mut l = 0;
+    while l < 32 {
+        if m >> l & 1 == 1 {
+            let start = l;
+            while l + 1 < 32 && m >> (l + 1) & 1 == 1 {
+                l += 1;
+            }
+            parts.push(if start == l {
+                format!("{start}")
+            } else {
+                format!("{start}-{l}")
+            });
+        }
+        l += 1;
+    }
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(",")
+    }
+}
+
+struct Exec<'a, 'b> {
+    ctx: &'a LaunchCtx<'a>,
+    env: Env,
+    shared: &'b mut SharedMem,
+    stats: &'b mut Stats,
+}
+
+/// Memory access width and what to do.
+#[derive(Clone, Copy)]
+enum Access {
+    Read,
+    Write(u64),
+}
+
+impl Exec<'_, '_> {
+    fn finding_at(
+        &self,
+        check: CheckKind,
+        pc: u32,
+        w: &Warp,
+        lane: usize,
+        address: Option<u64>,
+        detail: String,
+    ) -> Stop {
+        let line = self.ctx.kernel.code[pc as usize].line;
+        Stop::Found(Box::new(Finding {
+            check,
+            kernel: self.ctx.kernel.name.clone(),
+            line,
+            instr: self.ctx.module.line_text(line).to_string(),
+            block: self.env.ctaid,
+            thread: w.tid[lane],
+            address,
+            detail,
+        }))
+    }
+
+    fn finding(&self, check: CheckKind, w: &Warp, lane: usize, address: Option<u64>, detail: String) -> Stop {
+        self.finding_at(check, w.pc, w, lane, address, detail)
+    }
+
+    /// Choose the next group to run when the running one has none left. `false`: the warp is
+    /// done or waits at a barrier.
+    fn next_group(&self, w: &mut Warp) -> Res<bool> {
+        let mut best: Option<usize> = None;
+        for (j, g) in w.groups.iter().enumerate() {
+            if g.wait == Wait::Ready && best.is_none_or(|b| g.pc < w.groups[b].pc) {
+                best = Some(j);
+            }
+        }
+        if let Some(j) = best {
+            let g = w.groups.swap_remove(j);
+            w.pc = g.pc;
+            w.mask = g.mask;
+            return Ok(true);
+        }
+        if w.groups.is_empty() {
+            w.state = WState::Done;
+            return Ok(false);
+        }
+        if let Some(g) = w.groups.iter().find(|g| g.wait == Wait::Sync) {
+            // Lanes wait for lanes that wait somewhere else: nothing can move.
+            let others: Vec<String> = w
+                .groups
+                .iter()
+                .filter(|o| o.pc != g.pc)
+                .map(|o| {
+                    format!(
+                        "lanes {} wait at PTX line {} ({})",
+                        show_mask(o.mask),
+                        self.ctx.kernel.code[o.pc as usize].line,
+                        if o.wait == Wait::Bar {
+                            "bar.sync"
+                        } else {
+                            "a warp-synchronous instruction"
+                        }
+                    )
+                })
+                .collect();
+            let exited = !w.live & if w.live == 0 { 0 } else { u32::MAX };
+            let detail = format!(
+                "deadlock: lanes {} of warp {} wait for the rest of their member mask, which never arrives ({}{})",
+                show_mask(g.mask),
+                w.id,
+                others.join("; "),
+                if exited != 0 {
+                    format!("; lanes {} have exited", show_mask(exited))
+                } else {
+                    String::new()
+                }
+            );
+            let lane = g.mask.trailing_zeros() as usize;
+            return Err(self.finding_at(CheckKind::Synccheck, g.pc, w, lane, None, detail));
+        }
+        w.state = WState::AtBarrier;
+        Ok(false)
+    }
+
+    fn run_warp(&mut self, w: &mut Warp) -> Res<()> {
+        let code = &self.ctx.kernel.code;
+        loop {
+            if w.mask == 0 && !self.next_group(w)? {
+                return Ok(());
+            }
+            w.steps += 1;
+            if w.steps & 0xfff == 0 {
+                if self.ctx.abort.load(Relaxed) {
+                    return Err(Stop::Aborted);
+                }
+                if w.steps > self.ctx.max_warp_steps {
+                    let lane = w.mask.trailing_zeros() as usize;
+                    let detail = format!(
+                        "warp {} executed more than {} instructions: an endless loop? (CUDASIM_MAX_WARP_STEPS raises the limit)",
+                        w.id, self.ctx.max_warp_steps
+                    );
+                    return Err(self.finding(CheckKind::Watchdog, w, lane, None, detail));
+                }
+            }
+            let ins = &code[w.pc as usize];
+            let em = w.mask & w.pred_mask(&ins.guard);
+            self.stats.warp_instructions += 1;
+            self.stats.thread_instructions += em.count_ones() as u64;
+            match &ins.op {
+                Op::Bra { target } => {
+                    let not = w.mask & !em;
+                    if not == 0 {
+                        w.pc = *target;
+                    } else if em == 0 {
+                        w.pc += 1;
+                    } else {
+                        let fall = w.pc + 1;
+                        if *target < fall {
+                            w.push_group(fall, not, Wait::Ready);
+                            w.pc = *target;
+                            w.mask = em;
+                        } else {
+                            w.push_group(*target, em, Wait::Ready);
+                            w.pc = fall;
+                            w.mask = not;
+                        }
+                    }
+                }
+                Op::Exit => {
+                    w.live &= !em;
+                    w.mask &= !em;
+                    if w.mask == 0 {
+                        continue;
+                    }
+                    w.pc += 1;
+                }
+                Op::Bar { .. } => {
+                    if em != w.mask {
+                        // Lanes whose guard is false do not take part: they go on.
+                        w.push_group(w.pc + 1, w.mask & !em, Wait::Ready);
+                        w.mask = em;
+                    }
+                    if em != 0 {
+                        w.park(Wait::Bar);
+                        continue;
+                    }
+                }
+                Op::Shfl { .. } | Op::Vote { .. } => {
+                    if em == 0 {
+                        w.pc += 1;
+                    } else if !self.warp_sync(w, ins, em)? {
+                        continue; // parked until the rest of the member mask arrives
+                    }
+                }
+                op => {
+                    if em != 0 {
+                        self.exec(w, op, em)?;
+                    }
+                    w.pc += 1;
+                }
+            }
+            if !w.groups.is_empty() {
+                w.reschedule();
+            }
+        }
+    }
+
+    /// `shfl.sync` / `vote.sync`: run it when every lane of the member mask is here (returns
+    /// true, PC advanced), else park the lanes that are (false).
+    fn warp_sync(&mut self, w: &mut Warp, ins: &Instr, em: u32) -> Res<bool> {
+        let mask_src = match &ins.op {
+            Op::Shfl { mask, .. } | Op::Vote { mask, .. } => *mask,
+            _ => unreachable!("warp_sync on another instruction"),
+        };
+        let sync = self.ctx.checks.synccheck;
+        let mut need = 0u32;
+        let mut bad_self = None;
+        lanes!(em, l, {
+            let mm = w.get(&mask_src, l, &self.env) as u32;
+            if mm >> l & 1 == 0 && bad_self.is_none() {
+                bad_self = Some((l, mm));
+            }
+            need |= mm;
+        });
+        if let (true, Some((l, mm))) = (sync, bad_self) {
+            let detail =
+                format!("lane {l} executes a warp-synchronous instruction whose member mask 0x{mm:08x} leaves it out");
+            return Err(self.finding(CheckKind::Synccheck, w, l, None, detail));
+        }
+        let missing = need & !em;
+        if missing != 0 && sync {
+            let lane = em.trailing_zeros() as usize;
+            if missing & !w.live != 0 {
+                let detail = format!(
+                    "member mask 0x{need:08x} names lanes {} that have exited (or do not exist in this block)",
+                    show_mask(missing & !w.live)
+                );
+                return Err(self.finding(CheckKind::Synccheck, w, lane, None, detail));
+            }
+            if missing & w.mask != 0 {
+                let detail = format!(
+                    "member mask 0x{need:08x} names lanes {} that skip this instruction (their guard predicate is false)",
+                    show_mask(missing & w.mask)
+                );
+                return Err(self.finding(CheckKind::Synccheck, w, lane, None, detail));
+            }
+            if em != w.mask {
+                w.push_group(w.pc + 1, w.mask & !em, Wait::Ready);
+                w.mask = em;
+            }
+            w.park(Wait::Sync);
+            return Ok(false);
+        }
+        match ins.op {
+            Op::Shfl {
+                mode, d, p, a, b, c, ..
+            } => {
+                let mut vals = [0u64; 32];
+                let mut preds = [false; 32];
+                lanes!(em, l, {
+                    let lane = l as u32;
+                    let bval = w.get(&b, l, &self.env) as u32 & 31;
+                    let cval = w.get(&c, l, &self.env) as u32;
+                    let seg = (cval >> 8) & 31;
+                    let clamp = cval & 31;
+                    let max_lane = (lane & seg) | (clamp & !seg);
+                    let min_lane = lane & seg;
+                    let (j, pval) = match mode {
+                        ShflMode::Up => {
+                            let j = lane as i32 - bval as i32;
+                            (j, j >= max_lane as i32)
+                        }
+                        ShflMode::Down => {
+                            let j = (lane + bval) as i32;
+                            (j, j <= max_lane as i32)
+                        }
+                        ShflMode::Bfly => {
+                            let j = (lane ^ bval) as i32;
+                            (j, j <= max_lane as i32)
+                        }
+                        ShflMode::Idx => {
+                            let j = (min_lane | (bval & !seg)) as i32;
+                            (j, j <= max_lane as i32)
+                        }
+                    };
+                    let src = if pval { j as usize } else { l };
+                    if em >> src & 1 == 0 {
+                        if sync {
+                            let detail = format!(
+                                "shfl.sync reads lane {src}, which does not take part (its value is undefined)"
+                            );
+                            return Err(self.finding(CheckKind::Synccheck, w, l, None, detail));
+                        }
+                        vals[l] = w.get(&a, l, &self.env);
+                    } else {
+                        vals[l] = w.get(&a, src, &self.env);
+                    }
+                    preds[l] = pval;
+                });
+                lanes!(em, l, {
+                    w.set(&d, l, vals[l]);
+                    w.set(&p, l, preds[l] as u64);
+                });
+            }
+            Op::Vote { mode, d, a, .. } => {
+                let votes = w.pred_mask(&a) & em;
+                let r = match mode {
+                    VoteMode::All => (votes == em) as u64,
+                    VoteMode::Any => (votes != 0) as u64,
+                    VoteMode::Uni => (votes == 0 || votes == em) as u64,
+                    VoteMode::Ballot => votes as u64,
+                };
+                lanes!(em, l, {
+                    w.set(&d, l, r);
+                });
+            }
+            _ => unreachable!(),
+        }
+        w.pc += 1;
+        Ok(true)
+    }
+
+    /// Every other instruction, for the lanes in `em`.
+    #[inline(always)]
+    fn exec(&mut self, w: &mut Warp, op: &Op, em: u32) -> Res<()> {
+        let env = &self.env;
+        match *op {
+            Op::Int { op, ty, d, a, b } => {
+                // The commonest forms without the generic width/sign handling.
+                match (op, ty.bits()) {
+                    (IntOp::Add, 64) => lanes!(em, l, {
+                        let v = w.get(&a, l, env).wrapping_add(w.get(&b, l, env));
+                        w.set(&d, l, v);
+                    }),
+                    (IntOp::Add, 32) => lanes!(em, l, {
+                        let v = (w.get(&a, l, env) as u32).wrapping_add(w.get(&b, l, env) as u32);
+                        w.set(&d, l, v as u64);
+                    }),
+                    (IntOp::MulLo, 64) => lanes!(em, l, {
+                        let v = w.get(&a, l, env).wrapping_mul(w.get(&b, l, env));
+                        w.set(&d, l, v);
+                    }),
+                    _ => lanes!(em, l, {
+                        let v = alu::int_bin(op, ty, w.get(&a, l, env), w.get(&b, l, env));
+                        w.set(&d, l, v);
+                    }),
+                }
+            }
+            Op::IntUn { op, ty, d, a } => lanes!(em, l, {
+                let v = alu::int_un(op, ty, w.get(&a, l, env));
+                w.set(&d, l, v);
+            }),
+            Op::MulWide { ty, d, a, b } => lanes!(em, l, {
+                let v = alu::mul_wide(ty, w.get(&a, l, env), w.get(&b, l, env));
+                w.set(&d, l, v);
+            }),
+            Op::Mad {
+                ty,
+                hi,
+                wide,
+                d,
+                a,
+                b,
+                c,
+            } => lanes!(em, l, {
+                let v = alu::mad(ty, hi, wide, w.get(&a, l, env), w.get(&b, l, env), w.get(&c, l, env));
+                w.set(&d, l, v);
+            }),
+            Op::Bfe { ty, d, a, b, c } => lanes!(em, l, {
+                let v = alu::bfe(ty, w.get(&a, l, env), w.get(&b, l, env), w.get(&c, l, env));
+                w.set(&d, l, v);
+            }),
+            Op::Bfi { ty, d, a, b, pos, len } => lanes!(em, l, {
+                let v = alu::bfi(
+                    ty,
+                    w.get(&a, l, env),
+                    w.get(&b, l, env),
+                    w.get(&pos, l, env),
+                    w.get(&len, l, env),
+                );
+                w.set(&d, l, v);
+            }),
+            Op::PredLogic { op, d, a, b } => {
+                let (x, y) = (w.pred_mask(&a), w.pred_mask(&b));
+                let r = match op {
+                    PredOp::And => x & y,
+                    PredOp::Or => x | y,
+                    PredOp::Xor => x ^ y,
+                    PredOp::Not => !x,
+                };
+                if let Dst::Pred(i) = d {
+                    let p = &mut w.pred[i as usize];
+                    *p = (*p & !em) | (r & em);
+                }
+            }
+            Op::FBin { op, m, d, a, b } => {
+                let plain = m.prec == Prec::F32 && m.rnd == Rnd::Rn && !m.ftz && !m.sat;
+                match op {
+                    FBinOp::Add if plain => lanes!(em, l, {
+                        let v = f32::from_bits(w.get(&a, l, env) as u32) + f32::from_bits(w.get(&b, l, env) as u32);
+                        w.set(&d, l, float::canon32(v).to_bits() as u64);
+                    }),
+                    FBinOp::Mul if plain => lanes!(em, l, {
+                        let v = f32::from_bits(w.get(&a, l, env) as u32) * f32::from_bits(w.get(&b, l, env) as u32);
+                        w.set(&d, l, float::canon32(v).to_bits() as u64);
+                    }),
+                    _ => lanes!(em, l, {
+                        let v = float::fbin(op, &m, w.get(&a, l, env), w.get(&b, l, env));
+                        w.set(&d, l, v);
+                    }),
+                }
+            }
+            Op::Fma { m, d, a, b, c } => {
+                if m.prec == Prec::F32 && m.rnd == Rnd::Rn && !m.ftz && !m.sat {
+                    lanes!(em, l, {
+                        let x = f32::from_bits(w.get(&a, l, env) as u32);
+                        let y = f32::from_bits(w.get(&b, l, env) as u32);
+                        let z = f32::from_bits(w.get(&c, l, env) as u32);
+                        w.set(&d, l, float::canon32(x.mul_add(y, z)).to_bits() as u64);
+                    })
+                } else {
+                    lanes!(em, l, {
+                        let v = float::ffma(&m, w.get(&a, l, env), w.get(&b, l, env), w.get(&c, l, env));
+                        w.set(&d, l, v);
+                    })
+                }
+            }
+            Op::FUn { op, m, d, a } => lanes!(em, l, {
+                let v = float::fun(op, &m, w.get(&a, l, env));
+                w.set(&d, l, v);
+            }),
+            Op::Setp {
+                cmp,
+                ty,
+                ftz,
+                comb,
+                p,
+                q,
+                a,
+                b,
+            } => {
+                let mut r = 0u32;
+                lanes!(em, l, {
+                    if alu::compare(cmp, ty, ftz, w.get(&a, l, env), w.get(&b, l, env)) {
+                        r |= 1 << l;
+                    }
+                });
+                let (pv, qv) = match comb {
+                    None => (r, !r),
+                    Some((bop, c)) => {
+                        let cm = w.pred_mask(&c);
+                        let f = |x: u32| match bop {
+                            BoolOp::And => x & cm,
+                            BoolOp::Or => x | cm,
+                            BoolOp::Xor => x ^ cm,
+                        };
+                        (f(r), f(!r))
+                    }
+                };
+                for (dst, v) in [(p, pv), (q, qv)] {
+                    if let Dst::Pred(i) = dst {
+                        let pr = &mut w.pred[i as usize];
+                        *pr = (*pr & !em) | (v & em);
+                    }
+                }
+            }
+            Op::Selp { d, a, b, c, .. } => {
+                let cm = w.pred_mask(&c);
+                lanes!(em, l, {
+                    let v = if cm >> l & 1 == 1 {
+                        w.get(&a, l, env)
+                    } else {
+                        w.get(&b, l, env)
+                    };
+                    w.set(&d, l, v);
+                })
+            }
+            Op::Cvt {
+                dty,
+                sty,
+                rnd,
+                irnd,
+                sat,
+                ftz,
+                d,
+                a,
+            } => lanes!(em, l, {
+                let v = alu::cvt(dty, sty, rnd, irnd, sat, ftz, w.get(&a, l, env));
+                w.set(&d, l, v);
+            }),
+            Op::Mov { d, a } => lanes!(em, l, {
+                let v = w.get(&a, l, env);
+                w.set(&d, l, v);
+            }),
+            Op::MovPack { half_bits, d, lo, hi } => lanes!(em, l, {
+                let m = alu::mask(half_bits);
+                let v = (w.get(&lo, l, env) & m) | ((w.get(&hi, l, env) & m) << half_bits);
+                w.set(&d, l, v);
+            }),
+            Op::MovUnpack { half_bits, lo, hi, a } => lanes!(em, l, {
+                let m = alu::mask(half_bits);
+                let v = w.get(&a, l, env);
+                w.set(&lo, l, v & m);
+                w.set(&hi, l, (v >> half_bits) & m);
+            }),
+            Op::Cvta {
+                to_generic,
+                space,
+                d,
+                a,
+            } => lanes!(em, l, {
+                let v = w.get(&a, l, env);
+                let window = match space {
+                    Space::Shared => SHARED_WINDOW,
+                    Space::Param => PARAM_WINDOW,
+                    _ => 0,
+                };
+                w.set(
+                    &d,
+                    l,
+                    if to_generic {
+                        v.wrapping_add(window)
+                    } else {
+                        v.wrapping_sub(window)
+                    },
+                );
+            }),
+            Op::ActiveMask { d } => {
+                let m = w.mask;
+                lanes!(em, l, {
+                    w.set(&d, l, m as u64);
+                })
+            }
+            Op::Ld {
+                space,
+                ty,
+                n,
+                d,
+                base,
+                off,
+            } => {
+                let size = ty.bytes();
+                let vec_bytes = size * n as u32;
+                lanes!(em, l, {
+                    let addr = w.get(&base, l, &self.env).wrapping_add(off as u64);
+                    for k in 0..n as usize {
+                        let raw = self.access(w, l, space, addr, size, vec_bytes, k, Access::Read)?;
+                        let v = load_extend(raw, ty, &d[k]);
+                        w.set(&d[k], l, v);
+                    }
+                })
+            }
+            Op::St {
+                space,
+                ty,
+                n,
+                v,
+                base,
+                off,
+            } => {
+                let size = ty.bytes();
+                let vec_bytes = size * n as u32;
+                lanes!(em, l, {
+                    let addr = w.get(&base, l, &self.env).wrapping_add(off as u64);
+                    for k in 0..n as usize {
+                        let val = w.get(&v[k], l, &self.env) & alu::mask(size * 8);
+                        self.access(w, l, space, addr, size, vec_bytes, k, Access::Write(val))?;
+                    }
+                })
+            }
+            Op::Bra { .. } | Op::Exit | Op::Bar { .. } | Op::Shfl { .. } | Op::Vote { .. } => {
+                unreachable!("control instructions are handled by the warp loop")
+            }
+        }
+        Ok(())
+    }
+
+    /// Element `k` (of `size` bytes) of a `vec_bytes`-wide access at `addr` by lane `l`.
+    #[allow(clippy::too_many_arguments)]
+    fn access(
+        &mut self,
+        w: &mut Warp,
+        l: usize,
+        space: Space,
+        addr: u64,
+        size: u32,
+        vec_bytes: u32,
+        k: usize,
+        acc: Access,
+    ) -> Res<u64> {
+        let write = matches!(acc, Access::Write(_));
+        // The hardware requires the whole access to be aligned to its width.
+        if addr % vec_bytes as u64 != 0 {
+            let detail = format!(
+                "misaligned {}-byte {} in {} memory",
+                vec_bytes,
+                if write { "store" } else { "load" },
+                space_name(space, addr)
+            );
+            return Err(self.finding(CheckKind::Memcheck, w, l, Some(addr), detail));
+        }
+        let ea = addr + (k as u64) * size as u64;
+        match resolve_space(space, ea) {
+            Space::Shared => self.shared_access(
+                w,
+                l,
+                ea.wrapping_sub(if space == Space::Generic { SHARED_WINDOW } else { 0 }),
+                size,
+                acc,
+            ),
+            Space::Param => {
+                let off = if space == Space::Generic || ea >= PARAM_WINDOW {
+                    ea - PARAM_WINDOW
+                } else {
+                    ea
+                };
+                if write {
+                    return Err(self.finding(
+                        CheckKind::Memcheck,
+                        w,
+                        l,
+                        Some(ea),
+                        "store to the kernel's parameters".into(),
+                    ));
+                }
+                let p = self.ctx.params;
+                if off.checked_add(size as u64).is_none_or(|e| e > p.len() as u64) {
+                    let detail = format!(
+                        "load of {size} bytes at offset {off} of a {}-byte parameter buffer",
+                        p.len()
+                    );
+                    return Err(self.finding(CheckKind::Memcheck, w, l, Some(ea), detail));
+                }
+                let mut v = 0u64;
+                for i in 0..size as usize {
+                    v |= (p[off as usize + i] as u64) << (8 * i);
+                }
+                Ok(v)
+            }
+            _ => self.global_access(w, l, ea, size, acc),
+        }
+    }
+
+    fn global_access(&mut self, w: &mut Warp, l: usize, addr: u64, size: u32, acc: Access) -> Res<u64> {
+        let snap = self.ctx.snap;
+        let hint = w.alloc_hint;
+        let ai = match snap.allocs.get(hint) {
+            Some(a) if addr >= a.base && addr < a.base + a.size.next_multiple_of(4) => hint,
+            _ => match snap.find(addr) {
+                Some(i) => i,
+                None => {
+                    let why = if (self.ctx.was_freed)(addr) {
+                        "in an allocation that was freed (use after free)"
+                    } else {
+                        "outside every device allocation"
+                    };
+                    let detail = format!(
+                        "{}-byte {} {why}",
+                        size,
+                        if matches!(acc, Access::Write(_)) {
+                            "store"
+                        } else {
+                            "load"
+                        }
+                    );
+                    return Err(self.finding(CheckKind::Memcheck, w, l, Some(addr), detail));
+                }
+            },
+        };
+        w.alloc_hint = ai;
+        let a = &snap.allocs[ai];
+        let end = addr + size as u64;
+        if end > a.end() && (self.ctx.checks.memcheck || end > a.base + a.size.next_multiple_of(4)) {
+            let detail = format!(
+                "{}-byte {} {} bytes past the end of a {}-byte allocation at 0x{:x}",
+                size,
+                if matches!(acc, Access::Write(_)) {
+                    "store"
+                } else {
+                    "load"
+                },
+                end - a.end(),
+                a.size,
+                a.base
+            );
+            return Err(self.finding(CheckKind::Memcheck, w, l, Some(addr), detail));
+        }
+        let off = (addr - a.base) as usize;
+        let wi = off / 4;
+        let nwords = (size as usize).div_ceil(4);
+        if self.ctx.shadow && a.has_shadow() {
+            let me = crate::check::AccessRec {
+                epoch: self.env.epoch,
+                block: self.env.block_linear,
+                interval: self.env.interval,
+                thread: w.tlin[l],
+            }
+            .pack();
+            for i in wi..wi + nwords {
+                let wrec = a.wshadow[i].load(Relaxed);
+                match acc {
+                    Access::Read => {
+                        if self.ctx.checks.initcheck && wrec == 0 {
+                            let detail = format!(
+                                "{size}-byte load of device memory never written since its allocation (0x{:x}, {} bytes)",
+                                a.base, a.size
+                            );
+                            return Err(self.finding(CheckKind::Initcheck, w, l, Some(addr), detail));
+                        }
+                        if self.ctx.checks.racecheck {
+                            if check::global_conflict(wrec, me) {
+                                return Err(self.race(w, l, addr, "read", "written", wrec));
+                            }
+                            let rrec = a.rshadow[i].load(Relaxed);
+                            if let Some(n) = check::global_read_record(rrec, me) {
+                                a.rshadow[i].store(n, Relaxed);
+                            }
+                        }
+                    }
+                    Access::Write(_) => {
+                        if self.ctx.checks.racecheck {
+                            if check::global_conflict(wrec, me) {
+                                return Err(self.race(w, l, addr, "written", "written", wrec));
+                            }
+                            let rrec = a.rshadow[i].load(Relaxed);
+                            if check::global_conflict(rrec, me) {
+                                return Err(self.race(w, l, addr, "written", "read", rrec));
+                            }
+                        }
+                        a.wshadow[i].store(me, Relaxed);
+                    }
+                }
+            }
+        }
+        match acc {
+            Access::Read => {
+                self.stats.global_load_bytes += size as u64;
+                Ok(match size {
+                    4 if off % 4 == 0 => a.word(wi).load(Relaxed) as u64,
+                    8 => a.word(wi).load(Relaxed) as u64 | (a.word(wi + 1).load(Relaxed) as u64) << 32,
+                    _ => {
+                        let mut v = 0u64;
+                        for i in 0..size as usize {
+                            let o = off + i;
+                            let b = (a.word(o / 4).load(Relaxed) >> ((o % 4) * 8)) & 0xff;
+                            v |= (b as u64) << (8 * i);
+                        }
+                        v
+                    }
+                })
+            }
+            Access::Write(v) => {
+                self.stats.global_store_bytes += size as u64;
+                match size {
+                    4 if off % 4 == 0 => a.word(wi).store(v as u32, Relaxed),
+                    8 => {
+                        a.word(wi).store(v as u32, Relaxed);
+                        a.word(wi + 1).store((v >> 32) as u32, Relaxed);
+                    }
+                    _ => {
+                        for i in 0..size as usize {
+                            let o = off + i;
+                            let shift = (o % 4) * 8;
+                            let byte = ((v >> (8 * i)) & 0xff) as u32;
+                            let _ = a
+                                .word(o / 4)
+                                .fetch_update(Relaxed, Relaxed, |x| Some((x & !(0xff << shift)) | (byte << shift)));
+                        }
+                    }
+                }
+                Ok(0)
+            }
+        }
+    }
+
+    fn race(&self, w: &Warp, l: usize, addr: u64, this: &str, other_did: &str, rec: u64) -> Stop {
+        let other = check::AccessRec::unpack(rec);
+        let [bx, by, _] = self.ctx.grid;
+        let _ = (bx, by);
+        let nb = self.ctx.block;
+        let ot = other.thread;
+        let other_tid = [ot % nb[0], (ot / nb[0]) % nb[1], ot / (nb[0] * nb[1])];
+        let g = self.ctx.grid;
+        let ob = other.block;
+        let other_block = [ob % g[0], (ob / g[0]) % g[1], ob / (g[0] * g[1])];
+        let same_block = other.block == (self.env.block_linear & 0x3_ffff);
+        let who = if rec & (1 << 10) != 0 {
+            "several threads".to_string()
+        } else if same_block {
+            format!(
+                "thread ({},{},{}) of the same block",
+                other_tid[0], other_tid[1], other_tid[2]
+            )
+        } else {
+            format!(
+                "thread ({},{},{}) of block ({},{},{})",
+                other_tid[0], other_tid[1], other_tid[2], other_block[0], other_block[1], other_block[2]
+            )
+        };
+        let detail = format!(
+            "data race on global memory: this word is {this} here and was {other_did} by {who} in the same launch, \
+             with no barrier between"
+        );
+        self.finding(CheckKind::Racecheck, w, l, Some(addr), detail)
+    }
+
+    fn shared_access(&mut self, w: &mut Warp, l: usize, off: u64, size: u32, acc: Access) -> Res<u64> {
+        let write = matches!(acc, Access::Write(_));
+        if off.checked_add(size as u64).is_none_or(|e| e > self.shared.size as u64) {
+            let detail = format!(
+                "{size}-byte {} at offset {} of shared memory, which is {} bytes for this launch",
+                if write { "store" } else { "load" },
+                off as i64,
+                self.shared.size
+            );
+            return Err(self.finding(CheckKind::Memcheck, w, l, Some(off), detail));
+        }
+        let off = off as usize;
+        let wi = off / 4;
+        let nwords = (size as usize).div_ceil(4);
+        let checks = self.ctx.checks;
+        if checks.racecheck || checks.initcheck {
+            let me = w.tlin[l];
+            let iv = self.env.interval;
+            for i in wi..wi + nwords {
+                let wrec = self.shared.wshadow[i];
+                if write {
+                    if checks.racecheck {
+                        let rrec = self.shared.rshadow[i];
+                        if check::shared::conflict(wrec, iv, me) {
+                            return Err(self.shared_race(w, l, off, "written", "written", wrec));
+                        }
+                        if check::shared::conflict(rrec, iv, me) {
+                            return Err(self.shared_race(w, l, off, "written", "read", rrec));
+                        }
+                    }
+                    self.shared.wshadow[i] = check::shared::pack(iv, me);
+                } else {
+                    if checks.initcheck && wrec == 0 {
+                        let detail =
+                            format!("{size}-byte load of shared memory not written in this launch (offset {off})");
+                        return Err(self.finding(CheckKind::Initcheck, w, l, Some(off as u64), detail));
+                    }
+                    if checks.racecheck {
+                        if check::shared::conflict(wrec, iv, me) {
+                            return Err(self.shared_race(w, l, off, "read", "written", wrec));
+                        }
+                        let r = &mut self.shared.rshadow[i];
+                        if *r & check::shared::WRITTEN == 0 || check::shared::interval(*r) != iv {
+                            *r = check::shared::pack(iv, me);
+                        } else if check::shared::thread(*r) != me {
+                            *r |= check::shared::MULTI;
+                        }
+                    }
+                }
+            }
+        }
+        match acc {
+            Access::Read => Ok(match size {
+                4 if off % 4 == 0 => self.shared.words[wi] as u64,
+                8 => self.shared.words[wi] as u64 | (self.shared.words[wi + 1] as u64) << 32,
+                _ => {
+                    let mut v = 0u64;
+                    for i in 0..size as usize {
+                        let o = off + i;
+                        v |= (((self.shared.words[o / 4] >> ((o % 4) * 8)) & 0xff) as u64) << (8 * i);
+                    }
+                    v
+                }
+            }),
+            Access::Write(v) => {
+                match size {
+                    4 if off % 4 == 0 => self.shared.words[wi] = v as u32,
+                    8 => {
+                        self.shared.words[wi] = v as u32;
+                        self.shared.words[wi + 1] = (v >> 32) as u32;
+                    }
+                    _ => {
+                        for i in 0..size as usize {
+                            let o = off + i;
+                            let shift = (o % 4) * 8;
+                            let x = &mut self.shared.words[o / 4];
+                            *x = (*x & !(0xff << shift)) | ((((v >> (8 * i)) & 0xff) as u32) << shift);
+                        }
+                    }
+                }
+                Ok(0)
+            }
+        }
+    }
+
+    fn shared_race(&self, w: &Warp, l: usize, off: usize, this: &str, other_did: &str, rec: u64) -> Stop {
+        let ot = check::shared::thread(rec);
+        let nb = self.ctx.block;
+        let who = if rec & check::shared::MULTI != 0 {
+            "several threads".to_string()
+        } else {
+            format!(
+                "thread ({},{},{})",
+                ot % nb[0],
+                (ot / nb[0]) % nb[1],
+                ot / (nb[0] * nb[1])
+            )
+        };
+        let detail = format!(
+            "data race on shared memory (offset {off}): this word is {this} here and was {other_did} by {who} \
+             since the last barrier (a missing __syncthreads?)"
+        );
+        self.finding(CheckKind::Racecheck, w, l, Some(off as u64), detail)
+    }
+}
+
+fn resolve_space(space: Space, addr: u64) -> Space {
+    match space {
+        Space::Generic => {
+            if (SHARED_WINDOW..SHARED_WINDOW + SHARED_WINDOW_SIZE).contains(&addr) {
+                Space::Shared
+            } else if (PARAM_WINDOW..PARAM_WINDOW + (1 << 32)).contains(&addr) {
+                Space::Param
+            } else {
+                Space::Global
+            }
+        }
+        s => s,
+    }
+}
+
+fn space_name(space: Space, addr: u64) -> &'static str {
+    match resolve_space(space, addr) {
+        Space::Shared => "shared",
+        Space::Param => "parameter",
+        _ => "global",
+    }
+}
+
+/// A loaded value as its destination register holds it: sign-extended for signed types
+/// narrower than the register.
+#[inline]
+fn load_extend(raw: u64, ty: Ty, d: &Dst) -> u64 {
+    if ty.is_signed() && ty.bits() < 64 {
+        let v = alu::sext(raw, ty.bits()) as u64;
+        match d {
+            Dst::R32(_) => v & 0xffff_ffff,
+            _ => v,
+        }
+    } else {
+        raw
+    }
+}
