@@ -79,7 +79,17 @@ pub struct Run {
 }
 
 impl Run {
-    fn describe(&self) -> String {
+    /// What a finished process of `vitcore ARGS` did.
+    pub fn from_output(args: &[std::ffi::OsString], out: Output) -> Run {
+        Run {
+            args: args.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub fn describe(&self) -> String {
         format!(
             "vitcore {}\nexit code: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
             self.args.join(" "),
@@ -127,20 +137,30 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
-    let out: Output = Command::new(env!("CARGO_BIN_EXE_vitcore"))
-        .args(&args)
-        .current_dir(repo_root())
+    vitcore_in(&repo_root(), args)
+}
+
+/// The `vitcore` command, to be run in `dir` with 2 rayon threads and no backtraces.
+pub fn vitcore_command(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_vitcore"));
+    c.current_dir(dir)
         .env("RAYON_NUM_THREADS", "2")
-        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_BACKTRACE");
+    c
+}
+
+/// Run `vitcore ARGS` in `dir` (relative paths in ARGS are relative to it).
+pub fn vitcore_in<I, S>(dir: &Path, args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
+    let out: Output = vitcore_command(dir)
+        .args(&args)
         .output()
         .expect("cannot start the vitcore binary");
-    Run {
-        args: args.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::from_output(&args, out)
 }
 
 /// `s` split on whitespace, as arguments.
