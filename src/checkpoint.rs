@@ -38,12 +38,12 @@ use crate::autograd::ParamStore;
 use crate::backend::cpu::pool;
 use crate::backend::Device;
 use crate::error::{Error, Result};
+use crate::fsutil;
 use crate::optim::STATE_PREFIX;
 use crate::tensor::Tensor;
 use safetensors::tensor::{Dtype, SafeTensorError, View};
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
-use crate::fsutil;
 use std::fs;
 use std::io::{self, Read};
 use std::path::Path;
@@ -324,37 +324,7 @@ pub fn load_into(path: impl AsRef<Path>, params: &mut ParamStore) -> Result<Hash
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    /// A fresh, empty directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let p = std::env::temp_dir().join(format!(
-                "vitcore-ckpt-{tag}-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            let _ = fs::remove_dir_all(&p);
-            fs::create_dir_all(&p).unwrap();
-            TempDir(p)
-        }
-        fn files(&self) -> Vec<String> {
-            let mut v: Vec<String> = fs::read_dir(&self.0)
-                .unwrap()
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect();
-            v.sort();
-            v
-        }
-    }
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::fsutil::TempDir;
 
     fn t(data: Vec<f32>, shape: &[usize]) -> Tensor {
         Tensor::from_vec(data, shape).unwrap()
@@ -531,7 +501,12 @@ mod tests {
         for (bad, shown) in [(f32::NAN, "NaN"), (f32::INFINITY, "inf"), (f32::NEG_INFINITY, "-inf")] {
             let ok = t(vec![1.0, 2.0], &[2]);
             let b = t(vec![0.5, 0.25, bad, 1.0], &[2, 2]);
-            save(&path, &[("cls_token".into(), &ok), ("head.bias".into(), &b)], &HashMap::new()).unwrap();
+            save(
+                &path,
+                &[("cls_token".into(), &ok), ("head.bias".into(), &b)],
+                &HashMap::new(),
+            )
+            .unwrap();
             let msg = load(&path).unwrap_err().to_string();
             for needle in ["nan.safetensors", "`head.bias`", shown, "element 2 of 4", "finite"] {
                 assert!(msg.contains(needle), "`{needle}` not in: {msg}");
@@ -552,7 +527,10 @@ mod tests {
         assert!(read_metadata(&path).unwrap().is_empty());
         fs::write(&path, [1u8, 2, 3]).unwrap();
         let msg = read_metadata(&path).unwrap_err().to_string();
-        assert!(msg.contains("m.safetensors") && msg.contains("not a valid safetensors"), "{msg}");
+        assert!(
+            msg.contains("m.safetensors") && msg.contains("not a valid safetensors"),
+            "{msg}"
+        );
         let mut huge = u64::MAX.to_le_bytes().to_vec();
         huge.extend_from_slice(b"{}");
         fs::write(&path, huge).unwrap();

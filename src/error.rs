@@ -130,7 +130,10 @@ mod tests {
         assert_eq!(excerpt("label,pixel0", 20), "label,pixel0");
         let long = "label;".repeat(1000);
         let e = excerpt(&long, 30);
-        assert!(e.starts_with("label;label;") && e.ends_with("... (6000 characters)"), "{e}");
+        assert!(
+            e.starts_with("label;label;") && e.ends_with("... (6000 characters)"),
+            "{e}"
+        );
         assert!(e.len() < 60, "{e}");
         // Cut on characters, not bytes.
         assert_eq!(excerpt("ééééé", 2), "éé... (5 characters)");

@@ -28,7 +28,10 @@ const TEMP_MARKER: &str = ".tmp-";
 pub fn temp_path(path: &Path) -> Result<PathBuf> {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let Some(file_name) = path.file_name() else {
-        return Err(Error::config(format!("{}: the path does not name a file", path.display())));
+        return Err(Error::config(format!(
+            "{}: the path does not name a file",
+            path.display()
+        )));
     };
     let mut tmp = file_name.to_os_string();
     tmp.push(format!(
@@ -165,25 +168,50 @@ fn process_is_running(pid: u32) -> bool {
     Path::new("/proc/self").exists() && Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// A fresh, empty directory under the system temp dir, removed on drop (the unit tests').
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) struct TempDir(pub PathBuf);
 
-    fn temp_dir(tag: &str) -> PathBuf {
+#[cfg(test)]
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
         static N: AtomicUsize = AtomicUsize::new(0);
         let p = std::env::temp_dir().join(format!(
-            "vitcore-fsutil-{tag}-{}-{}",
+            "vitcore-unit-{tag}-{}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = fs::remove_dir_all(&p);
         fs::create_dir_all(&p).unwrap();
-        p
+        TempDir(p)
     }
+
+    /// The names in the directory, sorted.
+    pub fn files(&self) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(&self.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+#[cfg(test)]
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn inputs_are_recognised_by_any_spelling() {
-        let dir = temp_dir("same");
+        let tmp = TempDir::new("same");
+        let dir = &tmp.0;
         let input = dir.join("t.csv");
         fs::write(&input, "x").unwrap();
         let dotted = dir.join(".").join("t.csv");
@@ -201,48 +229,50 @@ mod tests {
         for out in &spellings {
             let e = refuse_overwriting_inputs(&[("--out", out)], &[&input]).unwrap_err();
             let msg = e.to_string();
-            assert!(msg.contains("--out") && msg.contains("t.csv") && msg.contains("same file"), "{msg}");
+            assert!(
+                msg.contains("--out") && msg.contains("t.csv") && msg.contains("same file"),
+                "{msg}"
+            );
         }
         let other = dir.join("other.csv");
         refuse_overwriting_inputs(&[("--out", &other)], &[&input]).unwrap();
         fs::write(&other, "y").unwrap();
         refuse_overwriting_inputs(&[("--out", &other)], &[&input]).unwrap();
         assert_eq!(fs::read_to_string(&input).unwrap(), "x");
-        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn stale_temp_files_are_removed_and_live_ones_kept() {
-        let dir = temp_dir("stale");
+        let tmp = TempDir::new("stale");
+        let dir = &tmp.0;
         // pid 4294967295 cannot be running (Linux pids stay below 2^22).
         let dead = ["last.safetensors.tmp-4294967295-0", "log.csv.tmp-4294967295-3"];
         let live = format!("best.safetensors.tmp-{}-0", std::process::id());
         for name in dead.iter().copied().chain([live.as_str(), "notes.tmp-x", "log.csv"]) {
             fs::write(dir.join(name), "x").unwrap();
         }
-        let only = remove_stale_temp_files(&dir, Some(OsStr::new("log.csv")));
+        let only = remove_stale_temp_files(dir, Some(OsStr::new("log.csv")));
         assert_eq!(only, [dir.join(dead[1])]);
-        let removed = remove_stale_temp_files(&dir, None);
+        let removed = remove_stale_temp_files(dir, None);
         assert_eq!(removed, [dir.join(dead[0])]);
         for kept in [live.as_str(), "notes.tmp-x", "log.csv"] {
             assert!(dir.join(kept).exists(), "{kept} must be kept");
         }
-        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn write_atomic_replaces_the_file_and_leaves_no_temporary() {
-        let dir = temp_dir("atomic");
+        let tmp = TempDir::new("atomic");
+        let dir = &tmp.0;
         let p = dir.join("a.json");
         fs::write(&p, "old").unwrap();
         write_atomic(&p, b"new").unwrap();
         assert_eq!(fs::read_to_string(&p).unwrap(), "new");
-        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+        assert_eq!(tmp.files(), ["a.json"]);
         // A failed write leaves the old file and no temporary.
         let e = replace_atomically(&p, |_| Err(Error::config("boom"))).unwrap_err();
         assert_eq!(e.to_string(), "boom");
         assert_eq!(fs::read_to_string(&p).unwrap(), "new");
-        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
-        let _ = fs::remove_dir_all(&dir);
+        assert_eq!(tmp.files(), ["a.json"]);
     }
 }

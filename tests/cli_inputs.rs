@@ -9,18 +9,7 @@ use image::{DynamicImage, GrayAlphaImage, ImageBuffer, Luma, LumaA, Rgb, Rgba, R
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::OnceLock;
 use vitcore::Tensor;
-
-/// A tiny trained run shared by the tests of this file.
-fn tiny_run() -> &'static Path {
-    static RUN: OnceLock<PathBuf> = OnceLock::new();
-    RUN.get_or_init(|| {
-        let dir = shared_dir("cli_inputs-run");
-        train_tiny(&dir);
-        dir
-    })
-}
 
 fn predict_png(png: &Path, extra: &str) -> Run {
     vitcore(args_with(&format!("predict {extra} --input"), &[png, tiny_run()]))
@@ -46,7 +35,11 @@ fn every_way_of_drawing_the_same_digit_predicts_the_same() {
     let plain = tmp.join("plain.png");
     vitcore::data::image::save_png_gray(&plain, &digit, 28, 28).unwrap();
     let base = predict_png(&plain, "").ok();
-    assert!(image_notes(&base).is_empty(), "MNIST's own form needs no change:\n{}", base.stderr);
+    assert!(
+        image_notes(&base).is_empty(),
+        "MNIST's own form needs no change:\n{}",
+        base.stderr
+    );
     assert_eq!(probabilities(&base).len(), 10);
 
     let forms: Vec<(&str, DynamicImage, &str)> = vec![
@@ -134,7 +127,13 @@ fn a_blank_image_is_an_error_not_a_prediction() {
 #[test]
 fn predict_help_says_what_the_model_expects() {
     let help = vitcore(words("predict --help")).ok().stdout;
-    for part in ["light digit on a dark background", "--no-auto-invert", "alpha", "16 bits", "blank"] {
+    for part in [
+        "light digit on a dark background",
+        "--no-auto-invert",
+        "alpha",
+        "16 bits",
+        "blank",
+    ] {
         assert!(help.contains(part), "`predict --help` lacks {part:?}:\n{help}");
     }
 }
@@ -170,8 +169,11 @@ fn a_checkpoint_holding_nan_or_inf_is_refused_naming_the_tensor() {
     let run = run_with_edited_tensor(&tmp, "head.bias", |v| v[3] = f32::NAN);
     let csv = tmp.write("test.csv", kaggle_csv(&mnist().1, 0..20, false));
     let sub = tmp.join("sub.csv");
-    vitcore(args_with("predict", &[&run, Path::new("--input"), &csv, Path::new("--out"), &sub]))
-        .fails_mentioning(&["best.safetensors", "`head.bias`", "NaN", "element 3"]);
+    vitcore(args_with(
+        "predict",
+        &[&run, Path::new("--input"), &csv, Path::new("--out"), &sub],
+    ))
+    .fails_mentioning(&["best.safetensors", "`head.bias`", "NaN", "element 3"]);
     assert!(!sub.exists(), "a submission was written from a NaN checkpoint");
     vitcore(args_with("eval", &[&run])).fails_mentioning(&["`head.bias`", "NaN"]);
 
@@ -207,8 +209,11 @@ fn predict_and_eval_fail_when_the_logits_are_not_finite() {
     let run = run_with_edited_tensor(&tmp, "head.weight", |v| v.iter_mut().for_each(|x| *x = 3e38));
     let csv = tmp.write("test.csv", kaggle_csv(&mnist().1, 0..20, false));
     let sub = tmp.join("sub.csv");
-    vitcore(args_with("predict", &[&run, Path::new("--input"), &csv, Path::new("--out"), &sub]))
-        .fails_mentioning(&["not a finite number"]);
+    vitcore(args_with(
+        "predict",
+        &[&run, Path::new("--input"), &csv, Path::new("--out"), &sub],
+    ))
+    .fails_mentioning(&["not a finite number"]);
     assert!(!sub.exists(), "a submission was written from non-finite logits");
     let png = tmp.join("digit.png");
     vitcore::data::image::save_png_gray(&png, mnist().1.image(0), 28, 28).unwrap();
@@ -232,10 +237,22 @@ fn predict_never_writes_over_an_input_by_any_spelling() {
     let run = tmp.join("run");
     copy_run(tiny_run(), &run);
     let run_files = snapshot(&run);
-    for out in ["t.csv", "./t.csv", abs.as_str(), "link.csv", "hard.csv", "run/best.safetensors", "run/config.json"] {
+    for out in [
+        "t.csv",
+        "./t.csv",
+        abs.as_str(),
+        "link.csv",
+        "hard.csv",
+        "run/best.safetensors",
+        "run/config.json",
+    ] {
         let r = vitcore_in(tmp.path(), ["predict", "run", "--input", "t.csv", "--out", out]);
         r.fails_mentioning(&["refusing to write --out", out, "same file as the input"]);
-        assert_eq!(fs::read_to_string(&input).unwrap(), text, "--out {out} overwrote the input");
+        assert_eq!(
+            fs::read_to_string(&input).unwrap(),
+            text,
+            "--out {out} overwrote the input"
+        );
     }
     assert_eq!(snapshot(&run), run_files, "the run was written to");
     // Another file is fine.
@@ -268,7 +285,11 @@ fn with_closed_pipe(args: &[std::ffi::OsString], close_stderr: bool) -> Run {
     drop(reader);
     let mut cmd = vitcore_command(&repo_root());
     cmd.args(args).stdout(Stdio::from(writer.try_clone().unwrap()));
-    cmd.stderr(if close_stderr { Stdio::from(writer) } else { Stdio::piped() });
+    cmd.stderr(if close_stderr {
+        Stdio::from(writer)
+    } else {
+        Stdio::piped()
+    });
     let out = cmd.output().unwrap();
     Run::from_output(args, out)
 }
@@ -306,13 +327,27 @@ fn a_closed_pipe_ends_a_command_quietly_and_never_a_training_run() {
     );
     let r = with_closed_pipe(&train, false);
     assert_eq!(r.code, Some(0), "{}", r.describe());
-    assert!(r.stderr.contains("stdout is closed: training goes on"), "{}", r.describe());
-    assert!(r.stderr.contains("epoch   2/2") && r.stderr.contains("test accuracy"), "{}", r.describe());
+    assert!(
+        r.stderr.contains("stdout is closed: training goes on"),
+        "{}",
+        r.describe()
+    );
+    assert!(
+        r.stderr.contains("epoch   2/2") && r.stderr.contains("test accuracy"),
+        "{}",
+        r.describe()
+    );
     assert_eq!(log_rows(&out).len(), 2);
     assert!(out.join("test_metrics.json").exists());
     // With stderr closed too (`2>&1 | head`), it still finishes.
     let out2 = tmp.join("run2");
-    let r = with_closed_pipe(&args_with(&format!("train mnist {TINY_MODEL} --train-limit 300 --test-limit 100 --epochs 1 --out"), &[&out2]), true);
+    let r = with_closed_pipe(
+        &args_with(
+            &format!("train mnist {TINY_MODEL} --train-limit 300 --test-limit 100 --epochs 1 --out"),
+            &[&out2],
+        ),
+        true,
+    );
     assert_eq!(r.code, Some(0), "{}", r.describe());
     assert!(out2.join("test_metrics.json").exists());
 }
@@ -328,7 +363,11 @@ fn run_folder_is_announced_only_once_it_exists() {
         &[&tmp.join("no-such-mnist"), Path::new("--out"), &out],
     ));
     r.fails_mentioning(&["no-such-mnist"]);
-    assert!(!r.stdout.contains("run folder"), "announced a folder that was never made:\n{}", r.stdout);
+    assert!(
+        !r.stdout.contains("run folder"),
+        "announced a folder that was never made:\n{}",
+        r.stdout
+    );
     assert!(!out.exists());
 }
 
@@ -344,9 +383,12 @@ fn a_semicolon_csv_or_a_huge_field_is_quoted_briefly() {
     let err = r.fails_mentioning(&["excel.csv:1:", "separated by ';'", "comma-separated"]);
     assert!(err.len() < 600, "{} bytes of error:\n{err}", err.len());
     let sub = tmp.join("sub.csv");
-    let err = vitcore(args_with("predict", &[tiny_run(), Path::new("--input"), &p, Path::new("--out"), &sub]))
-        .fails_mentioning(&["separated by ';'"])
-        .to_string();
+    let err = vitcore(args_with(
+        "predict",
+        &[tiny_run(), Path::new("--input"), &p, Path::new("--out"), &sub],
+    ))
+    .fails_mentioning(&["separated by ';'"])
+    .to_string();
     assert!(err.len() < 600, "{err}");
 
     // A data row whose field is a whole line of another format.
@@ -354,9 +396,12 @@ fn a_semicolon_csv_or_a_huge_field_is_quoted_briefly() {
     let junk = "x".repeat(7000);
     text = text.replacen("\n0,", &format!("\n{junk},"), 1);
     let p = tmp.write("junk.csv", text);
-    let err = vitcore(args_with("predict", &[tiny_run(), Path::new("--input"), &p, Path::new("--out"), &sub]))
-        .fails_mentioning(&["junk.csv:2:", "is not an integer", "(7000 characters)"])
-        .to_string();
+    let err = vitcore(args_with(
+        "predict",
+        &[tiny_run(), Path::new("--input"), &p, Path::new("--out"), &sub],
+    ))
+    .fails_mentioning(&["junk.csv:2:", "is not an integer", "(7000 characters)"])
+    .to_string();
     assert!(err.len() < 600, "{err}");
 }
 

@@ -35,9 +35,16 @@ fn train(csv: &Path, out: &Path, extra: &str) -> Run {
     .ok()
 }
 
-fn mkfifo(path: &Path) {
-    let ok = Command::new("mkfifo").arg(path).status().expect("mkfifo").success();
-    assert!(ok, "mkfifo {}", path.display());
+/// A fresh folder holding `train.csv` (the first `n` MNIST training images) and a FIFO
+/// `train.fifo` to feed the same bytes through: (folder, csv, its bytes, fifo).
+fn csv_and_fifo(name: &str, n: usize) -> (TempDir, PathBuf, Vec<u8>, PathBuf) {
+    let tmp = TempDir::new(name);
+    let csv = train_csv(&tmp, "train.csv", 0, n);
+    let data = fs::read(&csv).unwrap();
+    let fifo = tmp.join("train.fifo");
+    let ok = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo").success();
+    assert!(ok, "mkfifo {}", fifo.display());
+    (tmp, csv, data, fifo)
 }
 
 /// Run `vitcore ARGS`, whose training data is the FIFO `fifo`: once it has printed its
@@ -102,24 +109,26 @@ fn run_signalled(args: &[OsString], fifo: &Path, data: Option<&[u8]>, signals: &
 
 #[test]
 fn ctrl_c_saves_the_step_and_resume_reproduces_the_uninterrupted_run_exactly() {
-    let tmp = TempDir::new("interrupt");
-    let csv = train_csv(&tmp, "train.csv", 0, 600); // 540 to train on: 9 steps of 64 per epoch
+    // 540 images to train on: 9 steps of 64 per epoch.
+    let (tmp, csv, data, fifo) = csv_and_fifo("interrupt", 600);
     let whole = tmp.join("whole");
     train(&csv, &whole, "--epochs 2");
 
-    let fifo = tmp.join("train.fifo");
-    mkfifo(&fifo);
     let parts = tmp.join("parts");
     let args = args_with(
         &format!("train csv {FLAGS} --epochs 2 --train"),
         &[&fifo, Path::new("--out"), &parts],
     );
-    let data = fs::read(&csv).unwrap();
     let r = run_signalled(&args, &fifo, Some(&data), &["INT"]);
     assert_eq!(r.code, Some(130), "Ctrl-C exits 130:\n{}", r.describe());
     let shown = parts.display().to_string();
     let how = format!("vitcore train csv --resume {shown}");
-    for part in ["interrupted by SIGINT", "at epoch 1, step 1 of 9", "last.safetensors", how.as_str()] {
+    for part in [
+        "interrupted by SIGINT",
+        "at epoch 1, step 1 of 9",
+        "last.safetensors",
+        how.as_str(),
+    ] {
         assert!(r.stderr.contains(part), "stderr lacks {part:?}:\n{}", r.describe());
     }
     assert!(!r.stderr.contains("panicked"), "{}", r.describe());
@@ -131,32 +140,12 @@ fn ctrl_c_saves_the_step_and_resume_reproduces_the_uninterrupted_run_exactly() {
     let printed = how.strip_prefix("vitcore ").unwrap();
     let r = run_signalled(&args_with(&format!("{printed} --quiet"), &[]), &fifo, Some(&data), &[]).ok();
     assert!(r.stdout.contains("at epoch 1, step 1 of 9"), "{}", r.stdout);
-    assert_eq!(
-        log_rows_without_seconds(&parts),
-        log_rows_without_seconds(&whole),
-        "the interrupted and resumed run's log differs from the uninterrupted one's"
-    );
-    assert_eq!(
-        checkpoint_contents(&parts.join("last.safetensors")),
-        checkpoint_contents(&whole.join("last.safetensors"))
-    );
-    assert_eq!(
-        fs::read(parts.join("best.safetensors")).unwrap(),
-        fs::read(whole.join("best.safetensors")).unwrap()
-    );
-    assert_eq!(
-        read_json(&parts.join("test_metrics.json")),
-        read_json(&whole.join("test_metrics.json"))
-    );
+    assert_same_run(&parts, &whole);
 }
 
 #[test]
 fn sigterm_saves_and_exits_143_and_a_second_ctrl_c_exits_at_once_leaving_the_checkpoint_alone() {
-    let tmp = TempDir::new("sigterm");
-    let csv = train_csv(&tmp, "train.csv", 0, 300);
-    let data = fs::read(&csv).unwrap();
-    let fifo = tmp.join("train.fifo");
-    mkfifo(&fifo);
+    let (tmp, _, data, fifo) = csv_and_fifo("sigterm", 300);
     let run = tmp.join("run");
     let args = args_with(
         &format!("train csv {FLAGS} --epochs 2 --train"),
@@ -171,11 +160,22 @@ fn sigterm_saves_and_exits_143_and_a_second_ctrl_c_exits_at_once_leaving_the_che
     let stale = run.join("last.safetensors.tmp-4294967295-0");
     fs::write(&stale, b"half a checkpoint").unwrap();
     // Two Ctrl-C while the resumed run waits for its data: it exits at once, saving nothing.
-    let resume = args_with(&format!("train csv --quiet --train {} --resume", fifo.display()), &[&run]);
+    let resume = args_with(
+        &format!("train csv --quiet --train {} --resume", fifo.display()),
+        &[&run],
+    );
     let r = run_signalled(&resume, &fifo, None, &["INT", "INT"]);
     assert_eq!(r.code, Some(130), "{}", r.describe());
-    assert!(!r.stderr.contains("interrupted by"), "the second Ctrl-C must not wait:\n{}", r.describe());
-    assert_eq!(fs::read(run.join("last.safetensors")).unwrap(), saved, "last.safetensors was touched");
+    assert!(
+        !r.stderr.contains("interrupted by"),
+        "the second Ctrl-C must not wait:\n{}",
+        r.describe()
+    );
+    assert_eq!(
+        fs::read(run.join("last.safetensors")).unwrap(),
+        saved,
+        "last.safetensors was touched"
+    );
     assert!(stale.exists(), "nothing ran yet that could remove it");
 
     let r = run_signalled(&resume, &fifo, Some(&data), &[]).ok();
@@ -187,17 +187,13 @@ fn sigterm_saves_and_exits_143_and_a_second_ctrl_c_exits_at_once_leaving_the_che
 #[test]
 fn an_extension_is_saved_before_it_starts_so_a_plain_resume_finishes_it() {
     // Constant schedule: 1 epoch + 2 more is exactly a 3-epoch run.
-    let tmp = TempDir::new("extend");
-    let csv = train_csv(&tmp, "train.csv", 0, 300);
+    let (tmp, csv, data, fifo) = csv_and_fifo("extend", 300);
     let whole = tmp.join("whole");
     train(&csv, &whole, "--schedule constant --epochs 3");
     let run = tmp.join("run");
     train(&csv, &run, "--schedule constant --epochs 1");
 
     // Extend to 3, interrupted in the first new epoch (the data through a FIFO, see above).
-    let fifo = tmp.join("train.fifo");
-    mkfifo(&fifo);
-    let data = fs::read(&csv).unwrap();
     let args = args_with(
         &format!("train csv --quiet --epochs 3 --train {} --resume", fifo.display()),
         &[&run],
@@ -209,16 +205,22 @@ fn an_extension_is_saved_before_it_starts_so_a_plain_resume_finishes_it() {
         "one line says what changed:\n{}",
         r.describe()
     );
-    assert_eq!(read_json(&run.join("config.json"))["epochs"], 3, "the extension is saved");
+    assert_eq!(
+        read_json(&run.join("config.json"))["epochs"],
+        3,
+        "the extension is saved"
+    );
 
     // A plain resume (the data at its place saved by the extension: the FIFO) goes on to epoch 3.
-    let r = run_signalled(&args_with("train csv --quiet --resume", &[&run]), &fifo, Some(&data), &[]).ok();
+    let r = run_signalled(
+        &args_with("train csv --quiet --resume", &[&run]),
+        &fifo,
+        Some(&data),
+        &[],
+    )
+    .ok();
     assert!(r.stdout.contains("at epoch 2, step 1 of"), "{}", r.stdout);
-    assert_eq!(log_rows_without_seconds(&run), log_rows_without_seconds(&whole));
-    assert_eq!(
-        checkpoint_contents(&run.join("last.safetensors")),
-        checkpoint_contents(&whole.join("last.safetensors"))
-    );
+    assert_same_run(&run, &whole);
 }
 
 #[test]
@@ -257,7 +259,10 @@ fn flags_that_would_make_another_run_are_refused_naming_the_saved_value() {
         ("--optimizer adam", "--optimizer adam: the run has optimizer = adamw"),
         ("--preset seed", "--preset seed: the run has preset default"),
     ] {
-        let r = vitcore(args_with(&format!("train csv --quiet --epochs 2 {flags} --resume"), &[&run]));
+        let r = vitcore(args_with(
+            &format!("train csv --quiet --epochs 2 {flags} --resume"),
+            &[&run],
+        ));
         r.fails_mentioning(&[says, "different run", "--lr"]);
         assert_eq!(snapshot(&run), before, "{flags}: a refused resume changed the run");
     }
@@ -302,7 +307,10 @@ fn flags_that_may_change_apply_with_a_line_each_and_are_saved() {
     );
     assert_eq!(log_rows(&run).len(), 2);
     let lr2: f64 = log_rows(&run)[1][5].parse().unwrap();
-    assert!(lr2 <= 0.001, "epoch 2 trained with the new --lr, not the run's 0.002: {lr2}");
+    assert!(
+        lr2 <= 0.001,
+        "epoch 2 trained with the new --lr, not the run's 0.002: {lr2}"
+    );
 }
 
 #[test]
@@ -312,9 +320,16 @@ fn the_data_place_is_absolute_and_a_moved_data_set_is_found_or_named() {
     fs::create_dir_all(&work).unwrap();
     fs::write(work.join("train.csv"), kaggle_csv(&mnist().0, 0..300, true)).unwrap();
     // Started with a relative --train and --out, in `work`.
-    vitcore_in(&work, words(&format!("train csv {FLAGS} --epochs 1 --train train.csv --out run"))).ok();
+    vitcore_in(
+        &work,
+        words(&format!("train csv {FLAGS} --epochs 1 --train train.csv --out run")),
+    )
+    .ok();
     let run = work.join("run");
-    let saved = read_json(&run.join("data.json"))["csv"]["train"].as_str().unwrap().to_string();
+    let saved = read_json(&run.join("data.json"))["csv"]["train"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(Path::new(&saved).is_absolute(), "data.json holds {saved}");
     assert!(fsutil_same(Path::new(&saved), &work.join("train.csv")));
 
@@ -335,7 +350,10 @@ fn the_data_place_is_absolute_and_a_moved_data_set_is_found_or_named() {
     .ok();
     assert!(r.stdout.contains(&format!("resume: --train {shown}")), "{}", r.stdout);
     assert_eq!(log_rows(&run).len(), 3);
-    let now = read_json(&run.join("data.json"))["csv"]["train"].as_str().unwrap().to_string();
+    let now = read_json(&run.join("data.json"))["csv"]["train"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(now, shown, "the new place is saved");
 
     // Other images under the run's name are refused, naming both.

@@ -13,7 +13,9 @@ use crate::fsutil;
 use crate::nn::Init;
 use crate::ops::GeluKind;
 use crate::output::{self, WhenClosed};
-use crate::train::{self, resume, DataSource, Interrupt, OptimizerKind, Plan, ResumeRequest, RunOptions, ScheduleKind, TrainConfig};
+use crate::train::{
+    self, resume, DataSource, Interrupt, OptimizerKind, Plan, ResumeRequest, RunOptions, ScheduleKind, TrainConfig,
+};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
 
@@ -428,12 +430,7 @@ fn run_train(kind: &'static str, data: Option<PathBuf>, flags: &TrainFlags) -> R
                     outln!("{why}");
                     return Ok(());
                 }
-                Plan::Continue {
-                    cfg,
-                    source,
-                    notes,
-                    saved_device,
-                } => (cfg, source, run.clone(), notes, saved_device),
+                Plan::Continue(c) => (c.cfg, c.source, run.clone(), c.notes, c.saved_device),
             }
         }
         None => {
@@ -575,7 +572,11 @@ pub fn run(cli: Cli) -> Result<()> {
                     text += &format!("{},{p}\n", i + 1);
                 }
                 if let (Some(dir), Some(name)) = (out.parent(), out.file_name()) {
-                    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+                    let dir = if dir.as_os_str().is_empty() {
+                        Path::new(".")
+                    } else {
+                        dir
+                    };
                     fsutil::remove_stale_temp_files(dir, Some(name));
                 }
                 fsutil::write_atomic(&out, text.as_bytes())?;

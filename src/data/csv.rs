@@ -202,9 +202,13 @@ fn parse_pixel(path: &Path, line: Option<usize>, col: usize, pixel: usize, field
 /// Parse an integer field, or say which column holds what non-number.
 fn parse_integer(path: &Path, line: Option<usize>, field: &[u8], column: &str) -> Result<i64> {
     let text = String::from_utf8_lossy(field);
-    text.trim()
-        .parse::<i64>()
-        .map_err(|_| Error::data(path, line, format!("{column}: '{}' is not an integer", excerpt(&text, QUOTE_MAX))))
+    text.trim().parse::<i64>().map_err(|_| {
+        Error::data(
+            path,
+            line,
+            format!("{column}: '{}' is not an integer", excerpt(&text, QUOTE_MAX)),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -245,11 +249,19 @@ mod tests {
         );
         let e = parse_header(p, Some(1), &record(&["3", "0", "0"])).unwrap_err();
         assert!(e.to_string().contains("missing header"), "{e}");
-        let long = format!("label;{}", (0..784).map(|i| format!("pixel{i}")).collect::<Vec<_>>().join(";"));
+        let long = format!(
+            "label;{}",
+            (0..784).map(|i| format!("pixel{i}")).collect::<Vec<_>>().join(";")
+        );
         let e = parse_header(p, Some(1), &record(&[&long])).unwrap_err().to_string();
-        assert!(e.contains("separated by ';'") && e.contains("characters)") && e.len() < 300, "{e}");
+        assert!(
+            e.contains("separated by ';'") && e.contains("characters)") && e.len() < 300,
+            "{e}"
+        );
         let long_name = "x".repeat(500);
-        let e = parse_header(p, Some(1), &record(&["label", &long_name])).unwrap_err().to_string();
+        let e = parse_header(p, Some(1), &record(&["label", &long_name]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("column 2") && e.len() < 300, "{e}");
     }
 }

@@ -111,7 +111,10 @@ pub fn load_digit_dataset(
     opts: DigitOptions,
 ) -> Result<(Dataset, Vec<String>)> {
     let img = load_digit_image(path, height, width, opts)?;
-    Ok((Dataset::new(img.pixels, None, [1, height, width], num_classes)?, img.notes))
+    Ok((
+        Dataset::new(img.pixels, None, [1, height, width], num_classes)?,
+        img.notes,
+    ))
 }
 
 /// Decode, check the size, and convert to 8-bit gray (steps 1 and 2 of the module documentation).
@@ -156,25 +159,41 @@ fn to_gray(img: &DynamicImage) -> (Vec<u8>, Vec<String>) {
     if color.has_color() && !ink_from_alpha && has_visible_colour(img) {
         notes.push(format!("converted {bits}-bit colour to gray"));
     } else if bits != 8 {
-        notes.push(format!("converted {bits}-bit {} to 8-bit gray", if color.has_color() { "colour" } else { "gray" }));
+        notes.push(format!(
+            "converted {bits}-bit {} to 8-bit gray",
+            if color.has_color() { "colour" } else { "gray" }
+        ));
     }
     notes.extend(alpha_note);
-    let bytes = gray.iter().map(|&v| (v.clamp(0.0, 1.0) * 255.0).round() as u8).collect();
+    let bytes = gray
+        .iter()
+        .map(|&v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
+        .collect();
     (bytes, notes)
 }
 
 /// Gray values of an image with transparency (step 2 of the module documentation), and a note.
 fn flatten_alpha(luma: &[f32], alpha: &[f32]) -> (Vec<f32>, String) {
     // "Visible" for the one-colour test: anything not (nearly) fully transparent.
-    let visible: Vec<f32> = luma.iter().zip(alpha).filter(|(_, &a)| a > 0.1).map(|(&l, _)| l).collect();
-    let (lo, hi) = visible
+    let visible: Vec<f32> = luma
         .iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &l| (lo.min(l), hi.max(l)));
+        .zip(alpha)
+        .filter(|(_, &a)| a > 0.1)
+        .map(|(&l, _)| l)
+        .collect();
+    let (lo, hi) = visible.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &l| {
+        (lo.min(l), hi.max(l))
+    });
     if visible.is_empty() || hi - lo <= 0.1 {
         let how = format!("{ALPHA_INK} (a drawing in one colour on a transparent background)");
         return (alpha.to_vec(), how);
     }
-    let opaque: Vec<f32> = luma.iter().zip(alpha).filter(|(_, &a)| a >= 0.5).map(|(&l, _)| l).collect();
+    let opaque: Vec<f32> = luma
+        .iter()
+        .zip(alpha)
+        .filter(|(_, &a)| a >= 0.5)
+        .map(|(&l, _)| l)
+        .collect();
     let (background, name) = if opaque.len() * 2 < luma.len() {
         // The opaque pixels are the drawing: put it on the background that contrasts with it.
         match median_f32(&opaque) >= 0.5 {
@@ -184,9 +203,16 @@ fn flatten_alpha(luma: &[f32], alpha: &[f32]) -> (Vec<f32>, String) {
     } else {
         // The opaque pixels are mostly paper: fill the transparent parts with the paper's colour.
         let paper = median_f32(&opaque);
-        (paper, format!("the colour of its opaque part (gray {})", (paper * 255.0).round()))
+        (
+            paper,
+            format!("the colour of its opaque part (gray {})", (paper * 255.0).round()),
+        )
     };
-    let gray = luma.iter().zip(alpha).map(|(&l, &a)| l * a + background * (1.0 - a)).collect();
+    let gray = luma
+        .iter()
+        .zip(alpha)
+        .map(|(&l, &a)| l * a + background * (1.0 - a))
+        .collect();
     (gray, format!("flattened its transparent parts onto {name}"))
 }
 

@@ -244,7 +244,11 @@ impl BatchBuilder {
 
     /// The worker loop: build and send batches until done or the receiver is gone.
     fn run(&self, order: &[usize], num_batches: usize, sender: SyncSender<Batch>) {
-        for indices in order.chunks(self.config.batch_size).take(num_batches).skip(self.config.skip) {
+        for indices in order
+            .chunks(self.config.batch_size)
+            .take(num_batches)
+            .skip(self.config.skip)
+        {
             if sender.send(self.build(indices)).is_err() {
                 return; // the loader was dropped: stop early
             }
@@ -355,7 +359,10 @@ mod tests {
         let d = indexed(1000);
         let whole = visited(&d, raw(64, true, 2, false));
         for skip in [0, 1, 5, 15, 16, 40] {
-            let cfg = LoaderConfig { skip, ..raw(64, true, 2, false) };
+            let cfg = LoaderConfig {
+                skip,
+                ..raw(64, true, 2, false)
+            };
             let loader = BatchLoader::new(d.clone(), cfg.clone()).unwrap();
             assert_eq!(loader.num_batches(), 16);
             assert_eq!(loader.len(), 16 - skip.min(16), "skip {skip}");

@@ -26,8 +26,8 @@ use crate::autograd::{Graph, ParamStore};
 use crate::backend::Device;
 use crate::checkpoint;
 use crate::data::{self, Augment, BatchLoader, Dataset, LoaderConfig};
-use crate::fsutil;
 use crate::error::{Error, Result};
+use crate::fsutil;
 use crate::nn::{Mode, Vit};
 use crate::optim::{clip, Adam, AdamConfig, EarlyStopping, LrScheduler, Schedule};
 use crate::rng::derive_seed;
@@ -83,7 +83,9 @@ impl DataSource {
     /// The same kind of data at another place.
     pub fn with_path(&self, path: &Path) -> DataSource {
         match self {
-            DataSource::Mnist { .. } => DataSource::Mnist { dir: path.to_path_buf() },
+            DataSource::Mnist { .. } => DataSource::Mnist {
+                dir: path.to_path_buf(),
+            },
             DataSource::Csv { .. } => DataSource::Csv {
                 train: path.to_path_buf(),
             },
@@ -113,7 +115,8 @@ impl DataSource {
     /// Read a run's `data.json`.
     pub fn read_json(path: &Path) -> Result<DataSource> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        serde_json::from_str(&text).map_err(|e| Error::data(path, Some(e.line()), format!("not a vitcore data.json: {e}")))
+        serde_json::from_str(&text)
+            .map_err(|e| Error::data(path, Some(e.line()), format!("not a vitcore data.json: {e}")))
     }
 
     pub fn load(&self, cfg: &TrainConfig) -> Result<Data> {
@@ -395,21 +398,23 @@ fn progress_bar(quiet: bool, len: usize, prefix: String) -> indicatif::ProgressB
     pb
 }
 
-/// What `last.safetensors` holds besides the parameters: everything a resume needs.
-struct LastState<'a> {
-    adam: &'a Adam,
-    sched: &'a LrScheduler,
-    early: Option<&'a EarlyStopping>,
+/// The training state besides the parameters: what `last.safetensors` holds for a resume.
+struct OptimState {
+    adam: Adam,
+    sched: LrScheduler,
+    early: Option<EarlyStopping>,
+    /// The lowest validation loss so far (that of `best.safetensors`).
     best_val: f64,
     /// Data checksum and device, saved for the resume checks.
-    run_meta: &'a HashMap<String, String>,
+    run_meta: HashMap<String, String>,
 }
 
-impl LastState<'_> {
-    fn save(&self, path: &Path, store: &ParamStore, pos: &Position) -> Result<()> {
+impl OptimState {
+    /// Write `last.safetensors` (`path`): parameters, this state and the run's position.
+    fn save_last(&self, path: &Path, store: &ParamStore, pos: &Position) -> Result<()> {
         let mut meta = self.adam.state_metadata(store);
         meta.extend(self.sched.state_metadata());
-        if let Some(e) = self.early {
+        if let Some(e) = &self.early {
             meta.extend(e.state_metadata());
         }
         pos.write_meta(&mut meta);
@@ -509,21 +514,24 @@ pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions
         );
     }
     let (vit, mut store) = build_model(&cfg)?;
-    let mut adam = build_optimizer(&cfg)?;
     let steps_per_epoch = data::loader::batches_per_epoch(train_set.len(), cfg.batch_size, false);
-    let mut sched = build_schedule(&cfg, steps_per_epoch)?;
-    let mut early = match cfg.early_stopping {
-        Some(p) => Some(EarlyStopping::new(p, 0.0)?),
-        None => None,
+    let mut st = OptimState {
+        adam: build_optimizer(&cfg)?,
+        sched: build_schedule(&cfg, steps_per_epoch)?,
+        early: match cfg.early_stopping {
+            Some(p) => Some(EarlyStopping::new(p, 0.0)?),
+            None => None,
+        },
+        best_val: f64::INFINITY,
+        run_meta,
     };
-    let mut best_val = f64::INFINITY;
     let mut history: Vec<EpochLog> = Vec::new();
     let mut last_epoch = cfg.epochs;
     if let Some((tensors, meta)) = &resumed {
         checkpoint::assign_params(&ckpt_last, tensors, &mut store)?;
-        adam.load_state(&store, tensors, meta)?;
-        sched.load_state_metadata(meta)?;
-        if let Some(e) = early.as_mut() {
+        st.adam.load_state(&store, tensors, meta)?;
+        st.sched.load_state_metadata(meta)?;
+        if let Some(e) = st.early.as_mut() {
             // Early stopping turned on by this resume starts counting now.
             if meta.contains_key(&format!("{}early.bad_epochs", crate::optim::STATE_PREFIX)) {
                 e.load_state_metadata(meta)?;
@@ -532,7 +540,7 @@ pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions
         if pos.step == 0 && resume::stopped_early(meta, &cfg).is_some() {
             last_epoch = pos.epoch; // only the final evaluation is left
         }
-        best_val = meta
+        st.best_val = meta
             .get("best_val_loss")
             .and_then(|v| v.parse().ok())
             .unwrap_or(f64::INFINITY);
@@ -573,7 +581,7 @@ pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions
         fsutil::write_atomic(&out.join("log.csv"), format!("{LOG_HEADER}\n").as_bytes())?;
     }
     store.to_device(opts.device)?;
-    adam.to_device(opts.device)?;
+    st.adam.to_device(opts.device)?;
     outln!(
         "training ViT ({} parameters) on {} images, validating on {}, {} epochs of {} steps (batch {})",
         store.numel(),
@@ -614,7 +622,7 @@ pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions
         );
         pb.set_position(part.step as u64);
         let (mut loss_sum, mut correct, mut seen, mut step) = (part.loss_sum, part.correct, part.seen, part.step);
-        let mut lr = if part.step > 0 { part.lr } else { adam.lr() };
+        let mut lr = if part.step > 0 { part.lr } else { st.adam.lr() };
         let seconds = |t0: Instant| part.seconds + t0.elapsed().as_secs_f64();
         for batch in loader {
             let n = batch.len();
@@ -635,9 +643,9 @@ pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions
             if let Some(c) = cfg.clip_norm {
                 clip::clip_grad_norm(&mut store, c)?;
             }
-            lr = sched.lr(global_step);
-            adam.set_lr(lr);
-            adam.step(&mut store)?;
+            lr = st.sched.lr(global_step);
+            st.adam.set_lr(lr);
+            st.adam.step(&mut store)?;
             for (row, &t) in logits_t.values()?.chunks(cfg.model.num_classes).zip(&batch.labels) {
                 correct += (argmax(row) == t as usize) as usize;
             }
@@ -658,14 +666,7 @@ pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions
                     lr,
                     seconds: seconds(t0),
                 };
-                let state = LastState {
-                    adam: &adam,
-                    sched: &sched,
-                    early: early.as_ref(),
-                    best_val,
-                    run_meta: &run_meta,
-                };
-                state.save(&ckpt_last, &store, &at)?;
+                st.save_last(&ckpt_last, &store, &at)?;
                 return Err(interrupted(signal, &at, steps_per_epoch, out, source.kind()));
             }
             pb.inc(1);
@@ -706,9 +707,9 @@ pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions
         history.push(log);
 
         // Checkpoints: best by validation loss (or every epoch when there is no validation set).
-        let improved = val.is_none() || val_loss < best_val;
+        let improved = val.is_none() || val_loss < st.best_val;
         if improved {
-            best_val = if val.is_some() { val_loss } else { best_val };
+            st.best_val = if val.is_some() { val_loss } else { st.best_val };
             checkpoint::save_params(
                 &ckpt_best,
                 &store,
@@ -716,14 +717,14 @@ pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions
                 &HashMap::from([("epoch".to_string(), epoch.to_string())]),
             )?;
         }
-        let stop = match (early.as_mut(), val.is_some()) {
+        let stop = match (st.early.as_mut(), val.is_some()) {
             (Some(e), true) => e.should_stop(val_loss),
             _ => false,
         };
-        if cfg.schedule == ScheduleKind::Plateau && val.is_some() && sched.step_epoch(val_loss) {
+        if cfg.schedule == ScheduleKind::Plateau && val.is_some() && st.sched.step_epoch(val_loss) {
             outln!(
                 "validation loss stalled: learning rate reduced to {:.2e}",
-                sched.lr(global_step)
+                st.sched.lr(global_step)
             );
         }
         let at = Position {
@@ -731,14 +732,7 @@ pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions
             global_step,
             ..Position::default()
         };
-        let state = LastState {
-            adam: &adam,
-            sched: &sched,
-            early: early.as_ref(),
-            best_val,
-            run_meta: &run_meta,
-        };
-        state.save(&ckpt_last, &store, &at)?;
+        st.save_last(&ckpt_last, &store, &at)?;
         epochs_done = epoch;
         if let Some(signal) = opts.interrupt.requested() {
             return Err(interrupted(signal, &at, steps_per_epoch, out, source.kind()));

@@ -182,14 +182,21 @@ pub struct ResumeRequest {
 pub enum Plan {
     /// Nothing to train or evaluate; the message says why and what would do more.
     NothingToDo(String),
-    /// Go on with this configuration and data; `notes` are the lines to print when it starts
-    /// (what changed from the saved run); `saved_device` is the device the run last used.
-    Continue {
-        cfg: TrainConfig,
-        source: DataSource,
-        notes: Vec<String>,
-        saved_device: Option<String>,
-    },
+    /// Go on.
+    Continue(Box<Continuation>),
+}
+
+/// How a resumed run goes on.
+#[derive(Clone, Debug)]
+pub struct Continuation {
+    /// The run's configuration with the changes the command line may make.
+    pub cfg: TrainConfig,
+    /// Its data (absolute).
+    pub source: DataSource,
+    /// Lines to print when it starts: what changed from the saved run.
+    pub notes: Vec<String>,
+    /// The device the run last used.
+    pub saved_device: Option<String>,
 }
 
 /// Reconcile a resume request with the run in its folder (see the module documentation).
@@ -253,7 +260,11 @@ pub fn plan(req: &ResumeRequest, apply_flags: impl Fn(TrainConfig) -> TrainConfi
         )));
     }
     let pos = Position::from_meta(&meta, &last)?;
-    let early = if pos.step == 0 { stopped_early(&meta, &cfg) } else { None };
+    let early = if pos.step == 0 {
+        stopped_early(&meta, &cfg)
+    } else {
+        None
+    };
     if (pos.epoch >= cfg.epochs || early.is_some()) && results_are_current(run, pos.epoch) {
         let why = match early {
             Some(bad) => format!(
@@ -275,12 +286,12 @@ pub fn plan(req: &ResumeRequest, apply_flags: impl Fn(TrainConfig) -> TrainConfi
     }
     let (source, moved) = resolve_data(run, &saved_source, req.data.as_deref(), &meta)?;
     notes.extend(moved);
-    Ok(Plan::Continue {
+    Ok(Plan::Continue(Box::new(Continuation {
         cfg,
         source,
         notes,
         saved_device: meta.get("device").cloned(),
-    })
+    })))
 }
 
 /// The settings that differ between the saved and the requested configuration: lines saying what
@@ -393,7 +404,11 @@ fn resolve_data(
         given.path().display(),
         saved.path().display(),
         if saved_exists { "" } else { ", which is gone" },
-        if meta.contains_key(DATA_CHECKSUM) { ", as checked by their checksum" } else { "" },
+        if meta.contains_key(DATA_CHECKSUM) {
+            ", as checked by their checksum"
+        } else {
+            ""
+        },
     );
     Ok((given, Some(note)))
 }

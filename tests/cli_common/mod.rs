@@ -273,6 +273,46 @@ pub fn log_rows_without_seconds(run: &Path) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// Assert that the run folders `a` and `b` hold the same run (e.g. a resumed run and the
+/// uninterrupted one): `log.csv` (but for the wall-clock seconds), every tensor and the
+/// metadata of `last.safetensors` (whose metadata order is not fixed, so by contents),
+/// `best.safetensors` byte for byte, and `test_metrics.json`.
+#[track_caller]
+pub fn assert_same_run(a: &Path, b: &Path) {
+    let (sa, sb) = (a.display(), b.display());
+    assert_eq!(
+        log_rows_without_seconds(a),
+        log_rows_without_seconds(b),
+        "log.csv of {sa} and {sb} differ"
+    );
+    // The parameters and the optimiser state at the end.
+    assert_eq!(
+        checkpoint_contents(&a.join("last.safetensors")),
+        checkpoint_contents(&b.join("last.safetensors")),
+        "last.safetensors of {sa} and {sb} differ"
+    );
+    assert_eq!(
+        fs::read(a.join("best.safetensors")).unwrap(),
+        fs::read(b.join("best.safetensors")).unwrap(),
+        "best.safetensors of {sa} and {sb} differ"
+    );
+    assert_eq!(
+        read_json(&a.join("test_metrics.json")),
+        read_json(&b.join("test_metrics.json"))
+    );
+}
+
+/// A tiny trained run shared by the tests of one test binary (trained on first use; embed_dim
+/// 16, 28x28 grayscale).
+pub fn tiny_run() -> &'static Path {
+    static RUN: OnceLock<PathBuf> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let dir = shared_dir("tiny-run");
+        train_tiny(&dir);
+        dir
+    })
+}
+
 pub fn read_json(path: &Path) -> serde_json::Value {
     let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: not JSON: {e}", path.display()))
