@@ -412,3 +412,79 @@ fn resolve_data(
     );
     Ok((given, Some(note)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_position_survives_checkpoint_metadata_exactly() {
+        let pos = Position {
+            epoch: 3,
+            global_step: 1234,
+            step: 17,
+            loss_sum: 0.1 + 0.2 + 1e-17 * 3.0,
+            correct: 901,
+            seen: 1088,
+            lr: 1.0 / 3.0,
+            seconds: 12.345678901234567,
+        };
+        let mut meta = HashMap::new();
+        pos.write_meta(&mut meta);
+        let back = Position::from_meta(&meta, Path::new("last.safetensors")).unwrap();
+        assert_eq!(back, pos);
+        assert_eq!(back.loss_sum.to_bits(), pos.loss_sum.to_bits());
+        // An older checkpoint has only the epoch and step: the rest counts as 0.
+        let old = HashMap::from([("epoch".to_string(), "2".to_string())]);
+        let p = Position::from_meta(&old, Path::new("x")).unwrap();
+        assert_eq!((p.epoch, p.step, p.seen), (2, 0, 0));
+        let bad = HashMap::from([("epoch_step".to_string(), "two".to_string())]);
+        let e = Position::from_meta(&bad, Path::new("last.safetensors"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("last.safetensors") && e.contains("epoch_step"), "{e}");
+    }
+
+    #[test]
+    fn reconcile_applies_allowed_changes_and_refuses_the_others_once_per_flag() {
+        let saved = TrainConfig::default_preset();
+        let mut asked = saved.clone();
+        asked.lr = 1e-3;
+        asked.epochs = 20;
+        let (notes, refused) = reconcile(&saved, &asked);
+        assert_eq!(
+            notes,
+            [
+                "resume: --epochs 20 replaces the run's 15 (saved in config.json)",
+                "resume: --lr 0.001 replaces the run's 0.002 (saved in config.json)"
+            ]
+        );
+        assert!(refused.is_empty());
+        asked.batch_size = 1024; // also raises eval_batch_size: still one refusal
+        asked.eval_batch_size = 1024;
+        asked.model.depth = 2;
+        let (_, refused) = reconcile(&saved, &asked);
+        assert_eq!(
+            refused,
+            [
+                "--batch-size 1024: the run has batch_size = 128",
+                "--depth 2: the run has model.depth = 6"
+            ]
+        );
+        assert_eq!(reconcile(&saved, &saved), (vec![], vec![]));
+    }
+
+    #[test]
+    fn stopped_early_follows_the_patience_asked_for() {
+        let meta = HashMap::from([(format!("{STATE_PREFIX}early.bad_epochs"), "3".to_string())]);
+        let mut cfg = TrainConfig::default_preset();
+        assert_eq!(stopped_early(&meta, &cfg), None, "no early stopping");
+        cfg.early_stopping = Some(3);
+        assert_eq!(stopped_early(&meta, &cfg), Some(3));
+        cfg.early_stopping = Some(5); // a larger patience lets it go on
+        assert_eq!(stopped_early(&meta, &cfg), None);
+        let improved = HashMap::from([(format!("{STATE_PREFIX}early.bad_epochs"), "0".to_string())]);
+        cfg.early_stopping = Some(0);
+        assert_eq!(stopped_early(&improved, &cfg), None);
+    }
+}
