@@ -16,9 +16,13 @@
 //! # Atomic save
 //! A run killed while writing must not leave a half-written checkpoint under the real name (the
 //! one `--resume` would read). [`save`] writes `<path>.tmp-<pid>-<n>` in the same directory,
-//! flushes and fsyncs it, then `rename`s it over `path`: a rename within one file system replaces
-//! the target atomically, so `path` is always either the old checkpoint or the complete new one.
-//! The directory is fsynced afterwards so the rename itself survives a power loss.
+//! fsyncs it, then `rename`s it over `path` ([`crate::fsutil::replace_atomically`]), so `path` is
+//! always either the old checkpoint or the complete new one.
+//!
+//! # Only finite numbers
+//! [`load`] rejects a tensor holding NaN or ±Inf, naming it and the first bad element: a diverged
+//! run's parameters (vitcore's or PyTorch's) would otherwise give plausible-looking predictions
+//! (argmax of NaN is class 0) instead of an error.
 //!
 //! # Loading into a model
 //! [`load_into`] requires every parameter of the [`ParamStore`] to be present with the same shape,
@@ -34,15 +38,15 @@ use crate::autograd::ParamStore;
 use crate::backend::cpu::pool;
 use crate::backend::Device;
 use crate::error::{Error, Result};
+use crate::fsutil;
 use crate::optim::STATE_PREFIX;
 use crate::tensor::Tensor;
 use safetensors::tensor::{Dtype, SafeTensorError, View};
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, OpenOptions};
-use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::fs;
+use std::io::{self, Read};
+use std::path::Path;
 
 /// A tensor as safetensors sees it: f32, shape, little-endian bytes.
 struct F32View<'a> {
@@ -84,20 +88,6 @@ fn list(names: &[String], max: usize) -> String {
     s
 }
 
-fn temp_path(path: &Path) -> Result<PathBuf> {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let Some(file_name) = path.file_name() else {
-        return Err(Error::checkpoint(path, "the path does not name a file"));
-    };
-    let mut tmp = file_name.to_os_string();
-    tmp.push(format!(
-        ".tmp-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    Ok(path.with_file_name(tmp))
-}
-
 /// Write `tensors` and `metadata` to `path` atomically (see the module documentation).
 /// Names must be unique and non-empty (`__metadata__` is reserved by the format).
 pub fn save(path: impl AsRef<Path>, tensors: &[(String, &Tensor)], metadata: &HashMap<String, String>) -> Result<()> {
@@ -114,13 +104,6 @@ pub fn save(path: impl AsRef<Path>, tensors: &[(String, &Tensor)], metadata: &Ha
             return Err(Error::checkpoint(path, format!("tensor name `{name}` is given twice")));
         }
     }
-    let tmp = temp_path(path)?;
-    let io_err = |e: io::Error, doing: &str| {
-        Error::io(
-            path,
-            io::Error::new(e.kind(), format!("{doing} {}: {e}", tmp.display())),
-        )
-    };
     // GPU tensors are read back first (a no-op share for CPU ones).
     let host = tensors
         .iter()
@@ -136,38 +119,15 @@ pub fn save(path: impl AsRef<Path>, tensors: &[(String, &Tensor)], metadata: &Ha
         )
     });
     let info = (!metadata.is_empty()).then(|| metadata.clone());
-    let written = safetensors::serialize_to_file(views, &info, &tmp)
-        .map_err(|e| match e {
-            SafeTensorError::IoError(e) => io_err(e, "writing temporary file"),
+    fsutil::replace_atomically(path, |tmp| {
+        safetensors::serialize_to_file(views, &info, tmp).map_err(|e| match e {
+            SafeTensorError::IoError(e) => Error::io(
+                path,
+                io::Error::new(e.kind(), format!("writing temporary file {}: {e}", tmp.display())),
+            ),
             other => Error::checkpoint(path, format!("cannot serialise: {other:?}")),
         })
-        .and_then(|()| {
-            // serialize_to_file flushed its buffer and closed the file; fsync makes the bytes
-            // durable before the rename makes them visible under the real name.
-            OpenOptions::new()
-                .write(true)
-                .open(&tmp)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| io_err(e, "syncing temporary file"))
-        })
-        .and_then(|()| fs::rename(&tmp, path).map_err(|e| io_err(e, "renaming temporary file")));
-    if let Err(e) = written {
-        // Best effort: the write failed, so the temporary file (if any) is garbage.
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    #[cfg(unix)]
-    {
-        // Best effort: persist the directory entry; the file itself is already complete.
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        if let Ok(d) = fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
+    })
 }
 
 /// Save every parameter of `params` under its name, plus `extra` tensors (e.g. the optimiser's
@@ -241,12 +201,52 @@ pub fn load(path: impl AsRef<Path>) -> Result<Contents> {
         for (x, b) in v.iter_mut().zip(raw.chunks_exact(4)) {
             *x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         }
+        if let Some((i, x)) = v.iter().enumerate().find(|(_, x)| !x.is_finite()) {
+            return Err(Error::checkpoint(
+                path,
+                format!(
+                    "tensor `{name}` holds {x} at element {i} of {} (shape {:?}): a checkpoint must \
+                     hold finite numbers only (was it saved from a diverged run?)",
+                    v.len(),
+                    info.shape
+                ),
+            ));
+        }
         let t =
             Tensor::from_vec(v, &info.shape).map_err(|e| Error::checkpoint(path, format!("tensor `{name}`: {e}")))?;
         out.push((name, t));
     }
     let metadata = header.metadata().clone().unwrap_or_default();
     Ok((out, metadata))
+}
+
+/// Read only a checkpoint's metadata (its header), not its tensors: cheap, for deciding what to
+/// do before loading anything.
+pub fn read_metadata(path: impl AsRef<Path>) -> Result<HashMap<String, String>> {
+    let path = path.as_ref();
+    let bad = |msg: String| Error::checkpoint(path, format!("not a valid safetensors file: {msg}"));
+    let mut f = fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let file_len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut n = [0u8; 8];
+    f.read_exact(&mut n)
+        .map_err(|_| bad(describe(&SafeTensorError::HeaderTooSmall)))?;
+    let n = u64::from_le_bytes(n);
+    if n > file_len.saturating_sub(8) {
+        return Err(bad(describe(&SafeTensorError::InvalidHeaderLength)));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).map_err(|e| Error::io(path, e))?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|_| bad(describe(&SafeTensorError::InvalidHeader)))?;
+    Ok(json
+        .get("__metadata__")
+        .and_then(|m| m.as_object())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default())
 }
 
 /// Set every parameter of `params` from `tensors` (names under `optim.` are skipped), all or
@@ -324,35 +324,7 @@ pub fn load_into(path: impl AsRef<Path>, params: &mut ParamStore) -> Result<Hash
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A fresh, empty directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let p = std::env::temp_dir().join(format!(
-                "vitcore-ckpt-{tag}-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            let _ = fs::remove_dir_all(&p);
-            fs::create_dir_all(&p).unwrap();
-            TempDir(p)
-        }
-        fn files(&self) -> Vec<String> {
-            let mut v: Vec<String> = fs::read_dir(&self.0)
-                .unwrap()
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect();
-            v.sort();
-            v
-        }
-    }
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::fsutil::TempDir;
 
     fn t(data: Vec<f32>, shape: &[usize]) -> Tensor {
         Tensor::from_vec(data, shape).unwrap()
@@ -520,6 +492,49 @@ mod tests {
             msg.contains("blocks.0.norm1.weight") && msg.contains("F64") && msg.contains("f64.safetensors"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn non_finite_values_are_rejected_naming_the_tensor_and_the_element() {
+        let dir = TempDir::new("nonfinite");
+        let path = dir.0.join("nan.safetensors");
+        for (bad, shown) in [(f32::NAN, "NaN"), (f32::INFINITY, "inf"), (f32::NEG_INFINITY, "-inf")] {
+            let ok = t(vec![1.0, 2.0], &[2]);
+            let b = t(vec![0.5, 0.25, bad, 1.0], &[2, 2]);
+            save(
+                &path,
+                &[("cls_token".into(), &ok), ("head.bias".into(), &b)],
+                &HashMap::new(),
+            )
+            .unwrap();
+            let msg = load(&path).unwrap_err().to_string();
+            for needle in ["nan.safetensors", "`head.bias`", shown, "element 2 of 4", "finite"] {
+                assert!(msg.contains(needle), "`{needle}` not in: {msg}");
+            }
+            let mut params = store();
+            assert!(load_into(&path, &mut params).is_err());
+        }
+    }
+
+    #[test]
+    fn read_metadata_reads_the_header_only() {
+        let dir = TempDir::new("meta");
+        let path = dir.0.join("m.safetensors");
+        let meta = HashMap::from([("epoch".to_string(), "3".to_string())]);
+        save(&path, &refs(&sample()), &meta).unwrap();
+        assert_eq!(read_metadata(&path).unwrap(), meta);
+        save(&path, &refs(&sample()), &HashMap::new()).unwrap();
+        assert!(read_metadata(&path).unwrap().is_empty());
+        fs::write(&path, [1u8, 2, 3]).unwrap();
+        let msg = read_metadata(&path).unwrap_err().to_string();
+        assert!(
+            msg.contains("m.safetensors") && msg.contains("not a valid safetensors"),
+            "{msg}"
+        );
+        let mut huge = u64::MAX.to_le_bytes().to_vec();
+        huge.extend_from_slice(b"{}");
+        fs::write(&path, huge).unwrap();
+        assert!(read_metadata(&path).is_err());
     }
 
     #[test]

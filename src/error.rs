@@ -31,6 +31,9 @@ pub enum Error {
     Device(String),
     /// A bad argument or configuration value.
     Config(String),
+    /// Training stopped on SIGINT or SIGTERM after saving; `message` says how to resume. The
+    /// process exits with `128 + signal` (130 for Ctrl-C, 143 for SIGTERM), as a shell expects.
+    Interrupted { signal: i32, message: String },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -66,6 +69,26 @@ impl Error {
     pub fn config(msg: impl Into<String>) -> Self {
         Error::Config(msg.into())
     }
+
+    /// The process exit status for this error: `128 + signal` for [`Error::Interrupted`], else 1.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Interrupted { signal, .. } => 128 + signal,
+            _ => 1,
+        }
+    }
+}
+
+/// `text` for quoting in a message: as is when short, else its first `max` characters, an
+/// ellipsis and the full length, so that one bad line of a file (a semicolon-separated CSV header
+/// is one 7 KB "field") does not fill the terminal.
+pub fn excerpt(text: &str, max: usize) -> String {
+    let n = text.chars().count();
+    if n <= max {
+        return text.to_string();
+    }
+    let head: String = text.chars().take(max).collect();
+    format!("{head}... ({n} characters)")
 }
 
 impl fmt::Display for Error {
@@ -84,6 +107,7 @@ impl fmt::Display for Error {
             }
             Error::Device(msg) => write!(f, "device: {msg}"),
             Error::Config(msg) => write!(f, "{msg}"),
+            Error::Interrupted { message, .. } => write!(f, "{message}"),
         }
     }
 }
@@ -94,5 +118,24 @@ impl std::error::Error for Error {
             Error::Io { source, .. } => Some(source),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excerpt_cuts_long_text_and_says_how_long_it_was() {
+        assert_eq!(excerpt("label,pixel0", 20), "label,pixel0");
+        let long = "label;".repeat(1000);
+        let e = excerpt(&long, 30);
+        assert!(
+            e.starts_with("label;label;") && e.ends_with("... (6000 characters)"),
+            "{e}"
+        );
+        assert!(e.len() < 60, "{e}");
+        // Cut on characters, not bytes.
+        assert_eq!(excerpt("ééééé", 2), "éé... (5 characters)");
     }
 }

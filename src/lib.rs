@@ -6,6 +6,10 @@
 //! Reading order for learning the ViT op by op: [`tensor`], [`autograd`], then each file of
 //! [`ops`] (every one opens with its forward math and the derivation of its backward).
 
+// First, so that its `outln!` / `errln!` macros are in scope in every module below.
+#[macro_use]
+pub mod output;
+
 pub mod autograd;
 pub mod backend;
 pub mod bench;
@@ -13,6 +17,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod data;
 pub mod error;
+pub mod fsutil;
 pub mod nn;
 pub mod ops;
 pub mod optim;

@@ -10,7 +10,11 @@ fn main() {
     }
     let cli = vitcore::cli::Cli::parse();
     if let Err(e) = vitcore::cli::run(cli) {
-        eprintln!("error: {e}");
-        std::process::exit(1);
+        match e {
+            // Not a failure of the user's: the run was saved and the message says how to go on.
+            vitcore::Error::Interrupted { .. } => vitcore::errln!("{e}"),
+            _ => vitcore::errln!("error: {e}"),
+        }
+        std::process::exit(e.exit_code());
     }
 }

@@ -7,17 +7,6 @@ mod cli_common;
 use cli_common::*;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-
-/// A tiny trained run shared by the tests of this file (embed_dim 16, 28x28 grayscale).
-fn tiny_run() -> &'static Path {
-    static RUN: OnceLock<PathBuf> = OnceLock::new();
-    RUN.get_or_init(|| {
-        let dir = shared_dir("cli_errors-run");
-        train_tiny(&dir);
-        dir
-    })
-}
 
 /// Kaggle CSV text of the first `n` MNIST test images with line `line` (1-based; line 1 is the
 /// header) passed through `edit` (which gets the line's fields).

@@ -9,14 +9,7 @@ use std::fs;
 use std::path::Path;
 
 const LOG_HEADER: &str = "epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds";
-const RUN_FILES: [&str; 6] = [
-    "config.json",
-    "data.json",
-    "log.csv",
-    "last.safetensors",
-    "best.safetensors",
-    "test_metrics.json",
-];
+use vitcore::train::RUN_FILES;
 
 /// The smoke run: 20 000 real MNIST training images (18 000 after the 10% validation split),
 /// 3 epochs of a 72k-parameter ViT (patch 7, embed 64, 2 blocks). About 11 s on 2 cores; reaches
@@ -173,23 +166,8 @@ fn same_seed_repeats_a_run_exactly_and_another_seed_does_not() {
 
     let log_a = log_rows_without_seconds(&a);
     assert_eq!(log_a.len(), 2);
-    assert_eq!(log_a, log_rows_without_seconds(&b), "same --seed, different log.csv");
-    assert_eq!(
-        fs::read(a.join("best.safetensors")).unwrap(),
-        fs::read(b.join("best.safetensors")).unwrap(),
-        "same --seed, different best.safetensors bytes"
-    );
-    // last.safetensors holds the optimiser state too; its metadata order is not fixed, so compare
-    // contents (every tensor bit for bit, and the metadata).
-    assert_eq!(
-        checkpoint_contents(&a.join("last.safetensors")),
-        checkpoint_contents(&b.join("last.safetensors")),
-        "same --seed, different last.safetensors"
-    );
-    assert_eq!(
-        read_json(&a.join("test_metrics.json")),
-        read_json(&b.join("test_metrics.json"))
-    );
+    // Same --seed: the same log, checkpoints (bit for bit) and metrics.
+    assert_same_run(&a, &b);
 
     // The seed is used: another one gives another run.
     assert_ne!(log_a, log_rows_without_seconds(&c), "--seed 8 gave the log of --seed 7");
@@ -222,7 +200,7 @@ fn resume_continues_an_interrupted_run_exactly() {
         r.stdout
     );
 
-    // log.csv: the header once, epoch 1 kept, epoch 2 added, equal to the uninterrupted run's.
+    // log.csv: the header once, epoch 1 kept, epoch 2 added; all equal to the uninterrupted run.
     let log = fs::read_to_string(parts.join("log.csv")).unwrap();
     assert_eq!(log.matches(LOG_HEADER).count(), 1, "{log}");
     let rows = log_rows_without_seconds(&parts);
@@ -231,26 +209,7 @@ fn resume_continues_an_interrupted_run_exactly() {
         ["1", "2"],
         "{log}"
     );
-    assert_eq!(
-        rows,
-        log_rows_without_seconds(&whole),
-        "resumed log differs from the uninterrupted run's"
-    );
-
-    // The parameters and the optimiser state after epoch 2 are the uninterrupted run's.
-    assert_eq!(
-        checkpoint_contents(&parts.join("last.safetensors")),
-        checkpoint_contents(&whole.join("last.safetensors")),
-        "resumed last.safetensors differs from the uninterrupted run's"
-    );
-    assert_eq!(
-        fs::read(parts.join("best.safetensors")).unwrap(),
-        fs::read(whole.join("best.safetensors")).unwrap()
-    );
-    assert_eq!(
-        read_json(&parts.join("test_metrics.json")),
-        read_json(&whole.join("test_metrics.json"))
-    );
+    assert_same_run(&parts, &whole);
 }
 
 #[test]

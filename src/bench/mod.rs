@@ -569,7 +569,7 @@ pub fn git_commit() -> Option<String> {
 
 /// Prints one line of progress or of the table (to stdout: it is the command's output).
 pub(crate) fn say(line: &str) {
-    println!("{line}");
+    outln!("{line}");
 }
 
 /// `vitcore bench kernels`: run, print the table, write the JSON; fails when a validation

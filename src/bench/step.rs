@@ -151,7 +151,7 @@ pub fn run_step(opts: &StepOptions) -> Result<StepRecord> {
         }
     }
     if opts.profile {
-        eprintln!("{}", crate::autograd::profile::report());
+        errln!("{}", crate::autograd::profile::report());
         crate::autograd::profile::enable(false);
     }
     times.sort_by(f64::total_cmp);
@@ -175,7 +175,7 @@ pub fn run_step(opts: &StepOptions) -> Result<StepRecord> {
         commit: super::git_commit(),
     };
     let line = serde_json::to_string(&record).map_err(|e| Error::config(format!("serialising the record: {e}")))?;
-    println!("{line}");
+    outln!("{line}");
     if let Some(path) = &opts.json {
         std::fs::write(path, line + "\n").map_err(|e| Error::io(path, e))?;
     }

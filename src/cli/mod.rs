@@ -2,15 +2,20 @@
 //! turns flags into a [`TrainConfig`] or [`BenchOptions`]; the work itself is in `crate::train`
 //! and `crate::bench`.
 
-use crate::backend::cuda::{resolve_and_report, DeviceChoice};
+use crate::backend::cuda::{resolve, DeviceChoice};
 use crate::backend::Device;
 use crate::bench::step::{StepOptions, StepPreset};
 use crate::bench::{self, BenchOptions};
 use crate::data;
+use crate::data::image::DigitOptions;
 use crate::error::{Error, Result};
+use crate::fsutil;
 use crate::nn::Init;
 use crate::ops::GeluKind;
-use crate::train::{self, DataSource, OptimizerKind, RunOptions, ScheduleKind, TrainConfig};
+use crate::output::{self, WhenClosed};
+use crate::train::{
+    self, resume, DataSource, Interrupt, OptimizerKind, Plan, ResumeRequest, RunOptions, ScheduleKind, TrainConfig,
+};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
 
@@ -28,6 +33,20 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Train a ViT (MNIST IDX files or a Kaggle digit-recognizer CSV).
+    ///
+    /// A run lives in its folder (--out). Ctrl-C or SIGTERM stops it after the current step, saved
+    /// with its place in the epoch (exit status 130 or 143; a second Ctrl-C exits at once), and
+    /// `--resume RUN` continues it from there.
+    ///
+    /// On --resume these flags apply, each with a line saying what changed, and are saved with
+    /// the run: --epochs (extend or shorten it), --lr, --min-lr, --early-stopping, --device,
+    /// --quiet, and --data/--train for data that has moved (checked to be the same images). Any
+    /// other setting (model shape, data set, batch size, seed, optimiser, augmentation, ...)
+    /// given with another value than the run's is refused, naming its saved value: it would make
+    /// a different run.
+    ///
+    /// If stdout is closed (piped into `head`), training goes on to its end with its lines on
+    /// stderr.
     Train {
         #[command(subcommand)]
         data: TrainData,
@@ -52,15 +71,26 @@ pub enum Command {
     },
     /// Predict with a run's best checkpoint: a CSV of images → submission CSV, or one PNG image →
     /// class and probabilities.
+    ///
+    /// The model expects what MNIST holds: a light digit on a dark background, gray, at the
+    /// model's size (28x28 for MNIST; images are never resized). A PNG is read as a person sees
+    /// it: colour becomes gray, 16 bits become 8, a drawing on a transparent background is taken
+    /// from its alpha channel, and a dark digit on light paper is inverted; each change is said in
+    /// one line on stderr. A blank image is an error.
     Predict {
         /// The run folder (runs/NAME).
         run: PathBuf,
-        /// A Kaggle test.csv (pixel0..pixel783) or one image (PNG, the model's size, grayscale).
+        /// A Kaggle test.csv (pixel0..pixel783), or one PNG image of a digit (gray, RGB, with or
+        /// without alpha, 8 or 16 bits) at the model's size.
         #[arg(long)]
         input: PathBuf,
-        /// Where to write `ImageId,Label` (CSV input only).
+        /// Where to write `ImageId,Label` (CSV input only). Never one of the input files.
         #[arg(long, default_value = "submission.csv")]
         out: PathBuf,
+        /// Keep a PNG's polarity as it is: do not invert an image whose background looks light
+        /// (median pixel above 127).
+        #[arg(long)]
+        no_auto_invert: bool,
         /// Which checkpoint: best or last.
         #[arg(long, default_value = "best")]
         checkpoint: String,
@@ -138,17 +168,19 @@ pub struct BenchKernelsArgs {
 pub enum TrainData {
     /// Train on MNIST IDX files (gzip or raw) from --data (default data/mnist).
     Mnist {
-        /// Folder with the MNIST IDX files (train-images-idx3-ubyte[.gz], ...).
-        #[arg(long, default_value = "data/mnist")]
-        data: PathBuf,
+        /// Folder with the MNIST IDX files (train-images-idx3-ubyte[.gz], ...) [default: data/mnist;
+        /// with --resume: the run's own, or its new place if it has moved].
+        #[arg(long)]
+        data: Option<PathBuf>,
         #[command(flatten)]
         flags: TrainFlags,
     },
     /// Train on a Kaggle digit-recognizer train.csv (label,pixel0..pixel783).
     Csv {
-        /// The training CSV (header `label,pixel0,...`).
-        #[arg(long)]
-        train: PathBuf,
+        /// The training CSV (header `label,pixel0,...`). With --resume: not needed (the run's own),
+        /// or its new place if it has moved.
+        #[arg(long, required_unless_present = "resume")]
+        train: Option<PathBuf>,
         #[command(flatten)]
         flags: TrainFlags,
     },
@@ -165,22 +197,25 @@ pub enum PresetArg {
 /// Every training setting; each overrides the preset's value.
 #[derive(Args, Debug, Clone)]
 pub struct TrainFlags {
-    /// Starting configuration.
-    #[arg(long, value_enum, default_value = "default")]
-    pub preset: PresetArg,
+    /// Starting configuration [default: default].
+    #[arg(long, value_enum)]
+    pub preset: Option<PresetArg>,
     /// Run folder (default runs/<data>-<preset>, numbered if it exists).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Continue the run in this folder from its last checkpoint.
+    /// Continue the run in this folder from its last checkpoint (at the step where Ctrl-C stopped
+    /// it). Only the flags marked "applies on --resume" (and --device, --quiet, --data/--train
+    /// for data that has moved) may differ from the run's; any other is refused.
     #[arg(long, value_name = "RUN")]
     pub resume: Option<PathBuf>,
-    /// Number of epochs (passes over the training images).
+    /// Number of epochs (passes over the training images). Applies on --resume: extends or
+    /// shortens the run.
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Images per training step.
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Peak learning rate.
+    /// Peak learning rate. Applies on --resume.
     #[arg(long)]
     pub lr: Option<f64>,
     /// Seed for initialisation, shuffling, augmentation and dropout (a CPU run is repeatable).
@@ -198,7 +233,7 @@ pub struct TrainFlags {
     /// Epochs of linear warmup (warmup-cosine schedule).
     #[arg(long)]
     pub warmup_epochs: Option<f64>,
-    /// Final / minimum learning rate (warmup-cosine and plateau schedules).
+    /// Final / minimum learning rate (warmup-cosine and plateau schedules). Applies on --resume.
     #[arg(long)]
     pub min_lr: Option<f64>,
     /// Label smoothing of the cross-entropy target, in [0, 1).
@@ -210,7 +245,7 @@ pub struct TrainFlags {
     /// Clip each gradient element to ±this value.
     #[arg(long)]
     pub clip_value: Option<f32>,
-    /// Stop after this many epochs without a better validation loss.
+    /// Stop after this many epochs without a better validation loss. Applies on --resume.
     #[arg(long)]
     pub early_stopping: Option<usize>,
     /// Random rotation range in degrees (nearest, fill 0).
@@ -285,13 +320,26 @@ pub enum InitArg {
     Timm,
 }
 
+impl PresetArg {
+    fn name(self) -> &'static str {
+        match self {
+            PresetArg::Seed => "seed",
+            PresetArg::Default => "default",
+        }
+    }
+}
+
 impl TrainFlags {
     /// The preset with every given flag applied.
     pub fn config(&self) -> TrainConfig {
-        let mut c = match self.preset {
+        self.apply(match self.preset.unwrap_or(PresetArg::Default) {
             PresetArg::Seed => TrainConfig::seed_preset(),
             PresetArg::Default => TrainConfig::default_preset(),
-        };
+        })
+    }
+
+    /// `c` with every given flag applied.
+    pub fn apply(&self, mut c: TrainConfig) -> TrainConfig {
         macro_rules! set {
             ($($flag:ident => $field:expr),* $(,)?) => { $( if let Some(v) = self.$flag { $field = v; } )* };
         }
@@ -357,44 +405,72 @@ fn fresh_run_dir(base: &Path) -> PathBuf {
 
 /// Resolve `--device`, saying on stderr what was chosen.
 fn pick_device(choice: DeviceChoice) -> Result<Device> {
-    Ok(resolve_and_report(choice)?.device())
+    // As resolve_and_report, but through errln!: a closed stderr must not panic (crate::output).
+    let resolved = resolve(choice)?;
+    errln!("{}", resolved.describe());
+    Ok(resolved.device())
 }
 
-fn run_train(source: DataSource, flags: &TrainFlags, data_name: &str) -> Result<()> {
-    let cfg = flags.config();
-    let (out, resume) = match (&flags.resume, &flags.out) {
-        (Some(run), _) => (run.clone(), true),
-        (None, Some(out)) => {
-            if out.join("last.safetensors").exists() {
-                return Err(Error::config(format!(
-                    "{} already holds a run: pass --resume {} to continue it, or another --out",
-                    out.display(),
-                    out.display()
-                )));
+fn run_train(kind: &'static str, data: Option<PathBuf>, flags: &TrainFlags) -> Result<()> {
+    // A run's real output is its folder: a closed stdout must not stop it (see crate::output).
+    output::when_stdout_closed(WhenClosed::Stderr);
+    // Before anything is printed: once a line is out, Ctrl-C stops the run cleanly.
+    let interrupt = Interrupt::install()?;
+    let (cfg, source, out, notes, saved_device) = match &flags.resume {
+        Some(run) => {
+            let request = ResumeRequest {
+                run: run.clone(),
+                kind,
+                data,
+                preset: flags.preset.map(|p| p.name().to_string()),
+                out: flags.out.clone(),
+            };
+            match resume::plan(&request, |saved| flags.apply(saved))? {
+                Plan::NothingToDo(why) => {
+                    outln!("{why}");
+                    return Ok(());
+                }
+                Plan::Continue(c) => (c.cfg, c.source, run.clone(), c.notes, c.saved_device),
             }
-            (out.clone(), false)
         }
-        (None, None) => (
-            fresh_run_dir(&PathBuf::from(format!("runs/{data_name}-{}", cfg.preset))),
-            false,
-        ),
+        None => {
+            let cfg = flags.config();
+            let out = match &flags.out {
+                Some(out) if out.join("last.safetensors").exists() => {
+                    return Err(Error::config(format!(
+                        "{} already holds a run: pass --resume {} to continue it, or another --out",
+                        out.display(),
+                        out.display()
+                    )));
+                }
+                Some(out) => out.clone(),
+                None => fresh_run_dir(&PathBuf::from(format!("runs/{kind}-{}", cfg.preset))),
+            };
+            cfg.validate()?;
+            let path = data.unwrap_or_else(|| PathBuf::from("data/mnist"));
+            let source = match kind {
+                "csv" => DataSource::Csv { train: path },
+                _ => DataSource::Mnist { dir: path },
+            };
+            // Absolute, so that the run folder names its data wherever it is resumed from.
+            (cfg, source.absolute()?, out, Vec::new(), None)
+        }
     };
-    if !resume {
-        cfg.validate()?;
-    }
     let device = pick_device(flags.device)?;
-    if !resume {
-        println!("run folder: {}", out.display());
+    let mut notes = notes;
+    if let Some(was) = saved_device.filter(|d| *d != device.to_string()) {
+        notes.push(format!("resume: --device {device} (the run was on {was})"));
     }
     train::train(
         cfg,
         source,
         &out,
         &RunOptions {
-            resume,
+            resume: flags.resume.is_some(),
             quiet: flags.quiet,
-            epochs: flags.epochs,
             device,
+            notes,
+            interrupt,
         },
     )?;
     Ok(())
@@ -430,10 +506,10 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Train {
             data: TrainData::Mnist { data, flags },
-        } => run_train(DataSource::Mnist { dir: data }, &flags, "mnist"),
+        } => run_train("mnist", data, &flags),
         Command::Train {
             data: TrainData::Csv { train, flags },
-        } => run_train(DataSource::Csv { train }, &flags, "csv"),
+        } => run_train("csv", train, &flags),
         Command::Eval {
             run,
             data,
@@ -459,14 +535,14 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             check_image_shape(&cfg, ds.image_shape(), csv.as_deref().unwrap_or(&data))?;
             let r = train::evaluate(&vit, &store, &ds, &cfg, false)?;
-            println!(
+            outln!(
                 "{name}: accuracy {:.2}% ({}/{}), loss {:.4}",
                 100.0 * r.accuracy,
                 r.correct,
                 r.total,
                 r.loss
             );
-            println!(
+            outln!(
                 "confusion matrix (rows = true class, columns = predicted):\n{}",
                 r.confusion_table()
             );
@@ -478,10 +554,15 @@ pub fn run(cli: Cli) -> Result<()> {
             out,
             checkpoint,
             device,
+            no_auto_invert,
         } => {
+            let is_csv = input.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+            if is_csv {
+                let ckpt = run.join(format!("{checkpoint}.safetensors"));
+                fsutil::refuse_overwriting_inputs(&[("--out", &out)], &[&input, &run.join("config.json"), &ckpt])?;
+            }
             let (cfg, vit, mut store) = train::load_run(&run, &checkpoint)?;
             store.to_device(pick_device(device)?)?;
-            let is_csv = input.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
             if is_csv {
                 let ds = data::csv::load_kaggle_csv(&input)?;
                 check_image_shape(&cfg, ds.image_shape(), &input)?;
@@ -490,20 +571,33 @@ pub fn run(cli: Cli) -> Result<()> {
                 for (i, p) in r.predictions.iter().enumerate() {
                     text += &format!("{},{p}\n", i + 1);
                 }
-                let tmp = out.with_extension("csv.tmp");
-                std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
-                std::fs::rename(&tmp, &out).map_err(|e| Error::io(&out, e))?;
-                println!("wrote {} predictions to {}", r.predictions.len(), out.display());
+                if let (Some(dir), Some(name)) = (out.parent(), out.file_name()) {
+                    let dir = if dir.as_os_str().is_empty() {
+                        Path::new(".")
+                    } else {
+                        dir
+                    };
+                    fsutil::remove_stale_temp_files(dir, Some(name));
+                }
+                fsutil::write_atomic(&out, text.as_bytes())?;
+                outln!("wrote {} predictions to {}", r.predictions.len(), out.display());
             } else {
                 let m = &cfg.model;
                 if m.channels != 1 {
                     return Err(Error::config("predicting one image supports grayscale models only"));
                 }
-                let ds = data::image::load_gray_image_dataset(&input, m.image_height, m.image_width, m.num_classes)?;
+                let opts = DigitOptions {
+                    auto_invert: !no_auto_invert,
+                };
+                let (ds, notes) =
+                    data::image::load_digit_dataset(&input, m.image_height, m.image_width, m.num_classes, opts)?;
+                if !notes.is_empty() {
+                    errln!("{}: {}", input.display(), notes.join("; "));
+                }
                 let r = train::evaluate(&vit, &store, &ds, &cfg, true)?;
-                println!("{}: class {}", input.display(), r.predictions[0]);
+                outln!("{}: class {}", input.display(), r.predictions[0]);
                 for (c, p) in r.probabilities[0].iter().enumerate() {
-                    println!("  {c}: {:6.2}%", 100.0 * p);
+                    outln!("  {c}: {:6.2}%", 100.0 * p);
                 }
             }
             Ok(())

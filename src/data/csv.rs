@@ -8,17 +8,21 @@
 //! name. The image side is `sqrt(number of pixel columns)` (28 for 784). Every problem is reported
 //! with the file and the 1-based line number: wrong column count (expected vs found), a
 //! non-numeric value (which column), a pixel outside 0..=255, a label outside 0..=9, an empty
-//! file, a missing header.
+//! file, a missing header, a file separated by `;` or tabs. A quoted field is cut to a readable
+//! length.
 
 use std::path::Path;
 
 use ::csv::{ByteRecord, ReaderBuilder};
 
 use super::Dataset;
-use crate::error::{Error, Result};
+use crate::error::{excerpt, Error, Result};
 
 /// Kaggle's digits have ten classes.
 pub const DIGIT_CLASSES: usize = 10;
+
+/// At most this many characters of a field are quoted in an error message.
+const QUOTE_MAX: usize = 40;
 
 /// The column layout read from a header line.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -115,6 +119,20 @@ fn parse_header(path: &Path, line: Option<usize>, header: &ByteRecord) -> Result
             "missing header: the first line holds numbers, expected `label,pixel0,...` or `pixel0,...`",
         ));
     }
+    if let [only] = names.as_slice() {
+        if let Some(sep) = [';', '\t', '|'].into_iter().find(|&c| only.contains(c)) {
+            return Err(Error::data(
+                path,
+                line,
+                format!(
+                    "the header is one column, '{}': the file seems to be separated by {:?}, but vitcore reads \
+                     comma-separated CSV (`label,pixel0,...`); convert it first",
+                    excerpt(only, QUOTE_MAX),
+                    sep
+                ),
+            ));
+        }
+    }
     let has_label = names.first().is_some_and(|n| n == "label");
     let pixel_names = &names[has_label as usize..];
     for (i, name) in pixel_names.iter().enumerate() {
@@ -123,7 +141,10 @@ fn parse_header(path: &Path, line: Option<usize>, header: &ByteRecord) -> Result
             return Err(Error::data(
                 path,
                 line,
-                format!("bad header: column {column} is named '{name}', expected 'pixel{i}' (the first column may be 'label')"),
+                format!(
+                    "bad header: column {column} is named '{}', expected 'pixel{i}' (the first column may be 'label')",
+                    excerpt(name, QUOTE_MAX)
+                ),
             ));
         }
     }
@@ -181,9 +202,13 @@ fn parse_pixel(path: &Path, line: Option<usize>, col: usize, pixel: usize, field
 /// Parse an integer field, or say which column holds what non-number.
 fn parse_integer(path: &Path, line: Option<usize>, field: &[u8], column: &str) -> Result<i64> {
     let text = String::from_utf8_lossy(field);
-    text.trim()
-        .parse::<i64>()
-        .map_err(|_| Error::data(path, line, format!("{column}: '{text}' is not an integer")))
+    text.trim().parse::<i64>().map_err(|_| {
+        Error::data(
+            path,
+            line,
+            format!("{column}: '{}' is not an integer", excerpt(&text, QUOTE_MAX)),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -224,5 +249,19 @@ mod tests {
         );
         let e = parse_header(p, Some(1), &record(&["3", "0", "0"])).unwrap_err();
         assert!(e.to_string().contains("missing header"), "{e}");
+        let long = format!(
+            "label;{}",
+            (0..784).map(|i| format!("pixel{i}")).collect::<Vec<_>>().join(";")
+        );
+        let e = parse_header(p, Some(1), &record(&[&long])).unwrap_err().to_string();
+        assert!(
+            e.contains("separated by ';'") && e.contains("characters)") && e.len() < 300,
+            "{e}"
+        );
+        let long_name = "x".repeat(500);
+        let e = parse_header(p, Some(1), &record(&["label", &long_name]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("column 2") && e.len() < 300, "{e}");
     }
 }

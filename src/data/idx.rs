@@ -162,10 +162,11 @@ pub const MNIST_FILES: [&str; 4] = [
 /// Load MNIST's `(train, test)` sets (60 000 and 10 000 images of 28x28) from `dir`.
 ///
 /// Each of the four [`MNIST_FILES`] is looked up as `NAME.gz` first, then `NAME`; whichever is
-/// found is read with gzip detection by content. If any is missing, the error lists all of them.
+/// found is read with gzip detection by content (when both exist, one line on stderr says which
+/// is read). If any is missing, the error lists all of them.
 pub fn load_mnist(dir: impl AsRef<Path>) -> Result<(Dataset, Dataset)> {
     let dir = dir.as_ref();
-    let paths = find_mnist_files(dir, &MNIST_FILES)?;
+    let paths = find_mnist_files(dir, &MNIST_FILES, true)?;
     let [train_img, train_lab, test_img, test_lab] = [&paths[0], &paths[1], &paths[2], &paths[3]];
     let train = load_idx_dataset(train_img, train_lab, MNIST_CLASSES)?;
     let test = load_idx_dataset(test_img, test_lab, MNIST_CLASSES)?;
@@ -188,12 +189,18 @@ pub fn load_mnist(dir: impl AsRef<Path>) -> Result<(Dataset, Dataset)> {
 
 /// Load only MNIST's test set (the two `t10k` files) from `dir`: what evaluation needs.
 pub fn load_mnist_test(dir: impl AsRef<Path>) -> Result<Dataset> {
-    let paths = find_mnist_files(dir.as_ref(), &MNIST_FILES[2..])?;
+    let paths = find_mnist_files(dir.as_ref(), &MNIST_FILES[2..], true)?;
     load_idx_dataset(&paths[0], &paths[1], MNIST_CLASSES)
 }
 
-/// Resolve the paths of the named MNIST files, or report every missing one.
-fn find_mnist_files(dir: &Path, names: &[&str]) -> Result<Vec<PathBuf>> {
+/// The paths of the four MNIST files in `dir` that [`load_mnist`] reads, in [`MNIST_FILES`] order.
+pub fn mnist_paths(dir: impl AsRef<Path>) -> Result<Vec<PathBuf>> {
+    find_mnist_files(dir.as_ref(), &MNIST_FILES, false)
+}
+
+/// Resolve the paths of the named MNIST files, or report every missing one. With `announce`,
+/// say on stderr which file is read where both `NAME.gz` and `NAME` exist.
+fn find_mnist_files(dir: &Path, names: &[&str], announce: bool) -> Result<Vec<PathBuf>> {
     if !dir.is_dir() {
         return Err(Error::data(
             dir,
@@ -217,6 +224,19 @@ fn find_mnist_files(dir: &Path, names: &[&str]) -> Result<Vec<PathBuf>> {
                 missing.join(", ")
             ),
         ));
+    }
+    let both: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|name| dir.join(name).is_file() && dir.join(format!("{name}.gz")).is_file())
+        .collect();
+    if announce && !both.is_empty() {
+        errln!(
+            "{}: both NAME.gz and NAME exist for {}: reading the .gz file{}",
+            dir.display(),
+            both.join(", "),
+            if both.len() > 1 { "s" } else { "" }
+        );
     }
     Ok(found.into_iter().flatten().collect())
 }

@@ -48,6 +48,9 @@ pub struct LoaderConfig {
     pub drop_last: bool,
     /// How many finished batches the worker may keep queued (at least 1).
     pub prefetch: usize,
+    /// Leave out this many batches at the start of the epoch (resuming inside an epoch): the
+    /// rest are exactly the batches an uninterrupted epoch yields after them.
+    pub skip: usize,
 }
 
 impl Default for LoaderConfig {
@@ -63,6 +66,7 @@ impl Default for LoaderConfig {
             std: 0.5,
             drop_last: false,
             prefetch: 2,
+            skip: 0,
         }
     }
 }
@@ -156,6 +160,7 @@ impl BatchLoader {
         config.validate()?;
         let order = epoch_order(dataset.len(), config.shuffle, config.seed, config.epoch);
         let num_batches = batches_per_epoch(dataset.len(), config.batch_size, config.drop_last);
+        let skip = config.skip;
         let (sender, receiver) = sync_channel(config.prefetch.max(1));
         let builder = BatchBuilder::new(dataset, config);
         let worker = std::thread::Builder::new()
@@ -166,11 +171,11 @@ impl BatchLoader {
             receiver: Some(receiver),
             worker: Some(worker),
             num_batches,
-            yielded: 0,
+            yielded: skip.min(num_batches),
         })
     }
 
-    /// Batches in this epoch (including any already consumed).
+    /// Batches in this epoch (including any already consumed or skipped).
     pub fn num_batches(&self) -> usize {
         self.num_batches
     }
@@ -239,7 +244,11 @@ impl BatchBuilder {
 
     /// The worker loop: build and send batches until done or the receiver is gone.
     fn run(&self, order: &[usize], num_batches: usize, sender: SyncSender<Batch>) {
-        for indices in order.chunks(self.config.batch_size).take(num_batches) {
+        for indices in order
+            .chunks(self.config.batch_size)
+            .take(num_batches)
+            .skip(self.config.skip)
+        {
             if sender.send(self.build(indices)).is_err() {
                 return; // the loader was dropped: stop early
             }
@@ -342,6 +351,23 @@ mod tests {
             if !shuffle {
                 assert_eq!(seen, (0..1000).collect::<Vec<_>>());
             }
+        }
+    }
+
+    #[test]
+    fn skip_leaves_out_the_first_batches_and_yields_the_rest_unchanged() {
+        let d = indexed(1000);
+        let whole = visited(&d, raw(64, true, 2, false));
+        for skip in [0, 1, 5, 15, 16, 40] {
+            let cfg = LoaderConfig {
+                skip,
+                ..raw(64, true, 2, false)
+            };
+            let loader = BatchLoader::new(d.clone(), cfg.clone()).unwrap();
+            assert_eq!(loader.num_batches(), 16);
+            assert_eq!(loader.len(), 16 - skip.min(16), "skip {skip}");
+            let rest = visited(&d, cfg);
+            assert_eq!(rest, whole[(64 * skip).min(1000)..], "skip {skip}");
         }
     }
 

@@ -8,7 +8,8 @@
 //!
 //! - [`idx`]: the original MNIST files (IDX format, gzip-compressed or raw) and [`load_mnist`].
 //! - [`csv`]: Kaggle's "digit-recognizer" `train.csv` / `test.csv`.
-//! - [`image`]: one PNG for predicting a single digit, and a PNG writer for debugging.
+//! - [`image`]: one image for predicting a single digit (read as a person sees it), and a PNG
+//!   writer for debugging.
 //! - [`augment`]: random rotation / translation with nearest-neighbour sampling.
 //! - [`loader`]: shuffled, normalised `f32` batches prepared on a background thread.
 //!
@@ -22,7 +23,7 @@ pub mod image;
 pub mod loader;
 
 pub use augment::{Augment, Transform};
-pub use idx::{load_mnist, load_mnist_test, read_idx_images, read_idx_labels, IdxImages};
+pub use idx::{load_mnist, load_mnist_test, mnist_paths, read_idx_images, read_idx_labels, IdxImages};
 pub use loader::{Batch, BatchLoader, LoaderConfig};
 
 use crate::error::{Error, Result};

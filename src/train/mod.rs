@@ -2,23 +2,32 @@
 //!
 //! A run lives in a folder (`runs/<name>/`):
 //! - `config.json` — the full [`TrainConfig`] (rebuilds the model for resume, eval and predict);
+//! - `data.json` — where the data is (an absolute path, so a resume works from any directory);
 //! - `log.csv` — one row per epoch: `epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds`;
-//! - `last.safetensors` — parameters + optimiser state + progress, written after every epoch;
+//! - `last.safetensors` — parameters + optimiser state + [`Position`] (the epoch, and the step
+//!   inside the next one when interrupted there) + the data's checksum, written after every
+//!   epoch and when a signal stops the run ([`interrupt`]);
 //! - `best.safetensors` — the parameters with the lowest validation loss so far;
 //! - `test_metrics.json` — the final test accuracy and confusion matrix.
 //!
-//! Checkpoints are written atomically (temporary file, then rename), so an interrupted run never
-//! leaves a half-written checkpoint; `--resume` continues from `last.safetensors`.
+//! Every file is written atomically (temporary file, then rename: [`crate::fsutil`]), so an
+//! interrupted run never leaves a half-written one, and none of them may be one of the run's
+//! input files. `--resume` continues from `last.safetensors` ([`resume`]).
 
 pub mod config;
+pub mod interrupt;
+pub mod resume;
 
 pub use config::{OptimizerKind, ScheduleKind, TrainConfig};
+pub use interrupt::Interrupt;
+pub use resume::{Plan, Position, ResumeRequest};
 
 use crate::autograd::{Graph, ParamStore};
 use crate::backend::Device;
 use crate::checkpoint;
 use crate::data::{self, Augment, BatchLoader, Dataset, LoaderConfig};
 use crate::error::{Error, Result};
+use crate::fsutil;
 use crate::nn::{Mode, Vit};
 use crate::optim::{clip, Adam, AdamConfig, EarlyStopping, LrScheduler, Schedule};
 use crate::rng::derive_seed;
@@ -53,6 +62,61 @@ impl DataSource {
             DataSource::Mnist { dir } => dir,
             DataSource::Csv { train } => train,
         }
+    }
+
+    /// The data command: `mnist` or `csv`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DataSource::Mnist { .. } => "mnist",
+            DataSource::Csv { .. } => "csv",
+        }
+    }
+
+    /// The flag that names the data's place: `--data` or `--train`.
+    pub fn flag(&self) -> &'static str {
+        match self {
+            DataSource::Mnist { .. } => "--data",
+            DataSource::Csv { .. } => "--train",
+        }
+    }
+
+    /// The same kind of data at another place.
+    pub fn with_path(&self, path: &Path) -> DataSource {
+        match self {
+            DataSource::Mnist { .. } => DataSource::Mnist {
+                dir: path.to_path_buf(),
+            },
+            DataSource::Csv { .. } => DataSource::Csv {
+                train: path.to_path_buf(),
+            },
+        }
+    }
+
+    /// The same place as an absolute path (against the current directory), so that a run folder
+    /// names its data wherever it is resumed from.
+    pub fn absolute(&self) -> Result<DataSource> {
+        let p = self.path();
+        let abs = std::path::absolute(p).map_err(|e| Error::io(p, e))?;
+        Ok(self.with_path(&abs))
+    }
+
+    /// The files this source reads (for refusing to write over them).
+    pub fn input_files(&self) -> Result<Vec<PathBuf>> {
+        match self {
+            DataSource::Mnist { dir } => data::mnist_paths(dir),
+            DataSource::Csv { train } => Ok(vec![train.clone()]),
+        }
+    }
+
+    fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("serialises")
+    }
+
+    /// Read a run's `data.json`.
+    pub fn read_json(path: &Path) -> Result<DataSource> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        serde_json::from_str(&text)
+            .map_err(|e| Error::data(path, Some(e.line()), format!("not a vitcore data.json: {e}")))
     }
 
     pub fn load(&self, cfg: &TrainConfig) -> Result<Data> {
@@ -169,6 +233,13 @@ pub fn evaluate(
             loss_sum += g.value(loss).item()? as f64 * n as f64;
         }
         for (i, row) in g.value(logits).values()?.chunks(k).enumerate() {
+            if let Some(bad) = row.iter().find(|v| !v.is_finite()) {
+                return Err(Error::config(format!(
+                    "the model's output for image {} is {bad}, not a finite number: its parameters or \
+                     this input are broken, so there is no prediction to give",
+                    batch.indices[i] + 1
+                )));
+            }
             let p = argmax(row);
             predictions.push(p as u32);
             if keep_probs {
@@ -237,17 +308,30 @@ pub struct TrainSummary {
 
 const LOG_HEADER: &str = "epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds";
 
+/// The files of a run folder.
+pub const RUN_FILES: [&str; 6] = [
+    "config.json",
+    "data.json",
+    "log.csv",
+    "last.safetensors",
+    "best.safetensors",
+    "test_metrics.json",
+];
+
 /// Options that do not change the model or its training.
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
-    /// Continue the run found in `out` instead of starting a new one.
+    /// Continue the run found in `out` instead of starting a new one (`cfg` is then its saved
+    /// configuration with the changes [`resume::plan`] allowed).
     pub resume: bool,
     /// No progress bars (tests, logs).
     pub quiet: bool,
-    /// On resume: train up to this many epochs (default: the run's own count).
-    pub epochs: Option<usize>,
     /// Where the model trains (the parameters, optimiser state and every step live there).
     pub device: Device,
+    /// Lines to print when a resumed run starts (what changed from the saved run).
+    pub notes: Vec<String>,
+    /// Ctrl-C / SIGTERM: checked after every step (the default never fires).
+    pub interrupt: Interrupt,
 }
 
 fn build_optimizer(cfg: &TrainConfig) -> Result<Adam> {
@@ -300,12 +384,6 @@ pub fn load_run(run: &Path, which: &str) -> Result<(TrainConfig, Vit, ParamStore
     Ok((cfg, vit, store))
 }
 
-fn write_file_atomic(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-}
-
 fn progress_bar(quiet: bool, len: usize, prefix: String) -> indicatif::ProgressBar {
     if quiet {
         return indicatif::ProgressBar::hidden();
@@ -320,45 +398,68 @@ fn progress_bar(quiet: bool, len: usize, prefix: String) -> indicatif::ProgressB
     pb
 }
 
-/// Train a ViT as `cfg` says, on `source`, in the run folder `out`.
-pub fn train(mut cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions) -> Result<TrainSummary> {
-    let started = Instant::now();
-    let mut start_epoch = 0usize;
-    let mut global_step = 0usize;
-    let mut history: Vec<EpochLog> = Vec::new();
-    let mut resume_meta: Option<HashMap<String, String>> = None;
-    let mut resume_tensors = None;
-    let source = if opts.resume {
-        let saved = TrainConfig::from_json_file(&out.join("config.json"))?;
-        // A resumed run keeps its own settings; only --epochs may change (to extend it).
-        let epochs = opts.epochs.unwrap_or(saved.epochs);
-        cfg = saved;
-        cfg.epochs = epochs;
-        let source_path = out.join("data.json");
-        let text = std::fs::read_to_string(&source_path).map_err(|e| Error::io(&source_path, e))?;
-        let source: DataSource =
-            serde_json::from_str(&text).map_err(|e| Error::data(&source_path, Some(e.line()), e.to_string()))?;
-        let (tensors, meta) = checkpoint::load(out.join("last.safetensors"))?;
-        start_epoch = meta.get("epoch").and_then(|v| v.parse().ok()).unwrap_or(0);
-        global_step = meta.get("global_step").and_then(|v| v.parse().ok()).unwrap_or(0);
-        // Rows past the checkpoint's epoch belong to an epoch that will run again (the process
-        // stopped between logging it and checkpointing it): drop them so each epoch has one row.
-        history = read_log(&out.join("log.csv"))?
-            .into_iter()
-            .filter(|e| e.epoch <= start_epoch)
-            .collect();
-        let mut text = format!("{LOG_HEADER}\n");
-        for e in &history {
-            text += &log_row(e);
+/// The training state besides the parameters: what `last.safetensors` holds for a resume.
+struct OptimState {
+    adam: Adam,
+    sched: LrScheduler,
+    early: Option<EarlyStopping>,
+    /// The lowest validation loss so far (that of `best.safetensors`).
+    best_val: f64,
+    /// Data checksum and device, saved for the resume checks.
+    run_meta: HashMap<String, String>,
+}
+
+impl OptimState {
+    /// Write `last.safetensors` (`path`): parameters, this state and the run's position.
+    fn save_last(&self, path: &Path, store: &ParamStore, pos: &Position) -> Result<()> {
+        let mut meta = self.adam.state_metadata(store);
+        meta.extend(self.sched.state_metadata());
+        if let Some(e) = &self.early {
+            meta.extend(e.state_metadata());
         }
-        write_file_atomic(&out.join("log.csv"), &text)?;
-        resume_meta = Some(meta);
-        resume_tensors = Some(tensors);
-        source
-    } else {
-        source
+        pos.write_meta(&mut meta);
+        meta.insert("best_val_loss".into(), self.best_val.to_string());
+        meta.extend(self.run_meta.clone());
+        checkpoint::save_params(path, store, &self.adam.state_tensors(store), &meta)
+    }
+}
+
+/// The error that ends an interrupted run: where it stopped and how to go on.
+fn interrupted(signal: i32, pos: &Position, steps_per_epoch: usize, out: &Path, kind: &str) -> Error {
+    let at = match pos.step {
+        0 => format!("after epoch {}", pos.epoch),
+        s => format!("at epoch {}, step {s} of {steps_per_epoch}", pos.epoch + 1),
     };
+    Error::Interrupted {
+        signal,
+        message: format!(
+            "interrupted by {} {at}: saved {}\ncontinue the run with: vitcore train {kind} --resume {}",
+            interrupt::signal_name(signal),
+            out.join("last.safetensors").display(),
+            out.display()
+        ),
+    }
+}
+
+/// Train a ViT as `cfg` says, on `source`, in the run folder `out` (or, with `opts.resume`,
+/// continue the run there from its `last.safetensors`, inside an epoch if it stopped in one).
+///
+/// Errors: bad data or settings (before anything is written), I/O, divergence, and
+/// [`Error::Interrupted`] after a signal (the run is then saved and can be resumed).
+pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions) -> Result<TrainSummary> {
+    let started = Instant::now();
     cfg.validate()?;
+    let ckpt_last = out.join("last.safetensors");
+    let ckpt_best = out.join("best.safetensors");
+    // A resumed run's state is read (not yet used) before anything is written.
+    let resumed = match opts.resume {
+        true => Some(checkpoint::load(&ckpt_last)?),
+        false => None,
+    };
+    let pos = match &resumed {
+        Some((_, meta)) => Position::from_meta(meta, &ckpt_last)?,
+        None => Position::default(),
+    };
     let data = source.load(&cfg)?;
     let (shape, classes) = (data.train.image_shape(), data.train.num_classes);
     if shape != [cfg.model.channels, cfg.model.image_height, cfg.model.image_width] || classes != cfg.model.num_classes
@@ -378,6 +479,14 @@ pub fn train(mut cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOpt
             "a CSV run has no test set, so it needs a validation split to measure accuracy: use --val-fraction > 0",
         ));
     }
+    let checksum = resume::data_checksum(&data.train);
+    if let Some((_, meta)) = &resumed {
+        resume::check_data(meta, &checksum, &source)?;
+    }
+    let run_meta = HashMap::from([
+        (resume::DATA_CHECKSUM.to_string(), checksum),
+        ("device".to_string(), opts.device.to_string()),
+    ]);
     let (train_set, val_set) = data.train.split(cfg.val_fraction, cfg.split_seed)?;
     if train_set.is_empty() {
         return Err(Error::data(
@@ -387,45 +496,93 @@ pub fn train(mut cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOpt
         ));
     }
     let train_set = Arc::new(train_set);
+    let run_files = RUN_FILES.map(|f| (f, out.join(f)));
+    let outputs: Vec<(&str, &Path)> = run_files.iter().map(|(f, p)| (*f, p.as_path())).collect();
+    let inputs = source.input_files()?;
+    fsutil::refuse_overwriting_inputs(&outputs, &inputs.iter().map(PathBuf::as_path).collect::<Vec<_>>())?;
 
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    if !opts.resume {
+        outln!("run folder: {}", out.display());
+    }
+    let removed = fsutil::remove_stale_temp_files(out, None);
+    if !removed.is_empty() {
+        errln!(
+            "removed {} temporary file(s) that an interrupted write left in {}",
+            removed.len(),
+            out.display()
+        );
+    }
     let (vit, mut store) = build_model(&cfg)?;
-    let mut adam = build_optimizer(&cfg)?;
     let steps_per_epoch = data::loader::batches_per_epoch(train_set.len(), cfg.batch_size, false);
-    let mut sched = build_schedule(&cfg, steps_per_epoch)?;
-    let mut early = match cfg.early_stopping {
-        Some(p) => Some(EarlyStopping::new(p, 0.0)?),
-        None => None,
+    let mut st = OptimState {
+        adam: build_optimizer(&cfg)?,
+        sched: build_schedule(&cfg, steps_per_epoch)?,
+        early: match cfg.early_stopping {
+            Some(p) => Some(EarlyStopping::new(p, 0.0)?),
+            None => None,
+        },
+        best_val: f64::INFINITY,
+        run_meta,
     };
-    let mut best_val = f64::INFINITY;
-    let ckpt_last = out.join("last.safetensors");
-    let ckpt_best = out.join("best.safetensors");
-    if let (Some(meta), Some(tensors)) = (&resume_meta, &resume_tensors) {
+    let mut history: Vec<EpochLog> = Vec::new();
+    let mut last_epoch = cfg.epochs;
+    if let Some((tensors, meta)) = &resumed {
         checkpoint::assign_params(&ckpt_last, tensors, &mut store)?;
-        adam.load_state(&store, tensors, meta)?;
-        sched.load_state_metadata(meta)?;
-        if let Some(e) = early.as_mut() {
-            e.load_state_metadata(meta)?;
+        st.adam.load_state(&store, tensors, meta)?;
+        st.sched.load_state_metadata(meta)?;
+        if let Some(e) = st.early.as_mut() {
+            // Early stopping turned on by this resume starts counting now.
+            if meta.contains_key(&format!("{}early.bad_epochs", crate::optim::STATE_PREFIX)) {
+                e.load_state_metadata(meta)?;
+            }
         }
-        best_val = meta
+        if pos.step == 0 && resume::stopped_early(meta, &cfg).is_some() {
+            last_epoch = pos.epoch; // only the final evaluation is left
+        }
+        st.best_val = meta
             .get("best_val_loss")
             .and_then(|v| v.parse().ok())
             .unwrap_or(f64::INFINITY);
-        println!(
-            "resuming {} after epoch {start_epoch} (step {global_step})",
-            out.display()
-        );
+        // Rows past the checkpoint's epoch belong to an epoch that will run again (the process
+        // stopped between logging it and checkpointing it): drop them so each epoch has one row.
+        history = read_log(&out.join("log.csv"))?
+            .into_iter()
+            .filter(|e| e.epoch <= pos.epoch)
+            .collect();
+        let mut text = format!("{LOG_HEADER}\n");
+        for e in &history {
+            text += &log_row(e);
+        }
+        fsutil::write_atomic(&out.join("log.csv"), text.as_bytes())?;
+        // The changes this resume made (a new --epochs above all) are the run's from now on.
+        fsutil::write_atomic(&out.join("config.json"), cfg.to_json().as_bytes())?;
+        fsutil::write_atomic(&out.join("data.json"), source.to_json().as_bytes())?;
+        for note in &opts.notes {
+            outln!("{note}");
+        }
+        match pos.step {
+            0 => outln!(
+                "resuming {} after epoch {} (step {})",
+                out.display(),
+                pos.epoch,
+                pos.global_step
+            ),
+            s => outln!(
+                "resuming {} at epoch {}, step {s} of {steps_per_epoch} (step {} overall)",
+                out.display(),
+                pos.epoch + 1,
+                pos.global_step
+            ),
+        }
     } else {
-        write_file_atomic(&out.join("config.json"), &cfg.to_json())?;
-        write_file_atomic(
-            &out.join("data.json"),
-            &serde_json::to_string_pretty(&source).expect("serialises"),
-        )?;
-        write_file_atomic(&out.join("log.csv"), &format!("{LOG_HEADER}\n"))?;
+        fsutil::write_atomic(&out.join("config.json"), cfg.to_json().as_bytes())?;
+        fsutil::write_atomic(&out.join("data.json"), source.to_json().as_bytes())?;
+        fsutil::write_atomic(&out.join("log.csv"), format!("{LOG_HEADER}\n").as_bytes())?;
     }
     store.to_device(opts.device)?;
-    adam.to_device(opts.device)?;
-    println!(
+    st.adam.to_device(opts.device)?;
+    outln!(
         "training ViT ({} parameters) on {} images, validating on {}, {} epochs of {} steps (batch {})",
         store.numel(),
         train_set.len(),
@@ -440,13 +597,21 @@ pub fn train(mut cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOpt
         fill: 0,
     });
 
-    for epoch in start_epoch + 1..=cfg.epochs {
+    let mut global_step = pos.global_step;
+    let mut epochs_done = pos.epoch;
+    for epoch in pos.epoch + 1..=last_epoch {
         let t0 = Instant::now();
+        // The first epoch of a run resumed inside it picks up its running sums.
+        let part = match epoch == pos.epoch + 1 {
+            true => pos.clone(),
+            false => Position::default(),
+        };
         let loader = BatchLoader::new(
             train_set.clone(),
             LoaderConfig {
                 mean: cfg.mean,
                 std: cfg.std,
+                skip: part.step,
                 ..LoaderConfig::train(cfg.batch_size, cfg.seed, epoch as u64, augment.clone())
             },
         )?;
@@ -455,8 +620,10 @@ pub fn train(mut cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOpt
             loader.num_batches(),
             format!("epoch {epoch}/{}", cfg.epochs),
         );
-        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-        let mut lr = adam.lr();
+        pb.set_position(part.step as u64);
+        let (mut loss_sum, mut correct, mut seen, mut step) = (part.loss_sum, part.correct, part.seen, part.step);
+        let mut lr = if part.step > 0 { part.lr } else { st.adam.lr() };
+        let seconds = |t0: Instant| part.seconds + t0.elapsed().as_secs_f64();
         for batch in loader {
             let n = batch.len();
             let x = Tensor::from_vec(batch.images, &batch.shape)?.to_device(opts.device)?;
@@ -476,22 +643,38 @@ pub fn train(mut cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOpt
             if let Some(c) = cfg.clip_norm {
                 clip::clip_grad_norm(&mut store, c)?;
             }
-            lr = sched.lr(global_step);
-            adam.set_lr(lr);
-            adam.step(&mut store)?;
+            lr = st.sched.lr(global_step);
+            st.adam.set_lr(lr);
+            st.adam.step(&mut store)?;
             for (row, &t) in logits_t.values()?.chunks(cfg.model.num_classes).zip(&batch.labels) {
                 correct += (argmax(row) == t as usize) as usize;
             }
             drop((loss_t, logits_t));
             global_step += 1;
+            step += 1;
             loss_sum += loss_value * n as f64;
             seen += n;
+            if let Some(signal) = opts.interrupt.requested() {
+                pb.finish_and_clear();
+                let at = Position {
+                    epoch: epoch - 1,
+                    global_step,
+                    step,
+                    loss_sum,
+                    correct,
+                    seen,
+                    lr,
+                    seconds: seconds(t0),
+                };
+                st.save_last(&ckpt_last, &store, &at)?;
+                return Err(interrupted(signal, &at, steps_per_epoch, out, source.kind()));
+            }
             pb.inc(1);
             pb.set_message(format!(
                 "loss {:.4} acc {:.2}% {:.0} img/s",
                 loss_sum / seen as f64,
                 100.0 * correct as f64 / seen as f64,
-                seen as f64 / t0.elapsed().as_secs_f64()
+                (seen - part.seen) as f64 / t0.elapsed().as_secs_f64()
             ));
         }
         pb.finish_and_clear();
@@ -508,9 +691,9 @@ pub fn train(mut cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOpt
             val_loss,
             val_acc,
             lr,
-            seconds: t0.elapsed().as_secs_f64(),
+            seconds: seconds(t0),
         };
-        println!(
+        outln!(
             "epoch {epoch:>3}/{}  train loss {:.4} acc {:6.2}%  val loss {:.4} acc {:6.2}%  lr {:.2e}  {:.1}s",
             cfg.epochs,
             log.train_loss,
@@ -524,9 +707,9 @@ pub fn train(mut cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOpt
         history.push(log);
 
         // Checkpoints: best by validation loss (or every epoch when there is no validation set).
-        let improved = val.is_none() || val_loss < best_val;
+        let improved = val.is_none() || val_loss < st.best_val;
         if improved {
-            best_val = if val.is_some() { val_loss } else { best_val };
+            st.best_val = if val.is_some() { val_loss } else { st.best_val };
             checkpoint::save_params(
                 &ckpt_best,
                 &store,
@@ -534,27 +717,28 @@ pub fn train(mut cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOpt
                 &HashMap::from([("epoch".to_string(), epoch.to_string())]),
             )?;
         }
-        let stop = match (early.as_mut(), val.is_some()) {
+        let stop = match (st.early.as_mut(), val.is_some()) {
             (Some(e), true) => e.should_stop(val_loss),
             _ => false,
         };
-        if cfg.schedule == ScheduleKind::Plateau && val.is_some() && sched.step_epoch(val_loss) {
-            println!(
+        if cfg.schedule == ScheduleKind::Plateau && val.is_some() && st.sched.step_epoch(val_loss) {
+            outln!(
                 "validation loss stalled: learning rate reduced to {:.2e}",
-                sched.lr(global_step)
+                st.sched.lr(global_step)
             );
         }
-        let mut meta = adam.state_metadata(&store);
-        meta.extend(sched.state_metadata());
-        if let Some(e) = &early {
-            meta.extend(e.state_metadata());
+        let at = Position {
+            epoch,
+            global_step,
+            ..Position::default()
+        };
+        st.save_last(&ckpt_last, &store, &at)?;
+        epochs_done = epoch;
+        if let Some(signal) = opts.interrupt.requested() {
+            return Err(interrupted(signal, &at, steps_per_epoch, out, source.kind()));
         }
-        meta.insert("epoch".into(), epoch.to_string());
-        meta.insert("global_step".into(), global_step.to_string());
-        meta.insert("best_val_loss".into(), best_val.to_string());
-        checkpoint::save_params(&ckpt_last, &store, &adam.state_tensors(&store), &meta)?;
         if stop {
-            println!(
+            outln!(
                 "early stopping: no better validation loss for {} epochs",
                 cfg.early_stopping.unwrap_or(0)
             );
@@ -569,20 +753,26 @@ pub fn train(mut cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOpt
         None => (&val_set, "validation"),
     };
     let final_eval = evaluate(&vit, &store, eval_set, &cfg, false)?;
-    println!(
+    outln!(
         "{on} accuracy (best.safetensors): {:.2}% ({}/{})",
         100.0 * final_eval.accuracy,
         final_eval.correct,
         final_eval.total
     );
-    println!(
+    outln!(
         "confusion matrix ({on} set; rows = true digit, columns = predicted):\n{}",
         final_eval.confusion_table()
     );
-    let metrics = serde_json::json!({ "evaluated_on": on, "checkpoint": "best.safetensors", "result": final_eval });
-    write_file_atomic(
+    // `trained_epochs` tells a later resume whether these results are current.
+    let metrics = serde_json::json!({
+        "evaluated_on": on,
+        "checkpoint": "best.safetensors",
+        "trained_epochs": epochs_done,
+        "result": final_eval,
+    });
+    fsutil::write_atomic(
         &out.join("test_metrics.json"),
-        &serde_json::to_string_pretty(&metrics).expect("serialises"),
+        serde_json::to_string_pretty(&metrics).expect("serialises").as_bytes(),
     )?;
     Ok(TrainSummary {
         epochs: history,

@@ -79,7 +79,17 @@ pub struct Run {
 }
 
 impl Run {
-    fn describe(&self) -> String {
+    /// What a finished process of `vitcore ARGS` did.
+    pub fn from_output(args: &[std::ffi::OsString], out: Output) -> Run {
+        Run {
+            args: args.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub fn describe(&self) -> String {
         format!(
             "vitcore {}\nexit code: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
             self.args.join(" "),
@@ -127,20 +137,30 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
-    let out: Output = Command::new(env!("CARGO_BIN_EXE_vitcore"))
-        .args(&args)
-        .current_dir(repo_root())
+    vitcore_in(&repo_root(), args)
+}
+
+/// The `vitcore` command, to be run in `dir` with 2 rayon threads and no backtraces.
+pub fn vitcore_command(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_vitcore"));
+    c.current_dir(dir)
         .env("RAYON_NUM_THREADS", "2")
-        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_BACKTRACE");
+    c
+}
+
+/// Run `vitcore ARGS` in `dir` (relative paths in ARGS are relative to it).
+pub fn vitcore_in<I, S>(dir: &Path, args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
+    let out: Output = vitcore_command(dir)
+        .args(&args)
         .output()
         .expect("cannot start the vitcore binary");
-    Run {
-        args: args.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::from_output(&args, out)
 }
 
 /// `s` split on whitespace, as arguments.
@@ -251,6 +271,46 @@ pub fn log_rows_without_seconds(run: &Path) -> Vec<Vec<String>> {
             r
         })
         .collect()
+}
+
+/// Assert that the run folders `a` and `b` hold the same run (e.g. a resumed run and the
+/// uninterrupted one): `log.csv` (but for the wall-clock seconds), every tensor and the
+/// metadata of `last.safetensors` (whose metadata order is not fixed, so by contents),
+/// `best.safetensors` byte for byte, and `test_metrics.json`.
+#[track_caller]
+pub fn assert_same_run(a: &Path, b: &Path) {
+    let (sa, sb) = (a.display(), b.display());
+    assert_eq!(
+        log_rows_without_seconds(a),
+        log_rows_without_seconds(b),
+        "log.csv of {sa} and {sb} differ"
+    );
+    // The parameters and the optimiser state at the end.
+    assert_eq!(
+        checkpoint_contents(&a.join("last.safetensors")),
+        checkpoint_contents(&b.join("last.safetensors")),
+        "last.safetensors of {sa} and {sb} differ"
+    );
+    assert_eq!(
+        fs::read(a.join("best.safetensors")).unwrap(),
+        fs::read(b.join("best.safetensors")).unwrap(),
+        "best.safetensors of {sa} and {sb} differ"
+    );
+    assert_eq!(
+        read_json(&a.join("test_metrics.json")),
+        read_json(&b.join("test_metrics.json"))
+    );
+}
+
+/// A tiny trained run shared by the tests of one test binary (trained on first use; embed_dim
+/// 16, 28x28 grayscale).
+pub fn tiny_run() -> &'static Path {
+    static RUN: OnceLock<PathBuf> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let dir = shared_dir("tiny-run");
+        train_tiny(&dir);
+        dir
+    })
 }
 
 pub fn read_json(path: &Path) -> serde_json::Value {
