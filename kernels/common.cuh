@@ -67,13 +67,20 @@ static __device__ __forceinline__ float vc_block_max(float v, float* scratch) {
 // Online (one-pass) softmax statistics: a running maximum m and the sum s of e^{x - m}.
 // Merging two partial states rescales the one with the smaller maximum. A state that has seen
 // nothing (m = -inf, s = 0) merges as the identity instead of producing e^{-inf - -inf} = NaN.
+// Non-finite inputs give what the CPU's two-pass form gives (src/ops/softmax.rs): a NaN
+// anywhere, or a +inf (the sum then holds e^{inf - inf} = NaN), makes the sum NaN, and a NaN sum
+// is never mistaken for an empty state, so it reaches every element of the row.
 struct VcMaxSum {
     float m, s;
 };
 
+static __device__ __forceinline__ bool vc_maxsum_empty(VcMaxSum a) {
+    return a.m == VC_NEG_INF && a.s == 0.0f;  // false for a NaN sum
+}
+
 static __device__ __forceinline__ VcMaxSum vc_maxsum_merge(VcMaxSum a, VcMaxSum b) {
-    if (a.m == VC_NEG_INF) return b;
-    if (b.m == VC_NEG_INF) return a;
+    if (vc_maxsum_empty(a)) return b;
+    if (vc_maxsum_empty(b)) return a;
     const float m = fmaxf(a.m, b.m);
     return VcMaxSum{m, a.s * expf(a.m - m) + b.s * expf(b.m - m)};
 }
@@ -81,7 +88,9 @@ static __device__ __forceinline__ VcMaxSum vc_maxsum_merge(VcMaxSum a, VcMaxSum 
 // Add one element: one exponential per element (rescale the sum only when the maximum grows).
 static __device__ __forceinline__ VcMaxSum vc_maxsum_push(VcMaxSum a, float x) {
     if (x > a.m) {
-        a.s = (a.m == VC_NEG_INF ? 0.0f : a.s * expf(a.m - x)) + 1.0f;
+        // A new +inf maximum: the CPU's sum holds e^{inf - inf} = NaN, so this one does too.
+        a.s = x == -VC_NEG_INF ? __int_as_float(0x7fffffff)
+                               : (vc_maxsum_empty(a) ? 0.0f : a.s * expf(a.m - x)) + 1.0f;
         a.m = x;
     } else if (x != VC_NEG_INF) {  // -inf adds e^{-inf} = 0 (and must not compute -inf - -inf)
         a.s += expf(x - a.m);        // a NaN x lands here and makes the sum NaN, as it should

@@ -10,7 +10,7 @@
 
 mod cuda_common;
 
-use cuda_common::{check_tol, rand_tensor, rand_vec, rng};
+use cuda_common::{check_non_finite, check_tol, rand_tensor, rand_vec, rng};
 use vitcore::autograd::{Graph, ParamStore};
 use vitcore::backend::cuda::{AdamCoeffs, CudaBuffer, CudaDevice, DevicePtr, MatmulDims, MatmulKernel, RowKernel};
 use vitcore::ops::{self, GeluKind};
@@ -231,6 +231,96 @@ fn softmax_forward_and_backward_match_cpu() {
             dev.softmax_bwd(kind, &gg, &y, &mut dx, rows, n).unwrap();
             check(&format!("{tag} dx"), &down(&dev, &dx), dx_cpu.data());
         }
+    }
+}
+
+/// Rows holding NaN, +Inf or −Inf, each placed so that it is alone in its lane (a lane whose
+/// only element is NaN once merged as "empty" and dropped it), in short rows (warp kernel) and
+/// long ones (block kernel). The GPU must give what the CPU gives: a NaN or a +Inf anywhere makes
+/// the whole softmax row NaN; −Inf elements get probability 0.
+fn non_finite_rows(n: usize, r: &mut vitcore::rng::Rng) -> (Vec<f32>, usize) {
+    let specials = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY];
+    let mut rows = Vec::new();
+    for (k, &v) in specials.iter().enumerate() {
+        for pos in [0, 1, n - 1] {
+            let mut row = rand_vec(r, n, -3.0, 3.0);
+            row[pos.min(n - 1)] = v;
+            rows.extend(row);
+            let _ = k;
+        }
+    }
+    rows.extend(vec![f32::NEG_INFINITY; n]); // all −Inf: NaN on the CPU (e^{−inf − −inf})
+    let mut mixed = rand_vec(r, n, -3.0, 3.0);
+    mixed[n / 2] = f32::NEG_INFINITY;
+    mixed[n - 1] = f32::NAN;
+    rows.extend(mixed);
+    let nrows = rows.len() / n;
+    (rows, nrows)
+}
+
+#[test]
+fn non_finite_rows_match_cpu_in_softmax_layernorm_and_cross_entropy() {
+    let dev = gpu_or_skip!();
+    let mut r = rng("non_finite");
+    for n in [2usize, 40, 1500] {
+        let (data, rows) = non_finite_rows(n, &mut r);
+        let x = Tensor::from_vec(data, &[rows, n]).unwrap();
+        let gx = up(&dev, &x);
+        // softmax, both kernels
+        let y_cpu = ops::softmax::forward(&x).unwrap();
+        for kind in [RowKernel::Warp, RowKernel::Block] {
+            let mut y = dev.alloc(rows * n).unwrap();
+            dev.softmax_fwd(kind, &gx, &mut y, rows, n).unwrap();
+            check_non_finite(&format!("softmax {kind:?} n={n}"), &down(&dev, &y), y_cpu.data(), TOL);
+        }
+        // layernorm forward
+        let gamma = Tensor::from_vec(rand_vec(&mut r, n, 0.5, 1.5), &[n]).unwrap();
+        let beta = rand_tensor(&mut r, &[n]);
+        let (y_cpu, mean_cpu, rstd_cpu) = ops::layernorm::forward(&x, &gamma, &beta, 1e-5).unwrap();
+        let (mut y, mut mean, mut rstd) = (
+            dev.alloc(rows * n).unwrap(),
+            dev.alloc(rows).unwrap(),
+            dev.alloc(rows).unwrap(),
+        );
+        dev.layernorm_fwd(
+            &gx,
+            &up(&dev, &gamma),
+            &up(&dev, &beta),
+            &mut y,
+            &mut mean,
+            &mut rstd,
+            rows,
+            n,
+            1e-5,
+        )
+        .unwrap();
+        check_non_finite(&format!("layernorm y n={n}"), &down(&dev, &y), y_cpu.data(), TOL);
+        check_non_finite(
+            &format!("layernorm mean n={n}"),
+            &down(&dev, &mean),
+            mean_cpu.data(),
+            TOL,
+        );
+        check_non_finite(
+            &format!("layernorm rstd n={n}"),
+            &down(&dev, &rstd),
+            rstd_cpu.data(),
+            TOL,
+        );
+        // cross-entropy: the loss (a mean over rows) is NaN on both; the probabilities row by row
+        let labels: Vec<u32> = (0..rows).map(|_| r.below(n) as u32).collect();
+        let (loss_cpu, p_cpu) = ops::cross_entropy::forward(&x, &labels, 0.1).unwrap();
+        let gl = dev.upload_u32(&labels).unwrap();
+        let (mut p, mut loss) = (dev.alloc(rows * n).unwrap(), dev.alloc(1).unwrap());
+        dev.cross_entropy_fwd(&gx, &gl, &mut p, &mut loss, rows, n, 0.1)
+            .unwrap();
+        check_non_finite(&format!("cross_entropy p n={n}"), &down(&dev, &p), p_cpu.data(), TOL);
+        check_non_finite(
+            &format!("cross_entropy loss n={n}"),
+            &down(&dev, &loss),
+            loss_cpu.data(),
+            TOL,
+        );
     }
 }
 

@@ -75,8 +75,19 @@ struct EventHandle {
 
 struct StreamHandle;
 
+/// Per-kernel totals for `CUDASIM_PROFILE=1` (printed on stderr at exit).
+#[derive(Default, Clone)]
+struct ProfileEntry {
+    launches: u64,
+    warp_instructions: u64,
+    thread_instructions: u64,
+    global_bytes: u64,
+    seconds: f64,
+}
+
 struct Driver {
     dev: Device,
+    profile: Option<Mutex<HashMap<String, ProfileEntry>>>,
     /// Serialises work: calls run in the order they are made, as on one stream.
     work: Mutex<()>,
     /// Pinned host allocations: address → layout.
@@ -157,8 +168,16 @@ fn nonnull<T>(p: *const T, what: &str) -> Result<(), CUresult> {
 pub extern "C" fn cuInit(_flags: c_uint) -> CUresult {
     guard("cuInit", || {
         DRIVER.get_or_init(|| {
+            let profile = std::env::var("CUDASIM_PROFILE").is_ok_and(|v| v == "1");
+            if profile {
+                extern "C" {
+                    fn atexit(f: extern "C" fn()) -> c_int;
+                }
+                unsafe { atexit(print_profile) };
+            }
             Device::from_env().map(|dev| Driver {
                 dev,
+                profile: profile.then(|| Mutex::new(HashMap::new())),
                 work: Mutex::new(()),
                 host: Mutex::new(HashMap::new()),
             })
@@ -1186,8 +1205,20 @@ pub unsafe extern "C" fn cuLaunchKernel(
         };
         let max_dyn = *fh.max_dynamic_shared.lock().unwrap();
         let _w = d.work.lock().unwrap();
+        let t0 = std::time::Instant::now();
         match d.dev.launch_raw(&fh.module, k, cfg, &buf, max_dyn) {
-            Ok(_) => Ok(()),
+            Ok(stats) => {
+                if let Some(p) = &d.profile {
+                    let mut p = p.lock().unwrap();
+                    let e = p.entry(k.name.clone()).or_default();
+                    e.launches += 1;
+                    e.warp_instructions += stats.warp_instructions;
+                    e.thread_instructions += stats.thread_instructions;
+                    e.global_bytes += stats.global_load_bytes + stats.global_store_bytes;
+                    e.seconds += t0.elapsed().as_secs_f64();
+                }
+                Ok(())
+            }
             Err(LaunchError::Refused(Refusal::InvalidValue(m))) => {
                 Err(fail(CUDA_ERROR_INVALID_VALUE, format!("cudasim: {m}")))
             }
@@ -1209,6 +1240,34 @@ pub unsafe extern "C" fn cuLaunchKernel(
             }
         }
     })
+}
+
+/// `CUDASIM_PROFILE=1`: at exit, each kernel's launches, simulated instructions, global traffic
+/// and the host time the simulation took, most expensive first.
+extern "C" fn print_profile() {
+    let Some(Ok(d)) = DRIVER.get() else { return };
+    let Some(p) = &d.profile else { return };
+    let Ok(p) = p.lock() else { return };
+    let mut rows: Vec<(&String, &ProfileEntry)> = p.iter().collect();
+    rows.sort_by(|a, b| b.1.seconds.total_cmp(&a.1.seconds));
+    let total: f64 = rows.iter().map(|r| r.1.seconds).sum();
+    eprintln!("cudasim profile (host time simulating each kernel; not a GPU time):");
+    eprintln!(
+        "{:<32} {:>8} {:>16} {:>16} {:>14} {:>10} {:>6}",
+        "kernel", "launches", "warp instr", "thread instr", "global bytes", "seconds", "%"
+    );
+    for (name, e) in rows {
+        eprintln!(
+            "{:<32} {:>8} {:>16} {:>16} {:>14} {:>10.3} {:>5.1}%",
+            name,
+            e.launches,
+            e.warp_instructions,
+            e.thread_instructions,
+            e.global_bytes,
+            e.seconds,
+            100.0 * e.seconds / total.max(1e-12)
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -113,7 +113,7 @@ impl Device {
             let (a, b) = self.model.compute_capability;
             if want > a * 10 + b {
                 return Err(LoadError {
-                    line: 1,
+                    line: m.target_line,
                     msg: format!("the module targets {} but the device is sm_{a}{b}", m.target),
                 });
             }

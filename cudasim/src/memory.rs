@@ -74,6 +74,11 @@ impl Allocation {
     pub fn end(&self) -> u64 {
         self.base + self.size
     }
+    /// The end of the storage: the requested size rounded up to whole 4-byte words.
+    #[inline]
+    pub fn padded_end(&self) -> u64 {
+        self.base + self.size.next_multiple_of(4)
+    }
     pub fn has_shadow(&self) -> bool {
         !self.wshadow.is_empty()
     }
@@ -145,7 +150,14 @@ impl Snapshot {
         }
         let a = &self.allocs[i - 1];
         // Inside the allocation's words (the exact-size check is the caller's, for its message).
-        (addr < a.base + (a.size.div_ceil(4) * 4).max(a.size)).then_some(i - 1)
+        (addr < a.padded_end()).then_some(i - 1)
+    }
+
+    /// The live allocation whose guard gap holds `addr` (an access just past its end).
+    pub fn just_before(&self, addr: u64) -> Option<&Allocation> {
+        let i = self.allocs.partition_point(|a| a.base <= addr);
+        let a = self.allocs.get(i.checked_sub(1)?)?;
+        (addr >= a.end() && addr < a.end() + GUARD).then_some(a.as_ref())
     }
 }
 

@@ -2,7 +2,7 @@
 //! turns flags into a [`TrainConfig`] or [`BenchOptions`]; the work itself is in `crate::train`
 //! and `crate::bench`.
 
-use crate::backend::cuda::{resolve, DeviceChoice};
+use crate::backend::cuda::{resolve_and_report, DeviceChoice};
 use crate::backend::Device;
 use crate::bench::step::{StepOptions, StepPreset};
 use crate::bench::{self, BenchOptions};
@@ -405,10 +405,7 @@ fn fresh_run_dir(base: &Path) -> PathBuf {
 
 /// Resolve `--device`, saying on stderr what was chosen.
 fn pick_device(choice: DeviceChoice) -> Result<Device> {
-    // As resolve_and_report, but through errln!: a closed stderr must not panic (crate::output).
-    let resolved = resolve(choice)?;
-    errln!("{}", resolved.describe());
-    Ok(resolved.device())
+    Ok(resolve_and_report(choice)?.device())
 }
 
 fn run_train(kind: &'static str, data: Option<PathBuf>, flags: &TrainFlags) -> Result<()> {

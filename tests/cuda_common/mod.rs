@@ -93,3 +93,26 @@ pub fn check_tol(what: &str, gpu: &[f32], cpu: &[f32], tol: f64) {
     println!("  {what}: relative error {err:.2e} over {} elements", cpu.len());
     assert!(err <= tol, "{what}: relative error {err:.3e} > {tol:e}");
 }
+
+/// As [`check_tol`], but for inputs holding NaN or ±Inf: every element the CPU makes NaN must be
+/// NaN on the GPU, every ±Inf the same infinity, and the finite elements must agree within `tol`
+/// relative to the finite reference's norm. A NaN where the CPU has a number fails.
+pub fn check_non_finite(what: &str, gpu: &[f32], cpu: &[f32], tol: f64) {
+    assert_eq!(gpu.len(), cpu.len(), "{what}: lengths differ");
+    let (mut num, mut den) = (0.0f64, 0.0f64);
+    for (i, (&g, &c)) in gpu.iter().zip(cpu).enumerate() {
+        if c.is_nan() {
+            assert!(g.is_nan(), "{what}: element {i} is {g} on the GPU, NaN on the CPU");
+        } else if c.is_infinite() {
+            assert_eq!(g, c, "{what}: element {i} is {g} on the GPU, {c} on the CPU");
+        } else {
+            assert!(g.is_finite(), "{what}: element {i} is {g} on the GPU, {c} on the CPU");
+            num += (g as f64 - c as f64).powi(2);
+            den += (c as f64).powi(2);
+        }
+    }
+    let err = if den > 0.0 { (num / den).sqrt() } else { num.sqrt() };
+    let non_finite = cpu.iter().filter(|v| !v.is_finite()).count();
+    println!("  {what}: {non_finite} non-finite elements match, finite relative error {err:.2e}");
+    assert!(err <= tol, "{what}: relative error {err:.3e} > {tol:e}");
+}

@@ -27,6 +27,18 @@ pub fn sext(v: u64, bits: u32) -> i64 {
     }
 }
 
+/// A result of type `ty` as a register holds it: PTX writes a value into a register wider than
+/// its type sign-extended for signed types and zero-extended otherwise (PTX ISA, "Operand Size
+/// Exceeding Instruction-Type Size").
+#[inline]
+pub fn fit(v: u64, ty: Ty) -> u64 {
+    if ty.is_signed() {
+        sext(v, ty.bits()) as u64
+    } else {
+        v & mask(ty.bits())
+    }
+}
+
 /// `v` as the (mathematical) integer its type says.
 #[inline]
 pub fn int_value(v: u64, ty: Ty) -> i128 {
@@ -109,7 +121,7 @@ pub fn int_bin(op: IntOp, ty: Ty, a: u64, b: u64) -> u64 {
             }
         }
     };
-    r & m
+    fit(r, ty)
 }
 
 #[inline]
@@ -129,7 +141,7 @@ pub fn int_un(op: IntUnOp, ty: Ty, a: u64) -> u64 {
     if matches!(op, IntUnOp::Popc | IntUnOp::Clz) {
         r
     } else {
-        r & m
+        fit(r & m, ty)
     }
 }
 
@@ -137,7 +149,13 @@ pub fn int_un(op: IntUnOp, ty: Ty, a: u64) -> u64 {
 #[inline]
 pub fn mul_wide(ty: Ty, a: u64, b: u64) -> u64 {
     let p = int_value(a, ty).wrapping_mul(int_value(b, ty));
-    (p as u64) & mask(ty.bits() * 2)
+    let wide = match ty {
+        Ty::S16 => Ty::S32,
+        Ty::S32 => Ty::S64,
+        Ty::U16 | Ty::B16 => Ty::U32,
+        _ => Ty::U64,
+    };
+    fit(p as u64, wide)
 }
 
 /// `mad.lo/.hi/.wide`.
@@ -155,9 +173,9 @@ pub fn mad(ty: Ty, hi: bool, wide: bool, a: u64, b: u64, c: u64) -> u64 {
     }
     if hi {
         let p = int_value(a, ty).wrapping_mul(int_value(b, ty));
-        return (((p >> bits) as u64).wrapping_add(c)) & mask(bits);
+        return fit(((p >> bits) as u64).wrapping_add(c), ty);
     }
-    a.wrapping_mul(b).wrapping_add(c) & mask(bits)
+    fit(a.wrapping_mul(b).wrapping_add(c), ty)
 }
 
 /// `bfe`: `len` bits of `a` from bit `pos` (each taken mod 256), sign-extended from the last
@@ -182,7 +200,7 @@ pub fn bfe(ty: Ty, a: u64, pos: u64, len: u64) -> u64 {
         };
         d |= bit << i;
     }
-    d & m
+    fit(d & m, ty)
 }
 
 /// `bfi`: `b` with `len` bits from `a` inserted at `pos`.
@@ -282,6 +300,15 @@ fn clamp_to(v: i128, ty: Ty) -> u64 {
 /// `cvt{.rnd}{.ftz}{.sat}.dty.sty` (PTX ISA §9.7.9.21). Float→integer conversions saturate to
 /// the destination's range and give 0 for NaN, as the ISA specifies.
 pub fn cvt(dty: Ty, sty: Ty, rnd: Option<Rnd>, irnd: Option<IRnd>, sat: bool, ftz: bool, a: u64) -> u64 {
+    let r = cvt_bits(dty, sty, rnd, irnd, sat, ftz, a);
+    if dty.is_float() {
+        r
+    } else {
+        fit(r, dty)
+    }
+}
+
+fn cvt_bits(dty: Ty, sty: Ty, rnd: Option<Rnd>, irnd: Option<IRnd>, sat: bool, ftz: bool, a: u64) -> u64 {
     let rnd = rnd.unwrap_or(Rnd::Rn);
     match (sty.is_float(), dty.is_float()) {
         (false, false) => {
@@ -379,25 +406,25 @@ mod tests {
     fn integer_edge_cases() {
         assert_eq!(int_bin(IntOp::Div, Ty::U32, 7, 0), 0xffff_ffff);
         assert_eq!(int_bin(IntOp::Rem, Ty::S64, 7, 0), 7);
-        assert_eq!(int_bin(IntOp::Div, Ty::S32, 0x8000_0000, 0xffff_ffff), 0x8000_0000);
         assert_eq!(
-            int_bin(IntOp::Div, Ty::S32, (-7i32) as u32 as u64, 2),
-            (-3i32) as u32 as u64
+            int_bin(IntOp::Div, Ty::S32, 0x8000_0000, 0xffff_ffff) & 0xffff_ffff,
+            0x8000_0000
         );
-        assert_eq!(
-            int_bin(IntOp::Rem, Ty::S32, (-7i32) as u32 as u64, 2),
-            (-1i32) as u32 as u64
-        );
+        assert_eq!(int_bin(IntOp::Div, Ty::S32, (-7i32) as u32 as u64, 2), (-3i64) as u64);
+        assert_eq!(int_bin(IntOp::Rem, Ty::S32, (-7i32) as u32 as u64, 2), (-1i64) as u64);
         assert_eq!(int_bin(IntOp::Shl, Ty::B32, 1, 32), 0);
-        assert_eq!(int_bin(IntOp::Shr, Ty::S32, 0x8000_0000, 40), 0xffff_ffff);
+        assert_eq!(int_bin(IntOp::Shr, Ty::S32, 0x8000_0000, 40) & 0xffff_ffff, 0xffff_ffff);
         assert_eq!(int_bin(IntOp::Shr, Ty::U32, 0x8000_0000, 31), 1);
         assert_eq!(int_bin(IntOp::MulHi, Ty::U32, 0xffff_ffff, 0xffff_ffff), 0xffff_fffe);
-        assert_eq!(int_bin(IntOp::MulHi, Ty::S32, (-2i32) as u32 as u64, 3), 0xffff_ffff);
+        assert_eq!(
+            int_bin(IntOp::MulHi, Ty::S32, (-2i32) as u32 as u64, 3) & 0xffff_ffff,
+            0xffff_ffff
+        );
         assert_eq!(mul_wide(Ty::S32, (-3i32) as u32 as u64, 5), (-15i64) as u64);
         assert_eq!(mul_wide(Ty::U32, 0xffff_ffff, 2), 0x1_ffff_fffe);
         assert_eq!(int_un(IntUnOp::Clz, Ty::B32, 1), 31);
         assert_eq!(int_un(IntUnOp::Brev, Ty::B32, 1), 0x8000_0000);
-        assert_eq!(bfe(Ty::S32, 0x0000_0f00, 8, 4), 0xffff_ffff);
+        assert_eq!(bfe(Ty::S32, 0x0000_0f00, 8, 4) & 0xffff_ffff, 0xffff_ffff);
         assert_eq!(bfe(Ty::U32, 0x0000_0f00, 8, 4), 0xf);
         assert_eq!(bfi(Ty::B32, 0b101, 0, 4, 3), 0b101_0000);
     }
@@ -419,7 +446,7 @@ mod tests {
         let f = |x: f32| x.to_bits() as u64;
         assert_eq!(
             cvt(Ty::S32, Ty::F32, None, Some(IRnd::Rzi), false, false, f(-2.7)),
-            (-2i32) as u32 as u64
+            (-2i64) as u64
         );
         assert_eq!(cvt(Ty::S32, Ty::F32, None, Some(IRnd::Rni), false, false, f(2.5)), 2);
         assert_eq!(cvt(Ty::U32, Ty::F32, None, Some(IRnd::Rzi), false, false, f(-5.0)), 0);

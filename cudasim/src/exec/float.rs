@@ -250,13 +250,6 @@ pub fn fma32(a: f32, b: f32, c: f32, mode: Rnd) -> f32 {
     round_to_f32(s, e, mode)
 }
 
-/// Error of an f64 product: `a*b = p + e` exactly (FMA-based TwoProduct).
-#[inline]
-fn two_prod(a: f64, b: f64) -> (f64, f64) {
-    let p = a * b;
-    (p, a.mul_add(b, -p))
-}
-
 /// Adjust a round-to-nearest f64 result `s` (exact value `s + e`) to a directed mode.
 fn direct64(s: f64, e: f64, mode: Rnd) -> f64 {
     if !s.is_finite() || e == 0.0 {
@@ -288,22 +281,6 @@ fn direct64(s: f64, e: f64, mode: Rnd) -> f64 {
             }
         }
     }
-}
-
-pub fn add64(a: f64, b: f64, mode: Rnd) -> f64 {
-    let (s, e) = two_sum(a, b);
-    if s == 0.0 && e == 0.0 {
-        if a == 0.0 && b == 0.0 && a.is_sign_negative() == b.is_sign_negative() {
-            return a;
-        }
-        return if mode == Rnd::Rm { -0.0 } else { 0.0 };
-    }
-    canon64(direct64(s, e, mode))
-}
-
-pub fn mul64(a: f64, b: f64, mode: Rnd) -> f64 {
-    let (p, e) = two_prod(a, b);
-    canon64(direct64(p, e, mode))
 }
 
 /// `min.f32` / `max.f32` (PTX ISA, "Floating Point Instructions: min"): a NaN operand yields the
@@ -572,9 +549,10 @@ pub fn fbin(op: FBinOp, m: &FMods, a: u64, b: u64) -> u64 {
         Prec::F64 => {
             let (x, y) = (f64::from_bits(a), f64::from_bits(b));
             let r = match op {
-                FBinOp::Add => add64(x, y, m.rnd),
-                FBinOp::Sub => add64(x, -y, m.rnd),
-                FBinOp::Mul => mul64(x, y, m.rnd),
+                // f64 runs in round-to-nearest only (directed modes are refused at load).
+                FBinOp::Add => canon64(x + y),
+                FBinOp::Sub => canon64(x - y),
+                FBinOp::Mul => canon64(x * y),
                 FBinOp::Div => canon64(x / y),
                 FBinOp::Min => min64(x, y, m.nan),
                 FBinOp::Max => max64(x, y, m.nan),

@@ -26,7 +26,24 @@ use super::Stats;
 use crate::check::{self, CheckKind, Checks, Finding};
 use crate::memory::{SharedMem, Snapshot, PARAM_WINDOW, SHARED_WINDOW, SHARED_WINDOW_SIZE};
 use crate::ptx::ir::*;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed, Ordering::SeqCst};
+
+/// Iterate over the set bits of a lane mask.
+macro_rules! lanes {
+    ($mask:expr, $l:ident, $body:block) => {{
+        let m: u32 = $mask;
+        if m == u32::MAX {
+            for $l in 0..32usize $body
+        } else {
+            let mut mm = m;
+            while mm != 0 {
+                let $l = mm.trailing_zeros() as usize;
+                mm &= mm - 1;
+                $body
+            }
+        }
+    }};
+}
 
 /// Everything a launch's blocks share.
 pub(crate) struct LaunchCtx<'a> {
@@ -69,6 +86,8 @@ struct Group {
     pc: u32,
     mask: u32,
     wait: Wait,
+    /// For a group waiting at a warp-synchronous instruction: the lanes its member masks name.
+    need: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,14 +172,22 @@ impl Warp {
             }
             return;
         }
-        self.groups.push(Group { pc, mask, wait });
+        self.groups.push(Group {
+            pc,
+            mask,
+            wait,
+            need: 0,
+        });
     }
 
-    /// The running group waits here.
-    fn park(&mut self, wait: Wait) {
+    /// The running group waits here (for a warp-synchronous instruction, for the lanes `need`).
+    fn park(&mut self, wait: Wait, need: u32) {
         let (pc, mask) = (self.pc, self.mask);
         self.mask = 0;
         self.push_group(pc, mask, wait);
+        if let Some(g) = self.groups.iter_mut().find(|g| g.pc == pc) {
+            g.need |= need;
+        }
     }
 
     /// After the running group moved: merge what waits at its new PC, and hand over to a ready
@@ -187,6 +214,7 @@ impl Warp {
                 pc: self.pc,
                 mask: self.mask,
                 wait: Wait::Ready,
+                need: 0,
             };
             self.pc = g.pc;
             self.mask = g.mask;
@@ -214,6 +242,91 @@ impl Warp {
                 *p = (*p & !(1 << l)) | (((v & 1) as u32) << l);
             }
             Dst::Sink => {}
+        }
+    }
+
+    /// A source operand for all 32 lanes.
+    #[inline(always)]
+    fn fetch(&self, s: &Src, env: &Env) -> Lanes {
+        let mut out: Lanes = [0; 32];
+        match *s {
+            Src::R32(i) => {
+                let r = &self.r32[i as usize * 32..][..32];
+                for l in 0..32 {
+                    out[l] = r[l] as u64;
+                }
+            }
+            Src::R64(i) => out.copy_from_slice(&self.r64[i as usize * 32..][..32]),
+            Src::Imm(v) => out = [v; 32],
+            Src::Pred(i) => {
+                let p = self.pred[i as usize];
+                for (l, o) in out.iter_mut().enumerate() {
+                    *o = ((p >> l) & 1) as u64;
+                }
+            }
+            Src::Sreg(r) => {
+                for (l, o) in out.iter_mut().enumerate() {
+                    *o = self.sreg(r, l, env);
+                }
+            }
+        }
+        out
+    }
+
+    /// Write the lanes in `em` of a destination.
+    #[inline(always)]
+    fn put(&mut self, d: &Dst, em: u32, v: &Lanes) {
+        match *d {
+            Dst::R32(i) => {
+                let r = &mut self.r32[i as usize * 32..][..32];
+                if em == u32::MAX {
+                    for l in 0..32 {
+                        r[l] = v[l] as u32;
+                    }
+                } else {
+                    lanes!(em, l, {
+                        r[l] = v[l] as u32;
+                    });
+                }
+            }
+            Dst::R64(i) => {
+                let r = &mut self.r64[i as usize * 32..][..32];
+                if em == u32::MAX {
+                    r.copy_from_slice(v);
+                } else {
+                    lanes!(em, l, {
+                        r[l] = v[l];
+                    });
+                }
+            }
+            Dst::Pred(_) => {
+                let mut bits = 0u32;
+                for (l, x) in v.iter().enumerate() {
+                    bits |= ((x & 1) as u32) << l;
+                }
+                self.put_pred(d, em, bits);
+            }
+            Dst::Sink => {}
+        }
+    }
+
+    /// Write the lanes in `em` of a predicate destination from a lane mask.
+    #[inline(always)]
+    fn put_pred(&mut self, d: &Dst, em: u32, bits: u32) {
+        match *d {
+            Dst::Pred(i) => {
+                let p = &mut self.pred[i as usize];
+                *p = (*p & !em) | (bits & em);
+            }
+            Dst::Sink => {}
+            // A predicate result into an integer register: 0 or 1 per lane.
+            Dst::R32(_) | Dst::R64(_) => {
+                let mut v: Lanes = [0; 32];
+                for (l, x) in v.iter_mut().enumerate() {
+                    *x = ((bits >> l) & 1) as u64;
+                }
+                self.put(d, em, &v);
+            }
         }
     }
 
@@ -267,24 +380,28 @@ struct Env {
     epoch: u32,
     /// The barrier interval: how many barriers the block has passed.
     interval: u32,
+    /// This block's global access record for thread 0 in the current interval (`check`).
+    me_base: u64,
 }
 
-/// Iterate over the set bits of a lane mask.
-macro_rules! lanes {
-    ($mask:expr, $l:ident, $body:block) => {{
-        let m: u32 = $mask;
-        if m == u32::MAX {
-            for $l in 0..32usize $body
-        } else {
-            let mut mm = m;
-            while mm != 0 {
-                let $l = mm.trailing_zeros() as usize;
-                mm &= mm - 1;
-                $body
-            }
+impl Env {
+    fn set_interval(&mut self, interval: u32) {
+        self.interval = interval;
+        self.me_base = check::AccessRec {
+            epoch: self.epoch,
+            block: self.block_linear,
+            interval,
+            thread: 0,
         }
-    }};
+        .pack();
+    }
 }
+
+/// Warp instructions a warp runs before the next warp of its block gets a turn.
+const TIME_SLICE: u64 = 1 << 14;
+
+/// One value per lane.
+type Lanes = [u64; 32];
 
 /// Runs blocks; one per host thread, reused from block to block.
 pub(crate) struct BlockRunner {
@@ -327,16 +444,23 @@ impl BlockRunner {
                 sm_count: ctx.sm_count,
                 epoch: ctx.epoch,
                 interval: 0,
+                me_base: 0,
             },
             shared: &mut self.shared,
             stats,
         };
+        ex.env.set_interval(0);
         let warps = &mut self.warps[..nwarps as usize];
         loop {
+            let mut running = false;
             for w in warps.iter_mut() {
                 if w.state == WState::Running {
                     ex.run_warp(w)?;
+                    running |= w.state == WState::Running;
                 }
+            }
+            if running {
+                continue; // a warp used up its time slice: another round
             }
             if warps.iter().all(|w| w.state == WState::Done) {
                 return Ok(());
@@ -366,7 +490,7 @@ impl BlockRunner {
                     return Err(ex.finding_at(CheckKind::Synccheck, first_pc, w, l1 as usize, None, detail));
                 }
             }
-            ex.env.interval += 1;
+            ex.env.set_interval(ex.env.interval + 1);
             ex.stats.barriers += 1;
             for w in warps.iter_mut().filter(|w| w.state == WState::AtBarrier) {
                 let gs = std::mem::take(&mut w.groups);
@@ -470,8 +594,18 @@ impl Exec<'_, '_> {
             w.state = WState::Done;
             return Ok(false);
         }
-        if let Some(g) = w.groups.iter().find(|g| g.wait == Wait::Sync) {
-            // Lanes wait for lanes that wait somewhere else: nothing can move.
+        if let Some(g) = w.groups.iter().find(|g| g.wait == Wait::Sync).copied() {
+            // Lanes wait for lanes that will never arrive: they exited, or wait elsewhere.
+            let lane = g.mask.trailing_zeros() as usize;
+            let gone = g.need & !w.live;
+            if gone != 0 {
+                let detail = format!(
+                    "member mask 0x{:08x} names lanes {} that have exited (or do not exist in this block)",
+                    g.need,
+                    show_mask(gone)
+                );
+                return Err(self.finding_at(CheckKind::Synccheck, g.pc, w, lane, None, detail));
+            }
             let others: Vec<String> = w
                 .groups
                 .iter()
@@ -484,34 +618,35 @@ impl Exec<'_, '_> {
                         if o.wait == Wait::Bar {
                             "bar.sync"
                         } else {
-                            "a warp-synchronous instruction"
+                            "another warp-synchronous instruction"
                         }
                     )
                 })
                 .collect();
-            let exited = !w.live & if w.live == 0 { 0 } else { u32::MAX };
             let detail = format!(
-                "deadlock: lanes {} of warp {} wait for the rest of their member mask, which never arrives ({}{})",
+                "deadlock: lanes {} of warp {} wait for lanes {} of their member mask, which never arrive ({})",
                 show_mask(g.mask),
                 w.id,
-                others.join("; "),
-                if exited != 0 {
-                    format!("; lanes {} have exited", show_mask(exited))
-                } else {
-                    String::new()
-                }
+                show_mask(g.need & !g.mask),
+                others.join("; ")
             );
-            let lane = g.mask.trailing_zeros() as usize;
             return Err(self.finding_at(CheckKind::Synccheck, g.pc, w, lane, None, detail));
         }
         w.state = WState::AtBarrier;
         Ok(false)
     }
 
+    /// Run a warp until it exits, waits at a barrier, or has used its time slice (it stays
+    /// `Running`: the block's other warps get their turn, so a warp spinning on a flag another
+    /// warp sets does not starve it).
     fn run_warp(&mut self, w: &mut Warp) -> Res<()> {
         let code = &self.ctx.kernel.code;
+        let slice_end = w.steps + TIME_SLICE;
         loop {
             if w.mask == 0 && !self.next_group(w)? {
+                return Ok(());
+            }
+            if w.steps >= slice_end {
                 return Ok(());
             }
             w.steps += 1;
@@ -567,7 +702,7 @@ impl Exec<'_, '_> {
                         w.mask = em;
                     }
                     if em != 0 {
-                        w.park(Wait::Bar);
+                        w.park(Wait::Bar, 0);
                         continue;
                     }
                 }
@@ -634,7 +769,7 @@ impl Exec<'_, '_> {
                 w.push_group(w.pc + 1, w.mask & !em, Wait::Ready);
                 w.mask = em;
             }
-            w.park(Wait::Sync);
+            w.park(Wait::Sync, need);
             return Ok(false);
         }
         match ins.op {
@@ -706,115 +841,162 @@ impl Exec<'_, '_> {
         Ok(true)
     }
 
-    /// Every other instruction, for the lanes in `em`.
+    /// Every other instruction, for the lanes in `em`. Sources are read for all 32 lanes at
+    /// once and the operation applied lane by lane in a plain loop (inactive lanes compute
+    /// harmless garbage that is never written back): one dispatch per warp instruction, not
+    /// per lane.
     #[inline(always)]
     fn exec(&mut self, w: &mut Warp, op: &Op, em: u32) -> Res<()> {
         let env = &self.env;
-        match *op {
-            Op::Int { op, ty, d, a, b } => {
-                // The commonest forms without the generic width/sign handling.
-                match (op, ty.bits()) {
-                    (IntOp::Add, 64) => lanes!(em, l, {
-                        let v = w.get(&a, l, env).wrapping_add(w.get(&b, l, env));
-                        w.set(&d, l, v);
-                    }),
-                    (IntOp::Add, 32) => lanes!(em, l, {
-                        let v = (w.get(&a, l, env) as u32).wrapping_add(w.get(&b, l, env) as u32);
-                        w.set(&d, l, v as u64);
-                    }),
-                    (IntOp::MulLo, 64) => lanes!(em, l, {
-                        let v = w.get(&a, l, env).wrapping_mul(w.get(&b, l, env));
-                        w.set(&d, l, v);
-                    }),
-                    _ => lanes!(em, l, {
-                        let v = alu::int_bin(op, ty, w.get(&a, l, env), w.get(&b, l, env));
-                        w.set(&d, l, v);
-                    }),
+        macro_rules! map1 {
+            ($d:expr, $a:expr, |$x:ident| $body:expr) => {{
+                let xa = w.fetch(&$a, env);
+                let mut o: Lanes = [0; 32];
+                for l in 0..32 {
+                    let $x = xa[l];
+                    o[l] = $body;
                 }
-            }
-            Op::IntUn { op, ty, d, a } => lanes!(em, l, {
-                let v = alu::int_un(op, ty, w.get(&a, l, env));
-                w.set(&d, l, v);
-            }),
-            Op::MulWide { ty, d, a, b } => lanes!(em, l, {
-                let v = alu::mul_wide(ty, w.get(&a, l, env), w.get(&b, l, env));
-                w.set(&d, l, v);
-            }),
+                w.put(&$d, em, &o);
+            }};
+        }
+        macro_rules! map2 {
+            ($d:expr, $a:expr, $b:expr, |$x:ident, $y:ident| $body:expr) => {{
+                let xa = w.fetch(&$a, env);
+                let ya = w.fetch(&$b, env);
+                let mut o: Lanes = [0; 32];
+                for l in 0..32 {
+                    let ($x, $y) = (xa[l], ya[l]);
+                    o[l] = $body;
+                }
+                w.put(&$d, em, &o);
+            }};
+        }
+        macro_rules! map3 {
+            ($d:expr, $a:expr, $b:expr, $c:expr, |$x:ident, $y:ident, $z:ident| $body:expr) => {{
+                let xa = w.fetch(&$a, env);
+                let ya = w.fetch(&$b, env);
+                let za = w.fetch(&$c, env);
+                let mut o: Lanes = [0; 32];
+                for l in 0..32 {
+                    let ($x, $y, $z) = (xa[l], ya[l], za[l]);
+                    o[l] = $body;
+                }
+                w.put(&$d, em, &o);
+            }};
+        }
+        #[inline(always)]
+        fn f(x: u64) -> f32 {
+            f32::from_bits(x as u32)
+        }
+        #[inline(always)]
+        fn b(x: f32) -> u64 {
+            float::canon32(x).to_bits() as u64
+        }
+        match *op {
+            Op::Int { op, ty, d, a, b: bb } => match (op, ty.bits()) {
+                (IntOp::Add, 64) => map2!(d, a, bb, |x, y| x.wrapping_add(y)),
+                (IntOp::Add, 32) => map2!(d, a, bb, |x, y| (x as u32).wrapping_add(y as u32) as u64),
+                (IntOp::Sub, 64) => map2!(d, a, bb, |x, y| x.wrapping_sub(y)),
+                (IntOp::Sub, 32) => map2!(d, a, bb, |x, y| (x as u32).wrapping_sub(y as u32) as u64),
+                (IntOp::MulLo, 64) => map2!(d, a, bb, |x, y| x.wrapping_mul(y)),
+                (IntOp::MulLo, 32) => map2!(d, a, bb, |x, y| (x as u32).wrapping_mul(y as u32) as u64),
+                (IntOp::And, _) => map2!(d, a, bb, |x, y| (x & y) & alu::mask(ty.bits())),
+                (IntOp::Or, _) => map2!(d, a, bb, |x, y| (x | y) & alu::mask(ty.bits())),
+                (IntOp::Xor, _) => map2!(d, a, bb, |x, y| (x ^ y) & alu::mask(ty.bits())),
+                (IntOp::Shl, 64) => map2!(d, a, bb, |x, y| if y as u32 >= 64 { 0 } else { x << y as u32 }),
+                (IntOp::Shl, 32) => {
+                    map2!(d, a, bb, |x, y| if y as u32 >= 32 {
+                        0
+                    } else {
+                        ((x as u32) << y as u32) as u64
+                    })
+                }
+                _ => map2!(d, a, bb, |x, y| alu::int_bin(op, ty, x, y)),
+            },
+            Op::IntUn { op, ty, d, a } => map1!(d, a, |x| alu::int_un(op, ty, x)),
+            Op::MulWide { ty, d, a, b: bb } => match ty {
+                Ty::U32 => map2!(d, a, bb, |x, y| (x as u32 as u64) * (y as u32 as u64)),
+                Ty::S32 => map2!(d, a, bb, |x, y| ((x as u32 as i32 as i64) * (y as u32 as i32 as i64))
+                    as u64),
+                _ => map2!(d, a, bb, |x, y| alu::mul_wide(ty, x, y)),
+            },
             Op::Mad {
                 ty,
                 hi,
                 wide,
                 d,
                 a,
-                b,
+                b: bb,
                 c,
-            } => lanes!(em, l, {
-                let v = alu::mad(ty, hi, wide, w.get(&a, l, env), w.get(&b, l, env), w.get(&c, l, env));
-                w.set(&d, l, v);
-            }),
-            Op::Bfe { ty, d, a, b, c } => lanes!(em, l, {
-                let v = alu::bfe(ty, w.get(&a, l, env), w.get(&b, l, env), w.get(&c, l, env));
-                w.set(&d, l, v);
-            }),
-            Op::Bfi { ty, d, a, b, pos, len } => lanes!(em, l, {
-                let v = alu::bfi(
-                    ty,
-                    w.get(&a, l, env),
-                    w.get(&b, l, env),
-                    w.get(&pos, l, env),
-                    w.get(&len, l, env),
-                );
-                w.set(&d, l, v);
-            }),
-            Op::PredLogic { op, d, a, b } => {
-                let (x, y) = (w.pred_mask(&a), w.pred_mask(&b));
+            } => {
+                if !hi && !wide && ty.bits() == 32 {
+                    map3!(
+                        d,
+                        a,
+                        bb,
+                        c,
+                        |x, y, z| (x as u32).wrapping_mul(y as u32).wrapping_add(z as u32) as u64
+                    )
+                } else {
+                    map3!(d, a, bb, c, |x, y, z| alu::mad(ty, hi, wide, x, y, z))
+                }
+            }
+            Op::Bfe { ty, d, a, b: bb, c } => map3!(d, a, bb, c, |x, y, z| alu::bfe(ty, x, y, z)),
+            Op::Bfi {
+                ty,
+                d,
+                a,
+                b: bb,
+                pos,
+                len,
+            } => {
+                let pa = w.fetch(&pos, env);
+                let la = w.fetch(&len, env);
+                let xa = w.fetch(&a, env);
+                let ya = w.fetch(&bb, env);
+                let mut o: Lanes = [0; 32];
+                for l in 0..32 {
+                    o[l] = alu::bfi(ty, xa[l], ya[l], pa[l], la[l]);
+                }
+                w.put(&d, em, &o);
+            }
+            Op::PredLogic { op, d, a, b: bb } => {
+                let (x, y) = (w.pred_mask(&a), w.pred_mask(&bb));
                 let r = match op {
                     PredOp::And => x & y,
                     PredOp::Or => x | y,
                     PredOp::Xor => x ^ y,
                     PredOp::Not => !x,
                 };
-                if let Dst::Pred(i) = d {
-                    let p = &mut w.pred[i as usize];
-                    *p = (*p & !em) | (r & em);
-                }
+                w.put_pred(&d, em, r);
             }
-            Op::FBin { op, m, d, a, b } => {
+            Op::FBin { op, m, d, a, b: bb } => {
                 let plain = m.prec == Prec::F32 && m.rnd == Rnd::Rn && !m.ftz && !m.sat;
                 match op {
-                    FBinOp::Add if plain => lanes!(em, l, {
-                        let v = f32::from_bits(w.get(&a, l, env) as u32) + f32::from_bits(w.get(&b, l, env) as u32);
-                        w.set(&d, l, float::canon32(v).to_bits() as u64);
-                    }),
-                    FBinOp::Mul if plain => lanes!(em, l, {
-                        let v = f32::from_bits(w.get(&a, l, env) as u32) * f32::from_bits(w.get(&b, l, env) as u32);
-                        w.set(&d, l, float::canon32(v).to_bits() as u64);
-                    }),
-                    _ => lanes!(em, l, {
-                        let v = float::fbin(op, &m, w.get(&a, l, env), w.get(&b, l, env));
-                        w.set(&d, l, v);
-                    }),
+                    FBinOp::Add if plain => map2!(d, a, bb, |x, y| b(f(x) + f(y))),
+                    FBinOp::Sub if plain => map2!(d, a, bb, |x, y| b(f(x) - f(y))),
+                    FBinOp::Mul if plain => map2!(d, a, bb, |x, y| b(f(x) * f(y))),
+                    FBinOp::Max if m.prec == Prec::F32 && !m.ftz && !m.nan => {
+                        map2!(d, a, bb, |x, y| float::max32(f(x), f(y), false).to_bits() as u64)
+                    }
+                    FBinOp::Min if m.prec == Prec::F32 && !m.ftz && !m.nan => {
+                        map2!(d, a, bb, |x, y| float::min32(f(x), f(y), false).to_bits() as u64)
+                    }
+                    _ => map2!(d, a, bb, |x, y| float::fbin(op, &m, x, y)),
                 }
             }
-            Op::Fma { m, d, a, b, c } => {
+            Op::Fma { m, d, a, b: bb, c } => {
                 if m.prec == Prec::F32 && m.rnd == Rnd::Rn && !m.ftz && !m.sat {
-                    lanes!(em, l, {
-                        let x = f32::from_bits(w.get(&a, l, env) as u32);
-                        let y = f32::from_bits(w.get(&b, l, env) as u32);
-                        let z = f32::from_bits(w.get(&c, l, env) as u32);
-                        w.set(&d, l, float::canon32(x.mul_add(y, z)).to_bits() as u64);
-                    })
+                    map3!(d, a, bb, c, |x, y, z| b(f(x).mul_add(f(y), f(z))))
                 } else {
-                    lanes!(em, l, {
-                        let v = float::ffma(&m, w.get(&a, l, env), w.get(&b, l, env), w.get(&c, l, env));
-                        w.set(&d, l, v);
-                    })
+                    map3!(d, a, bb, c, |x, y, z| float::ffma(&m, x, y, z))
                 }
             }
-            Op::FUn { op, m, d, a } => lanes!(em, l, {
-                let v = float::fun(op, &m, w.get(&a, l, env));
-                w.set(&d, l, v);
-            }),
+            Op::FUn { op, m, d, a } => match op {
+                FUnOp::Neg if m.prec == Prec::F32 && !m.ftz => map1!(d, a, |x| x ^ 0x8000_0000),
+                FUnOp::Abs if m.prec == Prec::F32 && !m.ftz => map1!(d, a, |x| x & 0x7fff_ffff),
+                _ => map1!(d, a, |x| float::fun(op, &m, x)),
+            },
             Op::Setp {
                 cmp,
                 ty,
@@ -823,43 +1005,38 @@ impl Exec<'_, '_> {
                 p,
                 q,
                 a,
-                b,
+                b: bb,
             } => {
+                let xa = w.fetch(&a, env);
+                let ya = w.fetch(&bb, env);
                 let mut r = 0u32;
-                lanes!(em, l, {
-                    if alu::compare(cmp, ty, ftz, w.get(&a, l, env), w.get(&b, l, env)) {
-                        r |= 1 << l;
-                    }
-                });
+                for l in 0..32 {
+                    r |= (alu::compare(cmp, ty, ftz, xa[l], ya[l]) as u32) << l;
+                }
                 let (pv, qv) = match comb {
                     None => (r, !r),
                     Some((bop, c)) => {
                         let cm = w.pred_mask(&c);
-                        let f = |x: u32| match bop {
+                        let g = |x: u32| match bop {
                             BoolOp::And => x & cm,
                             BoolOp::Or => x | cm,
                             BoolOp::Xor => x ^ cm,
                         };
-                        (f(r), f(!r))
+                        (g(r), g(!r))
                     }
                 };
-                for (dst, v) in [(p, pv), (q, qv)] {
-                    if let Dst::Pred(i) = dst {
-                        let pr = &mut w.pred[i as usize];
-                        *pr = (*pr & !em) | (v & em);
-                    }
-                }
+                w.put_pred(&p, em, pv);
+                w.put_pred(&q, em, qv);
             }
-            Op::Selp { d, a, b, c, .. } => {
+            Op::Selp { d, a, b: bb, c, .. } => {
                 let cm = w.pred_mask(&c);
-                lanes!(em, l, {
-                    let v = if cm >> l & 1 == 1 {
-                        w.get(&a, l, env)
-                    } else {
-                        w.get(&b, l, env)
-                    };
-                    w.set(&d, l, v);
-                })
+                let xa = w.fetch(&a, env);
+                let ya = w.fetch(&bb, env);
+                let mut o: Lanes = [0; 32];
+                for l in 0..32 {
+                    o[l] = if cm >> l & 1 == 1 { xa[l] } else { ya[l] };
+                }
+                w.put(&d, em, &o);
             }
             Op::Cvt {
                 dty,
@@ -870,52 +1047,55 @@ impl Exec<'_, '_> {
                 ftz,
                 d,
                 a,
-            } => lanes!(em, l, {
-                let v = alu::cvt(dty, sty, rnd, irnd, sat, ftz, w.get(&a, l, env));
-                w.set(&d, l, v);
-            }),
-            Op::Mov { d, a } => lanes!(em, l, {
-                let v = w.get(&a, l, env);
-                w.set(&d, l, v);
-            }),
-            Op::MovPack { half_bits, d, lo, hi } => lanes!(em, l, {
+            } => match (dty, sty, sat, ftz) {
+                // Widening and narrowing between integers of the same signedness dominate.
+                (Ty::U64, Ty::U32, false, _) | (Ty::U64, Ty::B32, false, _) => map1!(d, a, |x| x & 0xffff_ffff),
+                (Ty::S64, Ty::S32, false, _) => map1!(d, a, |x| x as u32 as i32 as i64 as u64),
+                (Ty::U32, Ty::U64, false, _) | (Ty::S32, Ty::S64, false, _) | (Ty::U32, Ty::S64, false, _) => {
+                    map1!(d, a, |x| x & 0xffff_ffff)
+                }
+                _ => map1!(d, a, |x| alu::cvt(dty, sty, rnd, irnd, sat, ftz, x)),
+            },
+            Op::Mov { d, a } => {
+                let xa = w.fetch(&a, env);
+                w.put(&d, em, &xa);
+            }
+            Op::MovPack { half_bits, d, lo, hi } => {
                 let m = alu::mask(half_bits);
-                let v = (w.get(&lo, l, env) & m) | ((w.get(&hi, l, env) & m) << half_bits);
-                w.set(&d, l, v);
-            }),
-            Op::MovUnpack { half_bits, lo, hi, a } => lanes!(em, l, {
+                map2!(d, lo, hi, |x, y| (x & m) | ((y & m) << half_bits))
+            }
+            Op::MovUnpack { half_bits, lo, hi, a } => {
                 let m = alu::mask(half_bits);
-                let v = w.get(&a, l, env);
-                w.set(&lo, l, v & m);
-                w.set(&hi, l, (v >> half_bits) & m);
-            }),
+                let xa = w.fetch(&a, env);
+                let mut l0: Lanes = [0; 32];
+                let mut h0: Lanes = [0; 32];
+                for l in 0..32 {
+                    l0[l] = xa[l] & m;
+                    h0[l] = (xa[l] >> half_bits) & m;
+                }
+                w.put(&lo, em, &l0);
+                w.put(&hi, em, &h0);
+            }
             Op::Cvta {
                 to_generic,
                 space,
                 d,
                 a,
-            } => lanes!(em, l, {
-                let v = w.get(&a, l, env);
+            } => {
                 let window = match space {
                     Space::Shared => SHARED_WINDOW,
                     Space::Param => PARAM_WINDOW,
                     _ => 0,
                 };
-                w.set(
-                    &d,
-                    l,
-                    if to_generic {
-                        v.wrapping_add(window)
-                    } else {
-                        v.wrapping_sub(window)
-                    },
-                );
-            }),
+                if to_generic {
+                    map1!(d, a, |x| x.wrapping_add(window))
+                } else {
+                    map1!(d, a, |x| x.wrapping_sub(window))
+                }
+            }
             Op::ActiveMask { d } => {
-                let m = w.mask;
-                lanes!(em, l, {
-                    w.set(&d, l, m as u64);
-                })
+                let m = [w.mask as u64; 32];
+                w.put(&d, em, &m);
             }
             Op::Ld {
                 space,
@@ -926,15 +1106,44 @@ impl Exec<'_, '_> {
                 off,
             } => {
                 let size = ty.bytes();
-                let vec_bytes = size * n as u32;
-                lanes!(em, l, {
-                    let addr = w.get(&base, l, &self.env).wrapping_add(off as u64);
+                let addrs = w.fetch(&base, &self.env);
+                if n == 1 && space == Space::Global {
+                    let mut o: Lanes = [0; 32];
+                    lanes!(em, l, {
+                        let raw = self.global_access(w, l, addrs[l].wrapping_add(off as u64), size, Access::Read)?;
+                        o[l] = load_extend(raw, ty, &d[0]);
+                    });
+                    w.put(&d[0], em, &o);
+                } else if space == Space::Param && matches!(base, Src::Imm(_)) {
+                    // A kernel parameter by name: the same value for every lane, read once.
+                    let l = em.trailing_zeros() as usize;
+                    let vec_bytes = size * n as u32;
                     for k in 0..n as usize {
-                        let raw = self.access(w, l, space, addr, size, vec_bytes, k, Access::Read)?;
-                        let v = load_extend(raw, ty, &d[k]);
-                        w.set(&d[k], l, v);
+                        let raw = self.access(
+                            w,
+                            l,
+                            space,
+                            addrs[l].wrapping_add(off as u64),
+                            size,
+                            vec_bytes,
+                            k,
+                            Access::Read,
+                        )?;
+                        let v = [load_extend(raw, ty, &d[k]); 32];
+                        w.put(&d[k], em, &v);
                     }
-                })
+                } else {
+                    let vec_bytes = size * n as u32;
+                    for k in 0..n as usize {
+                        let mut o: Lanes = [0; 32];
+                        lanes!(em, l, {
+                            let addr = addrs[l].wrapping_add(off as u64);
+                            let raw = self.access(w, l, space, addr, size, vec_bytes, k, Access::Read)?;
+                            o[l] = load_extend(raw, ty, &d[k]);
+                        });
+                        w.put(&d[k], em, &o);
+                    }
+                }
             }
             Op::St {
                 space,
@@ -945,14 +1154,29 @@ impl Exec<'_, '_> {
                 off,
             } => {
                 let size = ty.bytes();
-                let vec_bytes = size * n as u32;
-                lanes!(em, l, {
-                    let addr = w.get(&base, l, &self.env).wrapping_add(off as u64);
+                let addrs = w.fetch(&base, &self.env);
+                let vmask = alu::mask(size * 8);
+                if n == 1 && space == Space::Global {
+                    let vals = w.fetch(&v[0], &self.env);
+                    lanes!(em, l, {
+                        self.global_access(
+                            w,
+                            l,
+                            addrs[l].wrapping_add(off as u64),
+                            size,
+                            Access::Write(vals[l] & vmask),
+                        )?;
+                    });
+                } else {
+                    let vec_bytes = size * n as u32;
                     for k in 0..n as usize {
-                        let val = w.get(&v[k], l, &self.env) & alu::mask(size * 8);
-                        self.access(w, l, space, addr, size, vec_bytes, k, Access::Write(val))?;
+                        let vals = w.fetch(&v[k], &self.env);
+                        lanes!(em, l, {
+                            let addr = addrs[l].wrapping_add(off as u64);
+                            self.access(w, l, space, addr, size, vec_bytes, k, Access::Write(vals[l] & vmask))?;
+                        });
                     }
-                })
+                }
             }
             Op::Bra { .. } | Op::Exit | Op::Bar { .. } | Op::Shfl { .. } | Op::Vote { .. } => {
                 unreachable!("control instructions are handled by the warp loop")
@@ -976,7 +1200,7 @@ impl Exec<'_, '_> {
     ) -> Res<u64> {
         let write = matches!(acc, Access::Write(_));
         // The hardware requires the whole access to be aligned to its width.
-        if addr % vec_bytes as u64 != 0 {
+        if addr & (vec_bytes as u64 - 1) != 0 {
             let detail = format!(
                 "misaligned {}-byte {} in {} memory",
                 vec_bytes,
@@ -1027,136 +1251,155 @@ impl Exec<'_, '_> {
         }
     }
 
+    #[inline(always)]
     fn global_access(&mut self, w: &mut Warp, l: usize, addr: u64, size: u32, acc: Access) -> Res<u64> {
         let snap = self.ctx.snap;
-        let hint = w.alloc_hint;
-        let ai = match snap.allocs.get(hint) {
-            Some(a) if addr >= a.base && addr < a.base + a.size.next_multiple_of(4) => hint,
+        let write = matches!(acc, Access::Write(_));
+        let ai = match snap.allocs.get(w.alloc_hint) {
+            Some(a) if addr >= a.base && addr < a.padded_end() => w.alloc_hint,
             _ => match snap.find(addr) {
                 Some(i) => i,
-                None => {
-                    let why = if (self.ctx.was_freed)(addr) {
-                        "in an allocation that was freed (use after free)"
-                    } else {
-                        "outside every device allocation"
-                    };
-                    let detail = format!(
-                        "{}-byte {} {why}",
-                        size,
-                        if matches!(acc, Access::Write(_)) {
-                            "store"
-                        } else {
-                            "load"
-                        }
-                    );
-                    return Err(self.finding(CheckKind::Memcheck, w, l, Some(addr), detail));
-                }
+                None => return Err(self.unmapped(w, l, addr, size, write)),
             },
         };
         w.alloc_hint = ai;
         let a = &snap.allocs[ai];
-        let end = addr + size as u64;
-        if end > a.end() && (self.ctx.checks.memcheck || end > a.base + a.size.next_multiple_of(4)) {
+        if addr & (size as u64 - 1) != 0 {
             let detail = format!(
-                "{}-byte {} {} bytes past the end of a {}-byte allocation at 0x{:x}",
-                size,
-                if matches!(acc, Access::Write(_)) {
-                    "store"
-                } else {
-                    "load"
-                },
-                end - a.end(),
-                a.size,
-                a.base
+                "misaligned {size}-byte {} in global memory",
+                if write { "store" } else { "load" }
             );
             return Err(self.finding(CheckKind::Memcheck, w, l, Some(addr), detail));
         }
+        let end = addr + size as u64;
+        if end > a.end() && (self.ctx.checks.memcheck || end > a.padded_end()) {
+            return Err(self.past_end(w, l, addr, size, write, a));
+        }
         let off = (addr - a.base) as usize;
         let wi = off / 4;
-        let nwords = (size as usize).div_ceil(4);
         if self.ctx.shadow && a.has_shadow() {
-            let me = crate::check::AccessRec {
-                epoch: self.env.epoch,
-                block: self.env.block_linear,
-                interval: self.env.interval,
-                thread: w.tlin[l],
-            }
-            .pack();
-            for i in wi..wi + nwords {
-                let wrec = a.wshadow[i].load(Relaxed);
-                match acc {
-                    Access::Read => {
-                        if self.ctx.checks.initcheck && wrec == 0 {
-                            let detail = format!(
-                                "{size}-byte load of device memory never written since its allocation (0x{:x}, {} bytes)",
-                                a.base, a.size
-                            );
-                            return Err(self.finding(CheckKind::Initcheck, w, l, Some(addr), detail));
-                        }
-                        if self.ctx.checks.racecheck {
-                            if check::global_conflict(wrec, me) {
-                                return Err(self.race(w, l, addr, "read", "written", wrec));
-                            }
-                            let rrec = a.rshadow[i].load(Relaxed);
-                            if let Some(n) = check::global_read_record(rrec, me) {
-                                a.rshadow[i].store(n, Relaxed);
-                            }
-                        }
-                    }
-                    Access::Write(_) => {
-                        if self.ctx.checks.racecheck {
-                            if check::global_conflict(wrec, me) {
-                                return Err(self.race(w, l, addr, "written", "written", wrec));
-                            }
-                            let rrec = a.rshadow[i].load(Relaxed);
-                            if check::global_conflict(rrec, me) {
-                                return Err(self.race(w, l, addr, "written", "read", rrec));
-                            }
-                        }
-                        a.wshadow[i].store(me, Relaxed);
-                    }
-                }
-            }
+            self.shadow_global(w, l, a, addr, wi, (size as usize).div_ceil(4), write)?;
         }
         match acc {
             Access::Read => {
                 self.stats.global_load_bytes += size as u64;
                 Ok(match size {
-                    4 if off % 4 == 0 => a.word(wi).load(Relaxed) as u64,
+                    4 => a.word(wi).load(Relaxed) as u64,
                     8 => a.word(wi).load(Relaxed) as u64 | (a.word(wi + 1).load(Relaxed) as u64) << 32,
                     _ => {
-                        let mut v = 0u64;
-                        for i in 0..size as usize {
-                            let o = off + i;
-                            let b = (a.word(o / 4).load(Relaxed) >> ((o % 4) * 8)) & 0xff;
-                            v |= (b as u64) << (8 * i);
-                        }
-                        v
+                        let shift = (off % 4) * 8;
+                        (a.word(wi).load(Relaxed) >> shift) as u64 & alu::mask(size * 8)
                     }
                 })
             }
             Access::Write(v) => {
                 self.stats.global_store_bytes += size as u64;
                 match size {
-                    4 if off % 4 == 0 => a.word(wi).store(v as u32, Relaxed),
+                    4 => a.word(wi).store(v as u32, Relaxed),
                     8 => {
                         a.word(wi).store(v as u32, Relaxed);
                         a.word(wi + 1).store((v >> 32) as u32, Relaxed);
                     }
                     _ => {
-                        for i in 0..size as usize {
-                            let o = off + i;
-                            let shift = (o % 4) * 8;
-                            let byte = ((v >> (8 * i)) & 0xff) as u32;
-                            let _ = a
-                                .word(o / 4)
-                                .fetch_update(Relaxed, Relaxed, |x| Some((x & !(0xff << shift)) | (byte << shift)));
-                        }
+                        // 1 or 2 bytes, aligned: inside one word.
+                        let shift = (off % 4) * 8;
+                        let m = (alu::mask(size * 8) as u32) << shift;
+                        let _ = a
+                            .word(wi)
+                            .fetch_update(Relaxed, Relaxed, |x| Some((x & !m) | ((v as u32) << shift)));
                     }
                 }
                 Ok(0)
             }
         }
+    }
+
+    /// The access records of the words `wi..wi+nwords` of `a` (see `check`): initcheck and
+    /// racecheck for this access, then this access's record.
+    #[allow(clippy::too_many_arguments)]
+    fn shadow_global(
+        &self,
+        w: &Warp,
+        l: usize,
+        a: &crate::memory::Allocation,
+        addr: u64,
+        wi: usize,
+        nwords: usize,
+        write: bool,
+    ) -> Res<()> {
+        let checks = self.ctx.checks;
+        let me = self.env.me_base | w.tlin[l] as u64;
+        let aliased = self.env.interval >= 1 << 15;
+        for i in wi..wi + nwords {
+            if write {
+                if !checks.racecheck {
+                    a.wshadow[i].store(me, Relaxed);
+                    continue;
+                }
+                // Publish, then look at the readers (Dekker: see check.rs).
+                let wrec = a.wshadow[i].swap(me, SeqCst);
+                if check::global_conflict(wrec, me, aliased) {
+                    return Err(self.race(w, l, addr, "written", "written", wrec));
+                }
+                let rrec = a.rshadow[i].load(SeqCst);
+                if check::global_conflict(rrec, me, aliased) {
+                    return Err(self.race(w, l, addr, "written", "read", rrec));
+                }
+            } else {
+                if checks.racecheck {
+                    let r = a.rshadow[i].load(Relaxed);
+                    if check::global_read_record(r, me).is_some() {
+                        let _ = a.rshadow[i].fetch_update(SeqCst, SeqCst, |cur| check::global_read_record(cur, me));
+                    }
+                }
+                let wrec = a.wshadow[i].load(SeqCst);
+                if checks.initcheck && wrec == 0 {
+                    let detail = format!(
+                        "{}-byte load of device memory never written since its allocation (0x{:x}, {} bytes)",
+                        nwords * 4,
+                        a.base,
+                        a.size
+                    );
+                    return Err(self.finding(CheckKind::Initcheck, w, l, Some(addr), detail));
+                }
+                if checks.racecheck && check::global_conflict(wrec, me, aliased) {
+                    return Err(self.race(w, l, addr, "read", "written", wrec));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// memcheck's report of an access that no live allocation holds.
+    fn unmapped(&self, w: &Warp, l: usize, addr: u64, size: u32, write: bool) -> Stop {
+        let what = if write { "store" } else { "load" };
+        if let Some(a) = self.ctx.snap.just_before(addr) {
+            return self.past_end(w, l, addr, size, write, a);
+        }
+        let why = if (self.ctx.was_freed)(addr) {
+            "in an allocation that was freed (use after free)"
+        } else {
+            "outside every device allocation"
+        };
+        self.finding(
+            CheckKind::Memcheck,
+            w,
+            l,
+            Some(addr),
+            format!("{size}-byte {what} {why}"),
+        )
+    }
+
+    fn past_end(&self, w: &Warp, l: usize, addr: u64, size: u32, write: bool, a: &crate::memory::Allocation) -> Stop {
+        let detail = format!(
+            "{size}-byte {} {} bytes past the end of a {}-byte allocation at 0x{:x} (its last byte is 0x{:x})",
+            if write { "store" } else { "load" },
+            addr + size as u64 - a.end(),
+            a.size,
+            a.base,
+            a.end() - 1
+        );
+        self.finding(CheckKind::Memcheck, w, l, Some(addr), detail)
     }
 
     fn race(&self, w: &Warp, l: usize, addr: u64, this: &str, other_did: &str, rec: u64) -> Stop {

@@ -537,6 +537,8 @@ pub struct Kernel {
 pub struct Module {
     pub version: (u32, u32),
     pub target: String,
+    /// The line of the `.target` directive.
+    pub target_line: u32,
     pub kernels: Vec<Kernel>,
     /// The PTX text, one entry per line (for naming the line of a finding).
     pub lines: Vec<String>,

@@ -280,6 +280,7 @@ pub fn parse_module(text: &str) -> Result<Module, LoadError> {
     let mut p = Parser { t: &toks, i: 0 };
     let mut version = (0, 0);
     let mut target = String::new();
+    let mut target_line = 0;
     let mut module_shared: Vec<SharedDecl> = Vec::new();
     let mut kernels = Vec::new();
     let mut saw_address_size = false;
@@ -302,6 +303,7 @@ pub fn parse_module(text: &str) -> Result<Module, LoadError> {
                 }
             }
             ".target" => {
+                target_line = line;
                 target = p.word()?.to_string();
                 while p.eat_p(',') {
                     let extra = p.word()?;
@@ -357,6 +359,7 @@ pub fn parse_module(text: &str) -> Result<Module, LoadError> {
     Ok(Module {
         version,
         target,
+        target_line,
         kernels,
         lines: text.lines().map(str::to_string).collect(),
     })
@@ -535,6 +538,7 @@ fn parse_entry(p: &mut Parser, module_shared: &[SharedDecl], text: &str) -> R<Ke
                     })?;
                 let g = if neg { Sy::Not(Box::new(Sy::Reg(r))) } else { Sy::Reg(r) };
                 let opcode = p.word()?.to_string();
+                refuse_call(&opcode, line)?;
                 let ops = parse_operands(p, &regs)?;
                 instrs.push(SynInstr {
                     guard: Some(g),
@@ -593,6 +597,7 @@ fn parse_entry(p: &mut Parser, module_shared: &[SharedDecl], text: &str) -> R<Ke
                 labels.insert(w.clone(), instrs.len() as u32);
             }
             Tok::Word(w) => {
+                refuse_call(w, line)?;
                 let ops = parse_operands(p, &regs)?;
                 instrs.push(SynInstr {
                     guard: None,
@@ -685,6 +690,17 @@ fn parse_entry(p: &mut Parser, module_shared: &[SharedDecl], text: &str) -> R<Ke
         max_threads,
         reqntid,
     })
+}
+
+/// `call` (to a `.func`) has its own operand syntax; say what it is before trying to parse it.
+fn refuse_call(opcode: &str, line: u32) -> R<()> {
+    if opcode == "call" || opcode.starts_with("call.") {
+        return err(
+            line,
+            format!("`{opcode}`: calls to device functions are not supported by the simulator (mark the function __forceinline__)"),
+        );
+    }
+    Ok(())
 }
 
 fn visit_syms(op: &Sy, f: &mut impl FnMut(&str)) {
@@ -1079,8 +1095,11 @@ fn decode(c: &Ctx, opcode: &str, ops: &[Sy], line: u32) -> R<Op> {
                     sat: m.has("sat"),
                     nan: m.has("NaN"),
                 };
-                if fm.prec == Prec::F64 && fm.rnd != Rnd::Rn && matches!(op, FBinOp::Div) {
-                    return err(line, "div.f64 with a directed rounding mode is not supported");
+                if fm.prec == Prec::F64 && fm.rnd != Rnd::Rn {
+                    return err(
+                        line,
+                        format!("`{opcode}`: f64 arithmetic with a directed rounding mode is not supported"),
+                    );
                 }
                 m.done()?;
                 Op::FBin {
@@ -1162,6 +1181,12 @@ fn decode(c: &Ctx, opcode: &str, ops: &[Sy], line: u32) -> R<Op> {
                     line,
                     msg: format!("`{opcode}` needs a rounding mode"),
                 })?;
+                if prec == Prec::F64 && rnd != Rnd::Rn {
+                    return err(
+                        line,
+                        format!("`{opcode}`: f64 arithmetic with a directed rounding mode is not supported"),
+                    );
+                }
                 let fm = FMods {
                     prec,
                     rnd,

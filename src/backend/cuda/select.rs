@@ -98,7 +98,7 @@ pub fn resolve(choice: DeviceChoice) -> Result<Resolved> {
 /// stderr, so that stdout stays the command's result (predict's lines are read by scripts).
 pub fn resolve_and_report(choice: DeviceChoice) -> Result<Resolved> {
     let resolved = resolve(choice)?;
-    eprintln!("{}", resolved.describe());
+    crate::errln!("{}", resolved.describe()); // a closed stderr must not panic (crate::output)
     Ok(resolved)
 }
 
