@@ -416,7 +416,9 @@ impl CudaDevice {
                     let compiled = nvrtc::compile_cubin(file, src, &arch)?;
                     ctx.load_module(cudarc::nvrtc::Ptx::from_binary(compiled.cubin))
                 }
-                KernelImage::Ptx => ctx.load_module(cudarc::nvrtc::Ptx::from_src(nvrtc::compile_ptx(file, src, &arch)?)),
+                KernelImage::Ptx => {
+                    ctx.load_module(cudarc::nvrtc::Ptx::from_src(nvrtc::compile_ptx(file, src, &arch)?))
+                }
             };
             let module = loaded
                 .map_err(|e| Error::Device(format!("loading the {image} of {file} for {arch} on {name}: {e}")))?;
