@@ -324,6 +324,121 @@ fn non_finite_rows_match_cpu_in_softmax_layernorm_and_cross_entropy() {
     }
 }
 
+/// Sizes for which the grid-stride loops run several laps: the host caps grids at 32 blocks per
+/// SM, so an element-wise kernel (256 threads per block) covers `sm_count·32·256` elements per
+/// lap and a warp-per-row kernel (4 rows per block) `sm_count·32·4` rows. 3.5 laps leaves a
+/// partial last lap. On the cudasim 2-SM model (`CUDASIM_SM_COUNT=2`) these are small.
+fn laps(per_lap: usize) -> usize {
+    per_lap * 7 / 2 + 1
+}
+
+#[test]
+fn grid_stride_loops_of_several_laps_match_cpu() {
+    let dev = gpu_or_skip!();
+    let mut r = rng("grid_stride");
+    let sms = dev.sm_count() as usize;
+    // Element-wise: GELU forward and backward.
+    let n = laps(sms * 32 * 256);
+    let x = Tensor::from_vec(rand_vec(&mut r, n, -4.0, 4.0), &[n]).unwrap();
+    let g = rand_tensor(&mut r, &[n]);
+    let (gx, gg) = (up(&dev, &x), up(&dev, &g));
+    let mut y = dev.alloc(n).unwrap();
+    dev.gelu_fwd(&gx, &mut y, n, GeluKind::Erf).unwrap();
+    check(
+        &format!("gelu over {n} elements"),
+        &down(&dev, &y),
+        ops::gelu::forward(&x, GeluKind::Erf).unwrap().data(),
+    );
+    let mut dx = dev.alloc(n).unwrap();
+    dev.gelu_bwd(&gg, &gx, &mut dx, n, GeluKind::Erf).unwrap();
+    let dx_cpu = ops::gelu::backward(&g, &x, GeluKind::Erf).unwrap();
+    check(
+        &format!("gelu backward over {n} elements"),
+        &down(&dev, &dx),
+        dx_cpu.data(),
+    );
+    // Warp per row: softmax forward and backward, layernorm forward.
+    let (rows, cols) = (laps(sms * 32 * 4), 5);
+    let x = Tensor::from_vec(rand_vec(&mut r, rows * cols, -3.0, 3.0), &[rows, cols]).unwrap();
+    let g = rand_tensor(&mut r, &[rows, cols]);
+    let (gx, gg) = (up(&dev, &x), up(&dev, &g));
+    let y_cpu = ops::softmax::forward(&x).unwrap();
+    let mut y = dev.alloc(rows * cols).unwrap();
+    dev.softmax_fwd(RowKernel::Warp, &gx, &mut y, rows, cols).unwrap();
+    check(&format!("softmax over {rows} rows"), &down(&dev, &y), y_cpu.data());
+    let mut dx = dev.alloc(rows * cols).unwrap();
+    dev.softmax_bwd(RowKernel::Warp, &gg, &y, &mut dx, rows, cols).unwrap();
+    check(
+        &format!("softmax backward over {rows} rows"),
+        &down(&dev, &dx),
+        ops::softmax::backward(&g, &y_cpu).unwrap().data(),
+    );
+    // Block per row: one block per row, grid capped at 32 blocks per SM.
+    let rows_b = laps(sms * 32);
+    let xb = Tensor::from_vec(rand_vec(&mut r, rows_b * 3, -3.0, 3.0), &[rows_b, 3]).unwrap();
+    let mut yb = dev.alloc(rows_b * 3).unwrap();
+    dev.softmax_fwd(RowKernel::Block, &up(&dev, &xb), &mut yb, rows_b, 3)
+        .unwrap();
+    check(
+        &format!("softmax (block per row) over {rows_b} rows"),
+        &down(&dev, &yb),
+        ops::softmax::forward(&xb).unwrap().data(),
+    );
+}
+
+/// The host splits a batched product whose batch exceeds the grid's z limit (65535 on every GPU;
+/// smaller on the cudasim model CI's second run uses, `CUDASIM_MAX_GRID_YZ`) into several
+/// launches on offset pointers, and rows beyond the y limit likewise: every batch and row must
+/// come out right, the last ones too.
+#[test]
+fn matmul_batches_beyond_the_grid_limit_are_split() {
+    let dev = gpu_or_skip!();
+    let mut r = rng("matmul_split");
+    let lim = dev.max_grid_yz() as usize;
+    let (batch, m, n, k) = (lim + 3, 2, 3, 1);
+    let a = Tensor::from_vec(rand_vec(&mut r, batch * m * k, -1.0, 1.0), &[batch, m, k]).unwrap();
+    let b = Tensor::from_vec(rand_vec(&mut r, batch * k * n, -1.0, 1.0), &[batch, k, n]).unwrap();
+    let want = ops::matmul::matmul(&a, &b, false, false).unwrap();
+    let mut c = dev.alloc(batch * m * n).unwrap();
+    let dims = MatmulDims {
+        batch,
+        m,
+        n,
+        k,
+        ta: false,
+        tb: false,
+    };
+    dev.matmul(MatmulKernel::Tiled, &up(&dev, &a), &up(&dev, &b), &mut c, dims, 0.0)
+        .unwrap();
+    let got = down(&dev, &c);
+    check(&format!("matmul batch {batch}"), &got, want.data());
+    let last = (batch - 1) * m * n;
+    check(
+        "matmul: the last batch (second launch)",
+        &got[last..],
+        &want.data()[last..],
+    );
+    // Rows beyond the y limit (16-row tiles): only affordable where the limit is small.
+    if lim <= 64 {
+        let (m, n, k) = (16 * lim + 5, 3, 2);
+        let a = Tensor::from_vec(rand_vec(&mut r, m * k, -1.0, 1.0), &[1, m, k]).unwrap();
+        let b = Tensor::from_vec(rand_vec(&mut r, k * n, -1.0, 1.0), &[1, k, n]).unwrap();
+        let want = ops::matmul::matmul(&a, &b, false, false).unwrap();
+        let mut c = dev.alloc(m * n).unwrap();
+        let dims = MatmulDims {
+            batch: 1,
+            m,
+            n,
+            k,
+            ta: false,
+            tb: false,
+        };
+        dev.matmul(MatmulKernel::Tiled, &up(&dev, &a), &up(&dev, &b), &mut c, dims, 0.0)
+            .unwrap();
+        check(&format!("matmul {m} rows"), &down(&dev, &c), want.data());
+    }
+}
+
 // ---- layernorm ------------------------------------------------------------------------------
 
 #[test]

@@ -6,6 +6,9 @@
 //! * `CUDASIM_DEVICE=t4|h100` picks the model;
 //! * `CUDASIM_SM_COUNT=N` overrides the SM count (2 makes vitcore's grid-stride loops, whose
 //!   grids are sized from the SM count, run several laps at small sizes);
+//! * `CUDASIM_MAX_GRID_YZ=N` lowers the grid's y and z limit from 65535 (a small limit makes a
+//!   program's host-side splitting of large grids run at small sizes; a launch beyond it is
+//!   refused as the real driver refuses one beyond 65535);
 //! * `CUDASIM_MEMORY_MIB=N` overrides the memory size.
 //!
 //! Figures are NVIDIA's published specifications (T4 and H100 datasheets, the CUDA C++
@@ -117,6 +120,16 @@ impl DeviceModel {
                 .ok()
                 .filter(|&n: &u32| (1..=1024).contains(&n))
                 .ok_or_else(|| format!("CUDASIM_SM_COUNT={v}: expected a number from 1 to 1024"))?;
+        }
+        if let Ok(v) = std::env::var("CUDASIM_MAX_GRID_YZ") {
+            let n: u32 = v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| (1..=65535).contains(n))
+                .ok_or_else(|| format!("CUDASIM_MAX_GRID_YZ={v}: expected a number from 1 to 65535"))?;
+            m.max_grid_dim[1] = n;
+            m.max_grid_dim[2] = n;
         }
         if let Ok(v) = std::env::var("CUDASIM_MEMORY_MIB") {
             let mib: u64 = v

@@ -974,7 +974,11 @@ fn run_case(
 
 /// Run the selected GPU cases: header, copy bandwidth, then one table row per case.
 pub fn run(opts: &BenchOptions, dev: &CudaDevice) -> Result<Report> {
-    let plan = Plan::new(opts.quick);
+    let plan = if dev.is_simulator() {
+        Plan::simulated(opts.quick)
+    } else {
+        Plan::new(opts.quick)
+    };
     let cases = select(cases(opts.quick)?, |c| &c.info, opts.filter.as_deref())?;
     let commit = git_commit();
     let l2_bytes = dev
@@ -988,10 +992,17 @@ pub fn run(opts: &BenchOptions, dev: &CudaDevice) -> Result<Report> {
         commit.as_deref().unwrap_or("unknown"),
         if opts.quick { ", --quick" } else { "" }
     ));
-    say(&format!(
-        "inputs rotate over sets totalling at least 2x the {} MiB L2 cache where memory allows; times from CUDA events",
-        l2_bytes >> 20
-    ));
+    if dev.is_simulator() {
+        say(
+            "on the cudasim simulator: every kernel runs once more after timing and is validated against the CPU; \
+             times are the simulator's cost model (docs/cuda.md), not measurements",
+        );
+    } else {
+        say(&format!(
+            "inputs rotate over sets totalling at least 2x the {} MiB L2 cache where memory allows; times from CUDA events",
+            l2_bytes >> 20
+        ));
+    }
     let blas = match open_cublas(dev) {
         Ok(b) => {
             say("matrix products are compared with cuBLAS SGEMM (FP32, default math mode) on the same shape");

@@ -216,6 +216,19 @@ impl Plan {
         }
     }
 
+    /// Under the cudasim simulator: one run per input set to warm up and one timed run. Its
+    /// "times" come from a cost model, not a clock, so repeating a run adds nothing but minutes;
+    /// the validation after timing is what the row is for there.
+    pub fn simulated(quick: bool) -> Plan {
+        Plan {
+            quick,
+            warmup_s: 0.0,
+            target_s: 0.0,
+            min_runs: 1,
+            max_runs: 1,
+        }
+    }
+
     /// Timed runs for a kernel that takes about `per_run_s`.
     pub fn runs_for(&self, per_run_s: f64) -> usize {
         let want = (self.target_s / per_run_s.max(1e-9)).ceil();

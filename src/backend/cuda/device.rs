@@ -363,6 +363,9 @@ pub struct CudaDevice {
     compute_capability: (i32, i32),
     arch: String,
     sm_count: u32,
+    /// The most blocks a grid may have along y or z (65535 on every GPU so far): products and
+    /// reductions whose grids would exceed it are split on the host.
+    max_grid_yz: u32,
     driver_version: (i32, i32),
     nvrtc_version: (i32, i32),
     image: KernelImage,
@@ -396,6 +399,13 @@ impl CudaDevice {
             .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .map_err(driver_err("reading the SM count"))?
             .max(1) as u32;
+        let grid_attr = |a| {
+            ctx.attribute(a)
+                .map_err(driver_err("reading the grid limits"))
+                .map(|v| v.max(1) as u32)
+        };
+        let max_grid_yz = grid_attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Y)?
+            .min(grid_attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Z)?);
         let mut dv = 0;
         unsafe { sys::cuDriverGetVersion(&mut dv) }
             .result()
@@ -438,6 +448,7 @@ impl CudaDevice {
             compute_capability: cc,
             arch,
             sm_count,
+            max_grid_yz,
             driver_version: (dv / 1000, (dv % 1000) / 10),
             nvrtc_version: nv,
             image,
@@ -487,6 +498,10 @@ impl CudaDevice {
     }
     pub fn sm_count(&self) -> u32 {
         self.sm_count
+    }
+    /// The most blocks a grid may have along y or z.
+    pub fn max_grid_yz(&self) -> u32 {
+        self.max_grid_yz
     }
     /// `(major, minor)` of the CUDA version the driver supports.
     pub fn driver_version(&self) -> (i32, i32) {
@@ -772,13 +787,13 @@ impl CudaDevice {
             MatmulKernel::Tiled => ("matmul_tiled", 16usize, (16u32, 16u32, 1u32)),
             MatmulKernel::RegisterTiled => ("matmul_reg", 64usize, (256u32, 1u32, 1u32)),
         };
-        const MAX_GRID_YZ: usize = 65535;
+        let max_yz = self.max_grid_yz as usize;
         let tiles_n = n.div_ceil(tile);
-        let rows_per_launch = MAX_GRID_YZ * tile;
+        let rows_per_launch = max_yz * tile;
         // Split batches beyond gridDim.z and rows beyond gridDim.y into launches on offset pointers.
         let mut z0 = 0;
         while z0 < batch {
-            let zb = (batch - z0).min(MAX_GRID_YZ);
+            let zb = (batch - z0).min(max_yz);
             let mut i0 = 0;
             while i0 < m {
                 let mi = (m - i0).min(rows_per_launch);
@@ -1048,7 +1063,7 @@ impl CudaDevice {
         let chunks = (self.sm_count as usize * 4)
             .div_ceil(col_blocks)
             .clamp(1, rows.div_ceil(8))
-            .min(65535);
+            .min(self.max_grid_yz as usize);
         let rows_per_chunk = rows.div_ceil(chunks);
         let chunks = rows.div_ceil(rows_per_chunk);
         let mut partial = self.alloc(chunks * 2 * d)?;
@@ -1334,7 +1349,7 @@ impl CudaDevice {
             return self.fill(out, cols, 0.0);
         }
         let col_blocks = cols.div_ceil(32);
-        if col_blocks > 65535 * 1024 {
+        if col_blocks > i32::MAX as usize {
             return Err(Error::Device(format!(
                 "sum_rows: {cols} columns is too many for one grid"
             )));
@@ -1362,7 +1377,7 @@ impl CudaDevice {
         let chunks = (self.sm_count as usize * 4)
             .div_ceil(col_blocks as usize)
             .clamp(1, rows.div_ceil(64))
-            .min(65535);
+            .min(self.max_grid_yz as usize);
         if chunks <= 1 {
             return pass(px, po, rows, 1, rows);
         }
