@@ -39,9 +39,11 @@ fn bit_mismatches(gpu: &[f32], cpu: &[f32]) -> usize {
 
 // ---- matmul ---------------------------------------------------------------------------------
 
-/// (batch, m, n, k): none a multiple of 16 or 64, plus degenerate edges.
-const MATMUL_SIZES: [(usize, usize, usize, usize); 5] = [
+/// (batch, m, n, k): none a multiple of 16 or 64, plus degenerate edges, plus N a multiple of 4
+/// (matmul_reg's float4 stores) with K not a multiple of 8 (its 8-wide k chunks).
+const MATMUL_SIZES: [(usize, usize, usize, usize); 6] = [
     (3, 67, 45, 33),
+    (2, 37, 68, 19),
     (1, 1, 130, 257),
     (2, 129, 1, 7),
     (4, 65, 65, 64),
@@ -83,6 +85,12 @@ fn matmul_forward_and_backward_match_cpu() {
                 let d = MatmulDims { batch, m, n, k, ta, tb };
                 dev.matmul(kernel, &ga, &gb, &mut c, d, 0.0).unwrap();
                 check(&format!("{tag} C"), &down(&dev, &c), c_cpu.data());
+                // beta = 1 accumulates into C (how the linear layer adds its product to the bias).
+                let c0 = rand_vec(&mut r, batch * m * n, -1.0, 1.0);
+                let mut c1 = dev.upload(&c0).unwrap();
+                dev.matmul(kernel, &ga, &gb, &mut c1, d, 1.0).unwrap();
+                let want: Vec<f32> = c_cpu.data().iter().zip(&c0).map(|(x, y)| x + y).collect();
+                check(&format!("{tag} C += A·B"), &down(&dev, &c1), &want);
 
                 // Backward (the table in src/ops/matmul.rs): each gradient is one more product.
                 let mut da = dev.alloc(a.numel()).unwrap();

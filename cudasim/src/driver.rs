@@ -79,14 +79,14 @@ struct StreamHandle;
 #[derive(Default, Clone)]
 struct ProfileEntry {
     launches: u64,
-    warp_instructions: u64,
-    thread_instructions: u64,
-    global_bytes: u64,
+    stats: crate::Stats,
     seconds: f64,
 }
 
 struct Driver {
     dev: Device,
+    /// Counters summed over the launches since `cudasimCountersReset` (see [`counter_values`]).
+    counters: Mutex<(u64, crate::Stats)>,
     profile: Option<Mutex<HashMap<String, ProfileEntry>>>,
     /// Serialises work: calls run in the order they are made, as on one stream.
     work: Mutex<()>,
@@ -177,6 +177,7 @@ pub extern "C" fn cuInit(_flags: c_uint) -> CUresult {
             }
             Device::from_env().map(|dev| Driver {
                 dev,
+                counters: Mutex::new((0, crate::Stats::default())),
                 profile: profile.then(|| Mutex::new(HashMap::new())),
                 work: Mutex::new(()),
                 host: Mutex::new(HashMap::new()),
@@ -1208,13 +1209,16 @@ pub unsafe extern "C" fn cuLaunchKernel(
         let t0 = std::time::Instant::now();
         match d.dev.launch_raw(&fh.module, k, cfg, &buf, max_dyn) {
             Ok(stats) => {
+                {
+                    let mut c = d.counters.lock().unwrap();
+                    c.0 += 1;
+                    c.1.add(&stats);
+                }
                 if let Some(p) = &d.profile {
                     let mut p = p.lock().unwrap();
                     let e = p.entry(k.name.clone()).or_default();
                     e.launches += 1;
-                    e.warp_instructions += stats.warp_instructions;
-                    e.thread_instructions += stats.thread_instructions;
-                    e.global_bytes += stats.global_load_bytes + stats.global_store_bytes;
+                    e.stats.add(&stats);
                     e.seconds += t0.elapsed().as_secs_f64();
                 }
                 Ok(())
@@ -1242,8 +1246,10 @@ pub unsafe extern "C" fn cuLaunchKernel(
     })
 }
 
-/// `CUDASIM_PROFILE=1`: at exit, each kernel's launches, simulated instructions, global traffic
-/// and the host time the simulation took, most expensive first.
+/// `CUDASIM_PROFILE=1`: at exit, each kernel's launches, simulated instructions, global traffic,
+/// coalescing efficiency of its global loads and stores (ideal / actual 32-byte sectors), the
+/// shared-memory bank conflicts (wavefronts beyond the ideal, per shared request), and the host
+/// time the simulation took, most expensive first.
 extern "C" fn print_profile() {
     let Some(Ok(d)) = DRIVER.get() else { return };
     let Some(p) = &d.profile else { return };
@@ -1253,21 +1259,161 @@ extern "C" fn print_profile() {
     let total: f64 = rows.iter().map(|r| r.1.seconds).sum();
     eprintln!("cudasim profile (host time simulating each kernel; not a GPU time):");
     eprintln!(
-        "{:<32} {:>8} {:>16} {:>16} {:>14} {:>10} {:>6}",
-        "kernel", "launches", "warp instr", "thread instr", "global bytes", "seconds", "%"
+        "{:<30} {:>8} {:>14} {:>16} {:>14} {:>7} {:>7} {:>9} {:>9} {:>6}",
+        "kernel",
+        "launches",
+        "warp instr",
+        "thread instr",
+        "global bytes",
+        "ld eff",
+        "st eff",
+        "bank cfl",
+        "seconds",
+        "%"
     );
+    let pct = |ideal: u64, actual: u64| {
+        if actual == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.0}%", 100.0 * ideal as f64 / actual as f64)
+        }
+    };
     for (name, e) in rows {
+        let (s, m) = (&e.stats, &e.stats.mem);
+        let shared_req = m.shared_load_requests + m.shared_store_requests;
+        let excess = (m.shared_load_wavefronts + m.shared_store_wavefronts)
+            .saturating_sub(m.shared_load_ideal_wavefronts + m.shared_store_ideal_wavefronts);
+        let conflicts = if shared_req == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.2}", excess as f64 / shared_req as f64)
+        };
         eprintln!(
-            "{:<32} {:>8} {:>16} {:>16} {:>14} {:>10.3} {:>5.1}%",
+            "{:<30} {:>8} {:>14} {:>16} {:>14} {:>7} {:>7} {:>9} {:>9.3} {:>5.1}%",
             name,
             e.launches,
-            e.warp_instructions,
-            e.thread_instructions,
-            e.global_bytes,
+            s.warp_instructions,
+            s.thread_instructions,
+            s.global_load_bytes + s.global_store_bytes,
+            pct(m.global_load_ideal_sectors, m.global_load_sectors),
+            pct(m.global_store_ideal_sectors, m.global_store_sectors),
+            conflicts,
             e.seconds,
             100.0 * e.seconds / total.max(1e-12)
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// cudasim's own entry points (not CUDA's): the launch counters
+// ---------------------------------------------------------------------------------------------
+//
+// A program that finds these symbols in `libcuda.so` is running on the simulator and can read
+// what its launches did (vitcore's `bench kernels --device cuda` prints them):
+//   cudasimCountersReset()                     start counting from zero;
+//   cudasimCounterCount() -> n                 how many counters there are;
+//   cudasimCounterName(i) -> "name"            the i-th counter's name (static, NUL-terminated);
+//   cudasimCountersRead(out, capacity) -> n    the values, summed over the launches since the reset.
+// Names rather than a struct layout, so a program built against another version still reads
+// the counters it knows by name.
+
+/// The counters in their published order: `(name, value)` pairs of `(launches, stats)`.
+fn counter_values(launches: u64, s: &crate::Stats) -> Vec<(&'static str, u64)> {
+    let m = &s.mem;
+    let mut v = vec![
+        ("launches", launches),
+        ("warp_instructions", s.warp_instructions),
+        ("thread_instructions", s.thread_instructions),
+    ];
+    const WARP: [&str; 7] = [
+        "warp_int",
+        "warp_f32",
+        "warp_f64",
+        "warp_memory",
+        "warp_control",
+        "warp_sync",
+        "warp_move",
+    ];
+    const THREAD: [&str; 7] = [
+        "thread_int",
+        "thread_f32",
+        "thread_f64",
+        "thread_memory",
+        "thread_control",
+        "thread_sync",
+        "thread_move",
+    ];
+    for i in 0..7 {
+        v.push((WARP[i], s.class_warp[i]));
+    }
+    for i in 0..7 {
+        v.push((THREAD[i], s.class_thread[i]));
+    }
+    v.extend([
+        ("flops_f32", s.flops_f32),
+        ("global_load_bytes", s.global_load_bytes),
+        ("global_store_bytes", s.global_store_bytes),
+        ("global_load_requests", m.global_load_requests),
+        ("global_store_requests", m.global_store_requests),
+        ("global_load_sectors", m.global_load_sectors),
+        ("global_store_sectors", m.global_store_sectors),
+        ("global_load_ideal_sectors", m.global_load_ideal_sectors),
+        ("global_store_ideal_sectors", m.global_store_ideal_sectors),
+        ("shared_load_requests", m.shared_load_requests),
+        ("shared_store_requests", m.shared_store_requests),
+        ("shared_load_wavefronts", m.shared_load_wavefronts),
+        ("shared_store_wavefronts", m.shared_store_wavefronts),
+        ("shared_load_ideal_wavefronts", m.shared_load_ideal_wavefronts),
+        ("shared_store_ideal_wavefronts", m.shared_store_ideal_wavefronts),
+        ("barriers", s.barriers),
+        ("blocks", s.blocks),
+    ]);
+    v
+}
+
+#[no_mangle]
+pub extern "C" fn cudasimCountersReset() -> CUresult {
+    guard("cudasimCountersReset", || {
+        *driver()?.counters.lock().unwrap() = (0, crate::Stats::default());
+        Ok(())
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn cudasimCounterCount() -> c_uint {
+    counter_values(0, &crate::Stats::default()).len() as c_uint
+}
+
+/// The name of counter `i`, or null past the last.
+#[no_mangle]
+pub extern "C" fn cudasimCounterName(i: c_uint) -> *const c_char {
+    static NAMES: OnceLock<Vec<CString>> = OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        counter_values(0, &crate::Stats::default())
+            .into_iter()
+            .map(|(n, _)| CString::new(n).unwrap())
+            .collect()
+    });
+    names.get(i as usize).map_or(std::ptr::null(), |c| c.as_ptr())
+}
+
+/// Write up to `capacity` counter values to `out`; returns how many were written.
+///
+/// # Safety
+/// `out` must be valid for `capacity` writes.
+#[no_mangle]
+pub unsafe extern "C" fn cudasimCountersRead(out: *mut u64, capacity: c_uint) -> c_uint {
+    let Ok(d) = driver() else { return 0 };
+    if out.is_null() {
+        return 0;
+    }
+    let (launches, stats) = *d.counters.lock().unwrap();
+    let v = counter_values(launches, &stats);
+    let n = v.len().min(capacity as usize);
+    for (i, (_, x)) in v.iter().take(n).enumerate() {
+        *out.add(i) = *x;
+    }
+    n as c_uint
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -200,15 +200,7 @@ impl Device {
             stats.global_load_bytes + stats.global_store_bytes,
         );
         *self.clock_us.lock().unwrap() += us;
-        let mut t = self.totals.lock().unwrap();
-        let mut sum = *t;
-        sum.warp_instructions += stats.warp_instructions;
-        sum.thread_instructions += stats.thread_instructions;
-        sum.global_load_bytes += stats.global_load_bytes;
-        sum.global_store_bytes += stats.global_store_bytes;
-        sum.barriers += stats.barriers;
-        sum.blocks += stats.blocks;
-        *t = sum;
+        self.totals.lock().unwrap().add(&stats);
         Ok(stats)
     }
 

@@ -83,10 +83,63 @@ pub struct Stats {
     /// Block-wide barriers completed, summed over blocks.
     pub barriers: u64,
     pub blocks: u64,
+    /// Warp instructions by class, indexed as [`IClass::ALL`].
+    pub class_warp: [u64; 7],
+    /// Thread instructions by class, indexed as [`IClass::ALL`].
+    pub class_thread: [u64; 7],
+    /// f32 floating-point operations: one per lane for add, sub, mul; two for fma.
+    pub flops_f32: u64,
+    pub mem: MemCounters,
+}
+
+/// How a launch used memory, in the units Nsight Compute reports: global requests (one per warp
+/// instruction) and the 32-byte sectors they touched against the fewest that could carry the same
+/// bytes (the ratio is the coalescing efficiency); shared requests and the wavefronts they took
+/// against the fewest possible (the excess is bank conflicts: 32 banks of 4 bytes; a warp's
+/// 8-byte accesses are served as two half-warp phases and 16-byte ones as four quarter-warp
+/// phases, as on Volta and Turing).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemCounters {
+    pub global_load_requests: u64,
+    pub global_store_requests: u64,
+    pub global_load_sectors: u64,
+    pub global_store_sectors: u64,
+    pub global_load_ideal_sectors: u64,
+    pub global_store_ideal_sectors: u64,
+    pub shared_load_requests: u64,
+    pub shared_store_requests: u64,
+    pub shared_load_wavefronts: u64,
+    pub shared_store_wavefronts: u64,
+    pub shared_load_ideal_wavefronts: u64,
+    pub shared_store_ideal_wavefronts: u64,
+}
+
+impl MemCounters {
+    pub fn add(&mut self, o: &MemCounters) {
+        self.global_load_requests += o.global_load_requests;
+        self.global_store_requests += o.global_store_requests;
+        self.global_load_sectors += o.global_load_sectors;
+        self.global_store_sectors += o.global_store_sectors;
+        self.global_load_ideal_sectors += o.global_load_ideal_sectors;
+        self.global_store_ideal_sectors += o.global_store_ideal_sectors;
+        self.shared_load_requests += o.shared_load_requests;
+        self.shared_store_requests += o.shared_store_requests;
+        self.shared_load_wavefronts += o.shared_load_wavefronts;
+        self.shared_store_wavefronts += o.shared_store_wavefronts;
+        self.shared_load_ideal_wavefronts += o.shared_load_ideal_wavefronts;
+        self.shared_store_ideal_wavefronts += o.shared_store_ideal_wavefronts;
+    }
 }
 
 impl Stats {
-    fn add(&mut self, o: &Stats) {
+    /// Add another launch's (or block's) counters.
+    pub fn add(&mut self, o: &Stats) {
+        for i in 0..7 {
+            self.class_warp[i] += o.class_warp[i];
+            self.class_thread[i] += o.class_thread[i];
+        }
+        self.flops_f32 += o.flops_f32;
+        self.mem.add(&o.mem);
         self.warp_instructions += o.warp_instructions;
         self.thread_instructions += o.thread_instructions;
         self.global_load_bytes += o.global_load_bytes;

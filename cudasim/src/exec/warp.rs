@@ -667,6 +667,8 @@ impl Exec<'_, '_> {
             let em = w.mask & w.pred_mask(&ins.guard);
             self.stats.warp_instructions += 1;
             self.stats.thread_instructions += em.count_ones() as u64;
+            self.stats.class_warp[ins.class as usize] += 1;
+            self.stats.class_thread[ins.class as usize] += em.count_ones() as u64;
             match &ins.op {
                 Op::Bra { target } => {
                     let not = w.mask & !em;
@@ -971,6 +973,9 @@ impl Exec<'_, '_> {
                 w.put_pred(&d, em, r);
             }
             Op::FBin { op, m, d, a, b: bb } => {
+                if m.prec == Prec::F32 && matches!(op, FBinOp::Add | FBinOp::Sub | FBinOp::Mul) {
+                    self.stats.flops_f32 += em.count_ones() as u64;
+                }
                 let plain = m.prec == Prec::F32 && m.rnd == Rnd::Rn && !m.ftz && !m.sat;
                 match op {
                     FBinOp::Add if plain => map2!(d, a, bb, |x, y| b(f(x) + f(y))),
@@ -986,6 +991,9 @@ impl Exec<'_, '_> {
                 }
             }
             Op::Fma { m, d, a, b: bb, c } => {
+                if m.prec == Prec::F32 {
+                    self.stats.flops_f32 += 2 * em.count_ones() as u64;
+                }
                 if m.prec == Prec::F32 && m.rnd == Rnd::Rn && !m.ftz && !m.sat {
                     map3!(d, a, bb, c, |x, y, z| b(f(x).mul_add(f(y), f(z))))
                 } else {
@@ -1107,6 +1115,7 @@ impl Exec<'_, '_> {
             } => {
                 let size = ty.bytes();
                 let addrs = w.fetch(&base, &self.env);
+                self.count_memory(space, false, &addrs, off, em, size * n as u32);
                 if n == 1 && space == Space::Global {
                     let mut o: Lanes = [0; 32];
                     lanes!(em, l, {
@@ -1155,6 +1164,7 @@ impl Exec<'_, '_> {
             } => {
                 let size = ty.bytes();
                 let addrs = w.fetch(&base, &self.env);
+                self.count_memory(space, true, &addrs, off, em, size * n as u32);
                 let vmask = alu::mask(size * 8);
                 if n == 1 && space == Space::Global {
                     let vals = w.fetch(&v[0], &self.env);
@@ -1183,6 +1193,51 @@ impl Exec<'_, '_> {
             }
         }
         Ok(())
+    }
+
+    /// Count one warp-wide load or store of `bytes` per lane at `addrs + off` (see
+    /// [`super::MemCounters`]). Generic addresses count where they land (decided by the first
+    /// active lane); parameter reads are not memory traffic.
+    fn count_memory(&mut self, space: Space, store: bool, addrs: &Lanes, off: i64, em: u32, bytes: u32) {
+        let first = em.trailing_zeros() as usize;
+        if first >= 32 {
+            return;
+        }
+        let mut a = [0u64; 32];
+        let mut n = 0;
+        lanes!(em, l, {
+            a[n] = addrs[l].wrapping_add(off as u64);
+            n += 1;
+        });
+        let m = &mut self.stats.mem;
+        match resolve_space(space, a[0]) {
+            Space::Global => {
+                let (sectors, ideal) = global_sectors(&mut a[..n], bytes);
+                if store {
+                    m.global_store_requests += 1;
+                    m.global_store_sectors += sectors;
+                    m.global_store_ideal_sectors += ideal;
+                } else {
+                    m.global_load_requests += 1;
+                    m.global_load_sectors += sectors;
+                    m.global_load_ideal_sectors += ideal;
+                }
+            }
+            Space::Shared => {
+                let base = if space == Space::Generic { SHARED_WINDOW } else { 0 };
+                let (waves, ideal) = shared_wavefronts(addrs, off, base, em, bytes);
+                if store {
+                    m.shared_store_requests += 1;
+                    m.shared_store_wavefronts += waves;
+                    m.shared_store_ideal_wavefronts += ideal;
+                } else {
+                    m.shared_load_requests += 1;
+                    m.shared_load_wavefronts += waves;
+                    m.shared_load_ideal_wavefronts += ideal;
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Element `k` (of `size` bytes) of a `vec_bytes`-wide access at `addr` by lane `l`.
@@ -1539,6 +1594,73 @@ impl Exec<'_, '_> {
     }
 }
 
+/// The 32-byte sectors a warp's accesses of `bytes` each touch, and the fewest sectors that could
+/// carry the distinct bytes they use. Sorts `a` (the lanes' addresses).
+fn global_sectors(a: &mut [u64], bytes: u32) -> (u64, u64) {
+    a.sort_unstable();
+    let (mut sectors, mut distinct) = (0u64, 0u64);
+    let (mut last_addr, mut last_sector) = (u64::MAX, u64::MAX);
+    for &x in a.iter() {
+        if x != last_addr {
+            distinct += 1;
+            last_addr = x;
+        }
+        // An access of ≤ 32 aligned bytes lies in one sector; a wider one spans several.
+        // Addresses ascend, so a sector above the last one counted is a new one.
+        for s in x >> 5..=(x + bytes as u64 - 1) >> 5 {
+            if last_sector == u64::MAX || s > last_sector {
+                sectors += 1;
+                last_sector = s;
+            }
+        }
+    }
+    (sectors, (distinct * bytes as u64).div_ceil(32))
+}
+
+/// Shared-memory wavefronts of one warp-wide access of `bytes` per lane, and the fewest
+/// possible: the warp is served in phases of `128 / bytes` lanes (1 phase for 4-byte accesses, 2
+/// for 8, 4 for 16); a phase takes as many wavefronts as the most distinct 4-byte words any one of
+/// the 32 banks must deliver (the same word to several lanes is a broadcast, not a conflict).
+fn shared_wavefronts(addrs: &Lanes, off: i64, base: u64, em: u32, bytes: u32) -> (u64, u64) {
+    let bytes = bytes.clamp(4, 16);
+    let lanes_per_phase = (128 / bytes) as usize;
+    let words_per_lane = (bytes / 4) as u64;
+    let (mut waves, mut ideal) = (0u64, 0u64);
+    for phase in 0..32 / lanes_per_phase {
+        let pm = (em >> (phase * lanes_per_phase)) & ((1u64 << lanes_per_phase) - 1) as u32;
+        if pm == 0 {
+            continue;
+        }
+        ideal += 1;
+        let mut words = [u64::MAX; 32];
+        let mut k = 0;
+        for i in 0..lanes_per_phase {
+            if pm >> i & 1 == 1 {
+                let w0 = addrs[phase * lanes_per_phase + i]
+                    .wrapping_add(off as u64)
+                    .wrapping_sub(base)
+                    >> 2;
+                for j in 0..words_per_lane {
+                    words[k] = w0 + j;
+                    k += 1;
+                }
+            }
+        }
+        let words = &mut words[..k];
+        words.sort_unstable();
+        let mut per_bank = [0u8; 32];
+        let mut last = u64::MAX;
+        for &w in words.iter() {
+            if w != last {
+                per_bank[(w % 32) as usize] += 1;
+                last = w;
+            }
+        }
+        waves += *per_bank.iter().max().unwrap_or(&1) as u64;
+    }
+    (waves, ideal)
+}
+
 fn resolve_space(space: Space, addr: u64) -> Space {
     match space {
         Space::Generic => {
@@ -1574,5 +1696,45 @@ fn load_extend(raw: u64, ty: Ty, d: &Dst) -> u64 {
         }
     } else {
         raw
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sectors_of_coalesced_strided_and_broadcast_accesses() {
+        // 32 consecutive floats: 128 bytes, 4 sectors, all of them needed.
+        let mut a: Vec<u64> = (0..32).map(|l| 0x1000 + 4 * l).collect();
+        assert_eq!(global_sectors(&mut a, 4), (4, 4));
+        // A stride of 32 floats: every lane in its own sector, 4 would do.
+        let mut a: Vec<u64> = (0..32).map(|l| 0x1000 + 128 * l).collect();
+        assert_eq!(global_sectors(&mut a, 4), (32, 4));
+        // Every lane reads the same word: one sector, one needed.
+        let mut a = vec![0x1004u64; 32];
+        assert_eq!(global_sectors(&mut a, 4), (1, 1));
+        // float4 per lane, consecutive: 512 bytes, 16 sectors.
+        let mut a: Vec<u64> = (0..32).map(|l| 0x2000 + 16 * l).collect();
+        assert_eq!(global_sectors(&mut a, 16), (16, 16));
+    }
+
+    #[test]
+    fn shared_bank_conflicts_follow_the_bank_rules() {
+        let lanes = |f: &dyn Fn(u64) -> u64| -> Lanes { std::array::from_fn(|l| f(l as u64)) };
+        // Consecutive words: one wavefront.
+        assert_eq!(shared_wavefronts(&lanes(&|l| 4 * l), 0, 0, u32::MAX, 4), (1, 1));
+        // A stride of 32 words: all 32 lanes in bank 0, 32 distinct words: 32 wavefronts.
+        assert_eq!(shared_wavefronts(&lanes(&|l| 128 * l), 0, 0, u32::MAX, 4), (32, 1));
+        // A stride of 2 words: two lanes per bank: 2 wavefronts.
+        assert_eq!(shared_wavefronts(&lanes(&|l| 8 * l), 0, 0, u32::MAX, 4), (2, 1));
+        // Broadcast: one word for everyone.
+        assert_eq!(shared_wavefronts(&lanes(&|_| 64), 0, 0, u32::MAX, 4), (1, 1));
+        // Stride 33 (a padded tile column): conflict-free.
+        assert_eq!(shared_wavefronts(&lanes(&|l| 4 * 33 * l), 0, 0, u32::MAX, 4), (1, 1));
+        // float4 per lane, consecutive: four quarter-warp phases, no conflict.
+        assert_eq!(shared_wavefronts(&lanes(&|l| 16 * l), 0, 0, u32::MAX, 16), (4, 4));
+        // Half the lanes active, 4-byte: still one wavefront.
+        assert_eq!(shared_wavefronts(&lanes(&|l| 4 * l), 0, 0, 0x0000_ffff, 4), (1, 1));
     }
 }

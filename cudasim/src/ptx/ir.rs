@@ -481,10 +481,79 @@ pub enum VoteMode {
     Ballot,
 }
 
+/// The class an instruction counts under in a launch's counters (what Nsight Compute's
+/// instruction statistics group by).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IClass {
+    /// Integer and bit arithmetic, integer compares and selects.
+    Int,
+    F32,
+    F64,
+    /// Loads and stores, any state space.
+    Mem,
+    /// Branches and exits.
+    Ctrl,
+    /// Barriers and warp-synchronous instructions (`bar`, `shfl`, `vote`, `activemask`).
+    Sync,
+    /// Moves and conversions between types and address spaces.
+    Move,
+}
+
+impl IClass {
+    pub const ALL: [IClass; 7] = [
+        IClass::Int,
+        IClass::F32,
+        IClass::F64,
+        IClass::Mem,
+        IClass::Ctrl,
+        IClass::Sync,
+        IClass::Move,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            IClass::Int => "int",
+            IClass::F32 => "f32",
+            IClass::F64 => "f64",
+            IClass::Mem => "memory",
+            IClass::Ctrl => "control",
+            IClass::Sync => "sync",
+            IClass::Move => "move",
+        }
+    }
+    /// The class of a decoded instruction.
+    pub fn of(op: &Op) -> IClass {
+        let by_ty = |t: Ty| match t {
+            Ty::F32 => IClass::F32,
+            Ty::F64 => IClass::F64,
+            _ => IClass::Int,
+        };
+        let by_prec = |p: Prec| if p == Prec::F32 { IClass::F32 } else { IClass::F64 };
+        match op {
+            Op::Int { .. }
+            | Op::IntUn { .. }
+            | Op::MulWide { .. }
+            | Op::Mad { .. }
+            | Op::Bfe { .. }
+            | Op::Bfi { .. } => IClass::Int,
+            Op::PredLogic { .. } => IClass::Int,
+            Op::FBin { m, .. } | Op::FUn { m, .. } | Op::Fma { m, .. } => by_prec(m.prec),
+            Op::Setp { ty, .. } | Op::Selp { ty, .. } => by_ty(*ty),
+            Op::Cvt { .. } | Op::Mov { .. } | Op::MovPack { .. } | Op::MovUnpack { .. } | Op::Cvta { .. } => {
+                IClass::Move
+            }
+            Op::Ld { .. } | Op::St { .. } => IClass::Mem,
+            Op::Bra { .. } | Op::Exit => IClass::Ctrl,
+            Op::Bar { .. } | Op::Shfl { .. } | Op::Vote { .. } | Op::ActiveMask { .. } => IClass::Sync,
+        }
+    }
+}
+
 /// An instruction with its guard predicate and where it came from.
 #[derive(Clone, Debug)]
 pub struct Instr {
     pub op: Op,
+    /// Its class in the launch counters.
+    pub class: IClass,
     /// `@%p` / `@!%p`; `PredSrc::True` when unguarded.
     pub guard: PredSrc,
     /// 1-based line in the PTX text.

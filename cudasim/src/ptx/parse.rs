@@ -663,6 +663,7 @@ fn parse_entry(p: &mut Parser, module_shared: &[SharedDecl], text: &str) -> R<Ke
         };
         let op = decode(&ctx, &si.opcode, &si.ops, si.line)?;
         code.push(Instr {
+            class: IClass::of(&op),
             op,
             guard,
             line: si.line,
@@ -672,6 +673,7 @@ fn parse_entry(p: &mut Parser, module_shared: &[SharedDecl], text: &str) -> R<Ke
     let end_line = p.t.get(p.i.saturating_sub(1)).map_or(entry_line, |t| t.line);
     code.push(Instr {
         op: Op::Exit,
+        class: IClass::Ctrl,
         guard: PredSrc::True,
         line: end_line,
     });
