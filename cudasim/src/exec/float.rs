@@ -283,95 +283,36 @@ fn direct64(s: f64, e: f64, mode: Rnd) -> f64 {
     }
 }
 
-/// `min.f32` / `max.f32` (PTX ISA, "Floating Point Instructions: min"): a NaN operand yields the
+/// `min` / `max` (PTX ISA, "Floating Point Instructions: min, max"): a NaN operand yields the
 /// other operand (both NaN: NaN); with `.NaN` any NaN operand yields NaN; −0 counts as smaller
-/// than +0.
-pub fn min32(a: f32, b: f32, nan: bool) -> f32 {
+/// than +0. f32 operands go through f64 exactly (the result is one of them, or NaN).
+pub fn minmax64(a: f64, b: f64, nan: bool, max: bool) -> f64 {
     match (a.is_nan(), b.is_nan()) {
-        (true, true) => NAN32,
-        (true, false) | (false, true) if nan => NAN32,
+        (true, true) => NAN64,
+        (true, false) | (false, true) if nan => NAN64,
         (true, false) => b,
         (false, true) => a,
         _ => {
-            if a == b {
-                if a.is_sign_negative() {
-                    a
-                } else {
-                    b
-                }
-            } else if a < b {
+            let a_wins = if a == b {
+                a.is_sign_negative() != max
+            } else {
+                (a < b) != max
+            };
+            if a_wins {
                 a
             } else {
                 b
             }
         }
     }
+}
+
+pub fn min32(a: f32, b: f32, nan: bool) -> f32 {
+    minmax64(a as f64, b as f64, nan, false) as f32
 }
 
 pub fn max32(a: f32, b: f32, nan: bool) -> f32 {
-    match (a.is_nan(), b.is_nan()) {
-        (true, true) => NAN32,
-        (true, false) | (false, true) if nan => NAN32,
-        (true, false) => b,
-        (false, true) => a,
-        _ => {
-            if a == b {
-                if a.is_sign_positive() {
-                    a
-                } else {
-                    b
-                }
-            } else if a > b {
-                a
-            } else {
-                b
-            }
-        }
-    }
-}
-
-pub fn min64(a: f64, b: f64, nan: bool) -> f64 {
-    match (a.is_nan(), b.is_nan()) {
-        (true, true) => NAN64,
-        (true, false) | (false, true) if nan => NAN64,
-        (true, false) => b,
-        (false, true) => a,
-        _ => {
-            if a == b {
-                if a.is_sign_negative() {
-                    a
-                } else {
-                    b
-                }
-            } else if a < b {
-                a
-            } else {
-                b
-            }
-        }
-    }
-}
-
-pub fn max64(a: f64, b: f64, nan: bool) -> f64 {
-    match (a.is_nan(), b.is_nan()) {
-        (true, true) => NAN64,
-        (true, false) | (false, true) if nan => NAN64,
-        (true, false) => b,
-        (false, true) => a,
-        _ => {
-            if a == b {
-                if a.is_sign_positive() {
-                    a
-                } else {
-                    b
-                }
-            } else if a > b {
-                a
-            } else {
-                b
-            }
-        }
-    }
+    minmax64(a as f64, b as f64, nan, true) as f32
 }
 
 /// Round an f32 to an integral f32 value (`cvt.rni/rzi/rmi/rpi.f32.f32`).
@@ -459,7 +400,8 @@ mod tests {
         assert!(min32(f32::NAN, f32::NAN, false).is_nan());
         assert!(min32(0.0, -0.0, false).is_sign_negative());
         assert!(max32(-0.0, 0.0, false).is_sign_positive());
-        assert_eq!(max64(1.0, f64::NAN, false), 1.0);
+        assert_eq!(minmax64(1.0, f64::NAN, false, true), 1.0);
+        assert_eq!(min32(f32::NAN, f32::NAN, false).to_bits(), 0x7fff_ffff);
     }
 
     #[test]
@@ -554,8 +496,8 @@ pub fn fbin(op: FBinOp, m: &FMods, a: u64, b: u64) -> u64 {
                 FBinOp::Sub => canon64(x - y),
                 FBinOp::Mul => canon64(x * y),
                 FBinOp::Div => canon64(x / y),
-                FBinOp::Min => min64(x, y, m.nan),
-                FBinOp::Max => max64(x, y, m.nan),
+                FBinOp::Min => minmax64(x, y, m.nan, false),
+                FBinOp::Max => minmax64(x, y, m.nan, true),
                 FBinOp::Copysign => y.copysign(x),
             };
             out64(r, m)
