@@ -15,9 +15,11 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 echo "cudasim-env: building the simulator (cargo build --release -p cudasim)" >&2
 cargo build --release -p cudasim >&2
-so="$root/target/release/libcudasim.so"
+target="${CARGO_TARGET_DIR:-$root/target}"
+case "$target" in /*) ;; *) target="$root/$target" ;; esac
+so="$target/release/libcudasim.so"
 [ -f "$so" ] || { echo "cudasim-env: $so was not built" >&2; exit 1; }
-lib="$root/target/cudasim/lib"
+lib="$target/cudasim/lib"
 mkdir -p "$lib"
 ln -sf "$so" "$lib/libcuda.so"
 ln -sf "$so" "$lib/libcuda.so.1"

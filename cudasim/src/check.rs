@@ -16,14 +16,16 @@
 //! # Access records
 //! Each 4-byte word of global memory has two 64-bit shadow words: the last write and the first
 //! read of the current launch, each an [`AccessRec`] packing
-//! `[launch epoch:20][block:18][barrier interval:15][more readers:1][thread in block:10]`. A
+//! `[launch epoch:19][readers in several blocks:1][block:18][barrier interval:15][more readers:1]
+//! [thread in block:10]`. A
 //! record from another launch (another epoch) never conflicts; one from the same thread never
 //! does; one from the same block but an earlier barrier interval is ordered by that barrier.
 //! Anything else is a race. Word granularity: two threads writing different bytes of one word
 //! count as touching the same word (vitcore's kernels move 4- and 8-byte values only).
 //! Approximations, all towards missing a race rather than inventing one: a block index above
 //! 2¹⁸ shares records with block − 2¹⁸; after a block's 2¹⁵th barrier its own records count as
-//! ordered; and of several readers only the first and a "more" flag are kept. Blocks run on
+//! ordered; and of several readers of one block only the first and a "more" flag are kept
+//! (readers in two or more blocks are flagged as such: any write in the launch then conflicts). Blocks run on
 //! several host threads at once: a writer swaps its record in and then reads the readers'
 //! record, a reader publishes its record and then reads the writer's, both sequentially
 //! consistent, so of two racing accesses at least one sees the other (Dekker's argument).
@@ -164,12 +166,19 @@ pub struct AccessRec {
     pub thread: u32,
 }
 
+/// Several threads of the record's block read the word (the record names the first).
 const MULTI: u64 = 1 << 10;
+/// Threads of more than one block read the word in the record's launch: any write in that
+/// launch conflicts with one of them.
+const MULTI_BLOCK: u64 = 1 << 44;
+const EPOCH_SHIFT: u32 = 45;
+/// Launch numbers (epochs) run from 1 to `EPOCH_LIMIT`; then every record is cleared.
+pub const EPOCH_LIMIT: u32 = (1 << 19) - 1;
 
 impl AccessRec {
     #[inline]
     pub fn pack(&self) -> u64 {
-        ((self.epoch as u64 & 0xf_ffff) << 44)
+        ((self.epoch as u64 & EPOCH_LIMIT as u64) << EPOCH_SHIFT)
             | ((self.block as u64 & 0x3_ffff) << 26)
             | ((self.interval as u64 & 0x7fff) << 11)
             | (self.thread as u64 & 0x3ff)
@@ -177,13 +186,26 @@ impl AccessRec {
     #[inline]
     pub fn unpack(r: u64) -> AccessRec {
         AccessRec {
-            epoch: (r >> 44) as u32,
+            epoch: (r >> EPOCH_SHIFT) as u32,
             block: ((r >> 26) & 0x3_ffff) as u32,
             interval: ((r >> 11) & 0x7fff) as u32,
             thread: (r & 0x3ff) as u32,
         }
     }
+    /// Whether the record says several blocks read the word.
+    pub fn multi_block(r: u64) -> bool {
+        r & MULTI_BLOCK != 0
+    }
+    /// Whether the record says several threads read the word.
+    pub fn multi(r: u64) -> bool {
+        r & (MULTI | MULTI_BLOCK) != 0
+    }
 }
+
+const EPOCH: u64 = !((1u64 << EPOCH_SHIFT) - 1);
+const BLOCK: u64 = 0x3_ffff << 26;
+const INTERVAL: u64 = 0x7fff << 11;
+const THREAD: u64 = 0x3ff;
 
 /// Whether an earlier global access record `r` conflicts with an access by `me` (`me_packed`
 /// is `me.pack()`): same launch, another thread, not ordered by a barrier of their block.
@@ -192,12 +214,11 @@ impl AccessRec {
 /// missed, none is invented).
 #[inline]
 pub fn global_conflict(r: u64, me_packed: u64, aliased: bool) -> bool {
-    const EPOCH: u64 = !((1u64 << 44) - 1);
-    const BLOCK: u64 = 0x3_ffff << 26;
-    const INTERVAL: u64 = 0x7fff << 11;
-    const THREAD: u64 = 0x3ff;
     if (r ^ me_packed) & EPOCH != 0 {
         return false; // another launch (or the host, or never)
+    }
+    if r & MULTI_BLOCK != 0 {
+        return true; // readers in two blocks: whoever writes, one of them is another block
     }
     let same_block = (r ^ me_packed) & BLOCK == 0;
     if same_block && ((r ^ me_packed) & INTERVAL != 0 || aliased) {
@@ -207,19 +228,26 @@ pub fn global_conflict(r: u64, me_packed: u64, aliased: bool) -> bool {
     !same_thread
 }
 
+/// Whether record `r` was made by the launch `me_packed` belongs to.
+#[inline]
+pub fn same_launch(r: u64, me_packed: u64) -> bool {
+    (r ^ me_packed) & EPOCH == 0
+}
+
 /// The read record to keep after `me` reads a word whose record is `r` (`None`: keep `r`).
 #[inline]
 pub fn global_read_record(r: u64, me_packed: u64) -> Option<u64> {
-    const EPOCH_BLOCK_INTERVAL: u64 = !((1u64 << 11) - 1);
-    const THREAD: u64 = 0x3ff;
-    if (r ^ me_packed) & EPOCH_BLOCK_INTERVAL != 0 {
-        // Another launch, another block or an earlier interval: record the new reader — unless
-        // the record is a reader of another block in this launch, which must stay visible.
-        let same_epoch = (r ^ me_packed) >> 44 == 0;
-        let same_block = (r ^ me_packed) & (0x3_ffff << 26) == 0;
-        if same_epoch && !same_block {
-            return (r & MULTI == 0).then_some(r | MULTI);
-        }
+    if (r ^ me_packed) & EPOCH != 0 {
+        return Some(me_packed); // the first read of this launch
+    }
+    if r & MULTI_BLOCK != 0 {
+        return None; // nothing can make it more shared
+    }
+    if (r ^ me_packed) & BLOCK != 0 {
+        return Some(r | MULTI | MULTI_BLOCK);
+    }
+    if (r ^ me_packed) & INTERVAL != 0 {
+        // Only this block read it, before a barrier this read is after: a fresh record.
         return Some(me_packed);
     }
     if (r ^ me_packed) & THREAD != 0 && r & MULTI == 0 {
@@ -301,9 +329,15 @@ mod tests {
         assert_eq!(global_read_record(a, a), None);
         assert_eq!(global_read_record(a, b), Some(a | MULTI));
         let other_block = rec(5, 9, 0, 8);
-        assert_eq!(global_read_record(a, other_block), Some(a | MULTI));
+        let both = a | MULTI | MULTI_BLOCK;
+        assert_eq!(global_read_record(a, other_block), Some(both));
         let later = rec(5, 3, 3, 8);
         assert_eq!(global_read_record(a, later), Some(later));
+        // Once two blocks have read it, no later read drops that, and any write conflicts —
+        // even one by the first reader's block after a barrier.
+        assert_eq!(global_read_record(both, later), None);
+        assert!(global_conflict(both, rec(5, 3, 7, 7), false));
+        assert!(!global_conflict(both, rec(6, 3, 0, 7), false)); // not in another launch
     }
 
     #[test]

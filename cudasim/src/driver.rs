@@ -71,7 +71,12 @@ struct FunctionHandle {
 struct EventHandle {
     /// Modelled time when recorded, µs.
     at: Mutex<Option<f64>>,
+    /// Created with `CU_EVENT_DISABLE_TIMING`: it orders work but has no time to read.
+    no_timing: bool,
 }
+
+/// `CU_EVENT_DISABLE_TIMING`.
+const EVENT_DISABLE_TIMING: c_uint = 0x2;
 
 struct StreamHandle;
 
@@ -95,26 +100,42 @@ struct Driver {
 }
 
 static DRIVER: OnceLock<Result<Driver, String>> = OnceLock::new();
-/// The last detailed message per error code, for `cuGetErrorString`.
-static MESSAGES: OnceLock<Mutex<HashMap<CUresult, CString>>> = OnceLock::new();
+/// The last detailed message per error code, for `cuGetErrorString`: pointers into the
+/// interned strings of [`intern`], which are never freed (cudarc, like any caller, may keep the
+/// string for as long as it keeps the error).
+static MESSAGES: OnceLock<Mutex<HashMap<CUresult, &'static CStr>>> = OnceLock::new();
 /// The context handle: a fixed non-null address (one device, one primary context).
 static CONTEXT: u8 = 0;
 thread_local! {
     static CURRENT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-fn messages() -> &'static Mutex<HashMap<CUresult, CString>> {
+fn messages() -> &'static Mutex<HashMap<CUresult, &'static CStr>> {
     MESSAGES.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// A `'static` copy of `s`, one per distinct text (a program makes few distinct errors).
+fn intern(s: &str) -> &'static CStr {
+    static TEXTS: OnceLock<Mutex<std::collections::HashSet<&'static CStr>>> = OnceLock::new();
+    let clean = CString::new(s.replace('\0', " ")).unwrap_or_default();
+    let mut set = TEXTS
+        .get_or_init(|| Mutex::new(std::collections::HashSet::new()))
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(&t) = set.get(clean.as_c_str()) {
+        return t;
+    }
+    let t: &'static CStr = Box::leak(clean.into_boxed_c_str());
+    set.insert(t);
+    t
 }
 
 /// Return `code`, with `msg` as what `cuGetErrorString` says for it until the next error of
 /// that code.
 fn fail(code: CUresult, msg: impl Into<String>) -> CUresult {
     let msg: String = msg.into();
-    let clean = CString::new(msg.replace('\0', " ")).unwrap_or_default();
-    if let Ok(mut m) = messages().lock() {
-        m.insert(code, clean);
-    }
+    let text = intern(&msg);
+    messages().lock().unwrap_or_else(|e| e.into_inner()).insert(code, text);
     code
 }
 
@@ -239,23 +260,12 @@ fn default_message(code: CUresult) -> &'static str {
 pub unsafe extern "C" fn cuGetErrorString(code: CUresult, out: *mut *const c_char) -> CUresult {
     guard("cuGetErrorString", || {
         nonnull(out, "pStr")?;
-        let m = messages().lock().map_err(|_| CUDA_ERROR_UNKNOWN)?;
-        // The stored strings live until replaced; leak replaced ones would be unbounded, so the
-        // pointer stays valid until the next error of the same code, as documented above.
-        let p = match m.get(&code) {
-            Some(s) => s.as_ptr(),
-            None => {
-                static DEFAULTS: OnceLock<Mutex<HashMap<CUresult, CString>>> = OnceLock::new();
-                let mut d = DEFAULTS
-                    .get_or_init(|| Mutex::new(HashMap::new()))
-                    .lock()
-                    .map_err(|_| CUDA_ERROR_UNKNOWN)?;
-                d.entry(code)
-                    .or_insert_with(|| CString::new(default_message(code)).unwrap())
-                    .as_ptr()
-            }
-        };
-        *out = p;
+        let m = messages().lock().unwrap_or_else(|e| e.into_inner());
+        *out = m
+            .get(&code)
+            .copied()
+            .unwrap_or_else(|| intern(default_message(code)))
+            .as_ptr();
         Ok(())
     })
 }
@@ -596,11 +606,15 @@ pub extern "C" fn cuStreamWaitEvent(_stream: *mut c_void, _event: *mut c_void, _
 /// # Safety
 /// `event` must be valid for a write.
 #[no_mangle]
-pub unsafe extern "C" fn cuEventCreate(event: *mut *mut c_void, _flags: c_uint) -> CUresult {
+pub unsafe extern "C" fn cuEventCreate(event: *mut *mut c_void, flags: c_uint) -> CUresult {
     guard("cuEventCreate", || {
         nonnull(event, "phEvent")?;
         driver()?;
-        *event = Box::into_raw(Box::new(EventHandle { at: Mutex::new(None) })) as *mut c_void;
+        let h = EventHandle {
+            at: Mutex::new(None),
+            no_timing: flags & EVENT_DISABLE_TIMING != 0,
+        };
+        *event = Box::into_raw(Box::new(h)) as *mut c_void;
         Ok(())
     })
 }
@@ -619,7 +633,7 @@ pub unsafe extern "C" fn cuEventRecord(ev: *mut c_void, _stream: *mut c_void) ->
     guard("cuEventRecord", || {
         let d = driver()?;
         let e = event(ev)?;
-        *e.at.lock().unwrap() = Some(d.dev.clock_micros());
+        *e.at.lock().unwrap_or_else(|e| e.into_inner()) = Some(d.dev.clock_micros());
         Ok(())
     })
 }
@@ -658,13 +672,24 @@ pub unsafe extern "C" fn cuEventElapsedTime(ms: *mut f32, start: *mut c_void, en
     guard("cuEventElapsedTime", || {
         nonnull(ms, "pMilliseconds")?;
         driver()?;
-        let (a, b) = (*event(start)?.at.lock().unwrap(), *event(end)?.at.lock().unwrap());
+        let (ea, eb) = (event(start)?, event(end)?);
+        if ea.no_timing || eb.no_timing {
+            return Err(fail(
+                CUDA_ERROR_INVALID_HANDLE,
+                "an event created with CU_EVENT_DISABLE_TIMING has no time",
+            ));
+        }
+        let (a, b) = (
+            *ea.at.lock().unwrap_or_else(|e| e.into_inner()),
+            *eb.at.lock().unwrap_or_else(|e| e.into_inner()),
+        );
         match (a, b) {
             (Some(a), Some(b)) => {
                 *ms = ((b - a) / 1000.0) as f32;
                 Ok(())
             }
-            _ => Err(fail(602, "an event was never recorded")), // CUDA_ERROR_NOT_READY-like
+            // What a real driver says of an event that was never recorded.
+            _ => Err(fail(CUDA_ERROR_INVALID_HANDLE, "an event was never recorded")),
         }
     })
 }
@@ -797,7 +822,7 @@ pub unsafe extern "C" fn cuMemcpyHtoD_v2(dst: CUdeviceptr, src: *const c_void, b
         }
         nonnull(src, "srcHost")?;
         let data = std::slice::from_raw_parts(src as *const u8, bytes);
-        let _w = d.work.lock().unwrap();
+        let _w = d.work.lock().unwrap_or_else(|e| e.into_inner());
         d.dev.mem.write(dst, data).map_err(copy_err)?;
         d.dev.charge_micros(d.dev.model.copy_micros(bytes as u64));
         Ok(())
@@ -827,7 +852,7 @@ pub unsafe extern "C" fn cuMemcpyDtoH_v2(dst: *mut c_void, src: CUdeviceptr, byt
         }
         nonnull(dst, "dstHost")?;
         let out = std::slice::from_raw_parts_mut(dst as *mut u8, bytes);
-        let _w = d.work.lock().unwrap();
+        let _w = d.work.lock().unwrap_or_else(|e| e.into_inner());
         d.dev.mem.read(src, out).map_err(copy_err)?;
         d.dev.charge_micros(d.dev.model.copy_micros(bytes as u64));
         Ok(())
@@ -850,7 +875,7 @@ pub unsafe extern "C" fn cuMemcpyDtoHAsync_v2(
 pub extern "C" fn cuMemcpyDtoD_v2(dst: CUdeviceptr, src: CUdeviceptr, bytes: usize) -> CUresult {
     guard("cuMemcpyDtoD_v2", || {
         let d = driver()?;
-        let _w = d.work.lock().unwrap();
+        let _w = d.work.lock().unwrap_or_else(|e| e.into_inner());
         d.dev.mem.copy(dst, src, bytes as u64).map_err(copy_err)?;
         d.dev.charge_micros(d.dev.model.device_copy_micros(bytes as u64));
         Ok(())
@@ -865,7 +890,7 @@ pub extern "C" fn cuMemcpyDtoDAsync_v2(dst: CUdeviceptr, src: CUdeviceptr, bytes
 fn memset(name: &str, dst: CUdeviceptr, value: u32, width: u32, n: usize) -> CUresult {
     guard(name, || {
         let d = driver()?;
-        let _w = d.work.lock().unwrap();
+        let _w = d.work.lock().unwrap_or_else(|e| e.into_inner());
         d.dev.mem.memset(dst, value, width, n as u64).map_err(copy_err)?;
         d.dev
             .charge_micros(d.dev.model.device_copy_micros(n as u64 * width as u64) / 2.0);
@@ -918,7 +943,10 @@ pub unsafe extern "C" fn cuMemHostAlloc(pp: *mut *mut c_void, bytes: usize, _fla
         if p.is_null() {
             return Err(fail(CUDA_ERROR_OUT_OF_MEMORY, "host allocation failed"));
         }
-        d.host.lock().unwrap().insert(p as usize, layout);
+        d.host
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(p as usize, layout);
         *pp = p as *mut c_void;
         Ok(())
     })
@@ -937,7 +965,7 @@ pub unsafe extern "C" fn cuMemAllocHost_v2(pp: *mut *mut c_void, bytes: usize) -
 pub unsafe extern "C" fn cuMemFreeHost(p: *mut c_void) -> CUresult {
     guard("cuMemFreeHost", || {
         let d = driver()?;
-        match d.host.lock().unwrap().remove(&(p as usize)) {
+        match d.host.lock().unwrap_or_else(|e| e.into_inner()).remove(&(p as usize)) {
             Some(layout) => {
                 std::alloc::dealloc(p as *mut u8, layout);
                 Ok(())
@@ -978,7 +1006,8 @@ pub unsafe extern "C" fn cuModuleLoadData(module: *mut *mut c_void, image: *cons
         nonnull(module, "module")?;
         nonnull(image, "image")?;
         let bytes = image as *const u8;
-        if std::slice::from_raw_parts(bytes, 4) == b"\x7fELF" {
+        // Byte by byte: a NUL-terminated PTX text may be shorter than the ELF magic.
+        if *bytes == 0x7f && (1..4).all(|i| *bytes.add(i) == b"\x7fELF"[i]) {
             return Err(fail(
                 CUDA_ERROR_INVALID_IMAGE,
                 "cudasim runs PTX, not CUBIN: load the kernels as PTX (vitcore does this by itself under the simulator)",
@@ -1058,7 +1087,7 @@ pub unsafe extern "C" fn cuModuleGetFunction(
             .iter()
             .position(|k| k.name == name)
             .ok_or_else(|| fail(CUDA_ERROR_NOT_FOUND, format!("no kernel named {name} in the module")))?;
-        let mut fns = mh.functions.lock().unwrap();
+        let mut fns = mh.functions.lock().unwrap_or_else(|e| e.into_inner());
         let fh = fns.entry(name).or_insert_with(|| {
             let k = &mh.module.kernels[idx];
             Box::new(FunctionHandle {
@@ -1097,11 +1126,14 @@ pub unsafe extern "C" fn cuFuncGetAttribute(pi: *mut c_int, attrib: c_uint, f: *
             0 => k.max_threads.unwrap_or(d.dev.model.max_threads_per_block) as c_int,
             1 => k.static_shared_bytes as c_int,
             2 | 3 => 0,
-            5 | 6 => {
+                        // PTX_VERSION: the module's `.target` (what ptxas would compile for); BINARY_VERSION:
+            // the device's own architecture, which the simulator runs it as.
+            5 => fh.module.target.trim_start_matches("sm_").chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse().unwrap_or(0),
+            6 => {
                 let (a, b) = d.dev.model.compute_capability;
                 (a * 10 + b) as c_int
             }
-            8 => *fh.max_dynamic_shared.lock().unwrap() as c_int,
+            8 => *fh.max_dynamic_shared.lock().unwrap_or_else(|e| e.into_inner()) as c_int,
             _ => {
                 return Err(fail(
                     CUDA_ERROR_NOT_SUPPORTED,
@@ -1140,7 +1172,7 @@ pub unsafe extern "C" fn cuFuncSetAttribute(f: *mut c_void, attrib: c_uint, valu
                         ),
                     ));
                 }
-                *fh.max_dynamic_shared.lock().unwrap() = value as u32;
+                *fh.max_dynamic_shared.lock().unwrap_or_else(|e| e.into_inner()) = value as u32;
                 Ok(())
             }
             9 => Ok(()), // preferred shared-memory carveout: a hint
@@ -1204,18 +1236,18 @@ pub unsafe extern "C" fn cuLaunchKernel(
             block: [bx, by, bz],
             dynamic_shared: shared,
         };
-        let max_dyn = *fh.max_dynamic_shared.lock().unwrap();
-        let _w = d.work.lock().unwrap();
+        let max_dyn = *fh.max_dynamic_shared.lock().unwrap_or_else(|e| e.into_inner());
+        let _w = d.work.lock().unwrap_or_else(|e| e.into_inner());
         let t0 = std::time::Instant::now();
         match d.dev.launch_raw(&fh.module, k, cfg, &buf, max_dyn) {
             Ok(stats) => {
                 {
-                    let mut c = d.counters.lock().unwrap();
+                    let mut c = d.counters.lock().unwrap_or_else(|e| e.into_inner());
                     c.0 += 1;
                     c.1.add(&stats);
                 }
                 if let Some(p) = &d.profile {
-                    let mut p = p.lock().unwrap();
+                    let mut p = p.lock().unwrap_or_else(|e| e.into_inner());
                     let e = p.entry(k.name.clone()).or_default();
                     e.launches += 1;
                     e.stats.add(&stats);
@@ -1228,6 +1260,9 @@ pub unsafe extern "C" fn cuLaunchKernel(
             }
             Err(LaunchError::Refused(Refusal::OutOfResources(m))) => {
                 Err(fail(CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES, format!("cudasim: {m}")))
+            }
+            Err(LaunchError::Refused(Refusal::Unsupported(m))) => {
+                Err(fail(CUDA_ERROR_NOT_SUPPORTED, format!("cudasim: {m}")))
             }
             Err(LaunchError::Found(x)) => {
                 let code = match x.check {
@@ -1313,7 +1348,8 @@ extern "C" fn print_profile() {
 //   cudasimCountersReset()                     start counting from zero;
 //   cudasimCounterCount() -> n                 how many counters there are;
 //   cudasimCounterName(i) -> "name"            the i-th counter's name (static, NUL-terminated);
-//   cudasimCountersRead(out, capacity) -> n    the values, summed over the launches since the reset.
+//   cudasimCountersRead(out, capacity) -> n    the values, summed over the launches since the reset;
+//   cudasimMarkUninitialized(ptr, bytes)       a recycled buffer's old contents are not its data.
 // Names rather than a struct layout, so a program built against another version still reads
 // the counters it knows by name.
 
@@ -1371,10 +1407,21 @@ fn counter_values(launches: u64, s: &crate::Stats) -> Vec<(&'static str, u64)> {
     v
 }
 
+/// `cudasimMarkUninitialized(ptr, bytes)`: the range holds no data of its (new) owner: a
+/// recycling allocator calls it when it hands a buffer out again, so that initcheck reports a
+/// read before the first write as it would for a fresh allocation.
+#[no_mangle]
+pub extern "C" fn cudasimMarkUninitialized(ptr: CUdeviceptr, bytes: usize) -> CUresult {
+    guard("cudasimMarkUninitialized", || {
+        let d = driver()?;
+        d.dev.mem.mark_uninitialized(ptr, bytes as u64).map_err(copy_err)
+    })
+}
+
 #[no_mangle]
 pub extern "C" fn cudasimCountersReset() -> CUresult {
     guard("cudasimCountersReset", || {
-        *driver()?.counters.lock().unwrap() = (0, crate::Stats::default());
+        *driver()?.counters.lock().unwrap_or_else(|e| e.into_inner()) = (0, crate::Stats::default());
         Ok(())
     })
 }
@@ -1407,7 +1454,7 @@ pub unsafe extern "C" fn cudasimCountersRead(out: *mut u64, capacity: c_uint) ->
     if out.is_null() {
         return 0;
     }
-    let (launches, stats) = *d.counters.lock().unwrap();
+    let (launches, stats) = *d.counters.lock().unwrap_or_else(|e| e.into_inner());
     let v = counter_values(launches, &stats);
     let n = v.len().min(capacity as usize);
     for (i, (_, x)) in v.iter().take(n).enumerate() {

@@ -135,7 +135,7 @@ impl Device {
     /// A fresh launch number for racecheck; at the counter's wrap-around every access record is
     /// forgotten, so that records of an old launch can never pass for the current one.
     pub fn next_epoch(&self) -> u32 {
-        let e = self.epoch.fetch_add(1, Ordering::Relaxed) % ((1 << 20) - 1) + 1;
+        let e = self.epoch.fetch_add(1, Ordering::Relaxed) % check::EPOCH_LIMIT + 1;
         if e == 1 && self.epoch.load(Ordering::Relaxed) > 1 {
             self.mem.clear_launch_records();
         }

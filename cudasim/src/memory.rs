@@ -289,7 +289,40 @@ impl Memory {
         }
         let mut tmp = vec![0u8; len as usize];
         self.read(src, &mut tmp)?;
-        self.write(dst, &tmp)
+        self.write(dst, &tmp)?;
+        // A copy of never-written memory is still never written (initcheck must not lose it):
+        // carry the source's state over, word by word where both ends are word-aligned.
+        let (sa, _) = self.range(src, len, "copy")?;
+        let (da, _) = self.range(dst, len, "copy")?;
+        if sa.has_shadow() && da.has_shadow() && (src - sa.base) % 4 == 0 && (dst - da.base) % 4 == 0 {
+            let (si, di) = (((src - sa.base) / 4) as usize, ((dst - da.base) / 4) as usize);
+            for k in 0..(len / 4) as usize {
+                if sa.wshadow[si + k].load(Relaxed) == 0 {
+                    da.wshadow[di + k].store(0, Relaxed);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Mark `[addr, addr+len)` as never written, as if freshly allocated: for an allocator that
+    /// recycles device memory, so initcheck sees a read of a recycled buffer before its new
+    /// owner wrote it (the buffer's old contents are not the new owner's data).
+    pub fn mark_uninitialized(&self, addr: u64, len: u64) -> Result<(), RangeError> {
+        if len == 0 {
+            return Ok(());
+        }
+        let (a, off) = self.range(addr, len, "marking memory uninitialised")?;
+        if a.has_shadow() {
+            // Only whole words: a partly covered word keeps its state.
+            let first = off.div_ceil(4) as usize;
+            let last = ((off + len) / 4) as usize;
+            for w in first..last {
+                a.wshadow[w].store(0, Relaxed);
+                a.rshadow[w].store(0, Relaxed);
+            }
+        }
+        Ok(())
     }
 
     /// Forget every access record (at the launch counter's wrap-around; see `check`).
@@ -367,5 +400,20 @@ mod tests {
         let s = m.snapshot();
         assert_eq!(s.find(a + 5), Some(0));
         assert_eq!(s.find(a - 1), None);
+    }
+
+    #[test]
+    fn copies_carry_and_marks_clear_the_written_state() {
+        let m = Memory::new(1 << 20, true);
+        let (src, dst) = (m.alloc(16).unwrap(), m.alloc(16).unwrap());
+        m.write(src, &[1; 8]).unwrap(); // words 0-1 written, 2-3 not
+        m.write(dst, &[2; 16]).unwrap();
+        m.copy(dst, src, 16).unwrap();
+        let d = &m.snapshot().allocs[1];
+        let written: Vec<bool> = (0..4).map(|w| d.wshadow[w].load(Relaxed) != 0).collect();
+        assert_eq!(written, [true, true, false, false]);
+        m.mark_uninitialized(dst, 8).unwrap();
+        assert_eq!(d.wshadow[0].load(Relaxed), 0);
+        assert!(m.mark_uninitialized(dst + 12, 8).is_err()); // past the end
     }
 }

@@ -3815,3 +3815,98 @@ fn shfl_and_vote_with_a_partial_membermask() {
     );
     rep.finish();
 }
+
+/// On sm_70 and later `shfl.sync` waits for the lanes of its member mask at *any* `shfl.sync`
+/// with the same mode and mask (PTX ISA, `shfl.sync`): here the two halves of a warp shuffle at
+/// two different instructions on the two sides of a branch, and must exchange values. And the
+/// waiting is the instruction's semantics, not a check: with every check off, a warp whose
+/// lanes arrive at a shuffle at different times (lanes 16-31 first, lanes 0-15 after a loop)
+/// must compute the same as with them on.
+#[test]
+fn shfl_sync_waits_for_its_mask_at_any_shuffle_with_or_without_checks() {
+    let text = format!(
+        "{HEAD}\n.visible .entry split(.param .u64 out)\n{{\n{REGS}\
+         ld.param.u64 %rd1, [out];\ncvta.to.global.u64 %rd1, %rd1;\n\
+         mov.u32 %r1, %laneid;\nsetp.lt.u32 %p1, %r1, 16;\n@%p1 bra $LOW;\n\
+         shfl.sync.bfly.b32 %r2, %r1, 16, 31, -1;\nbra.uni $DONE;\n\
+         $LOW:\nshfl.sync.bfly.b32 %r2, %r1, 16, 31, -1;\n\
+         $DONE:\nmul.wide.u32 %rd2, %r1, 4;\nadd.s64 %rd3, %rd1, %rd2;\nst.global.u32 [%rd3], %r2;\nret;\n}}\n\
+         .visible .entry late(.param .u64 out)\n{{\n{REGS}\
+         ld.param.u64 %rd1, [out];\ncvta.to.global.u64 %rd1, %rd1;\n\
+         mov.u32 %r1, %laneid;\nadd.u32 %r3, %r1, 100;\nmov.u32 %r4, 0;\n\
+         setp.ge.u32 %p1, %r1, 16;\n@%p1 bra $SHFL;\n\
+         $SPIN:\nadd.u32 %r4, %r4, 1;\nsetp.lt.u32 %p2, %r4, 5;\n@%p2 bra $SPIN;\n\
+         $SHFL:\nshfl.sync.idx.b32 %r2, %r3, 0, 31, -1;\n\
+         mul.wide.u32 %rd2, %r1, 4;\nadd.s64 %rd3, %rd1, %rd2;\nst.global.u32 [%rd3], %r2;\nret;\n}}\n"
+    );
+    for checks in [cudasim::Checks::ALL, cudasim::Checks::NONE] {
+        let dev = Device::new(
+            DeviceModel::t4(),
+            RunOptions {
+                checks,
+                ..RunOptions::default()
+            },
+        );
+        let m = load(&dev, &text, "split/late");
+        let cfg = LaunchConfig {
+            grid: [1, 1, 1],
+            block: [32, 1, 1],
+            dynamic_shared: 0,
+        };
+        let out = dev.alloc(128).unwrap();
+        dev.launch(&m, "split", cfg, &[Arg::U64(out)])
+            .unwrap_or_else(|e| panic!("split ({checks:?}): {e}"));
+        let got = dev.download_u32(out, 32);
+        let want: Vec<u32> = (0..32).map(|l| l ^ 16).collect();
+        assert_eq!(got, want, "shuffles at two instructions exchange values ({checks:?})");
+        dev.launch(&m, "late", cfg, &[Arg::U64(out)])
+            .unwrap_or_else(|e| panic!("late ({checks:?}): {e}"));
+        assert_eq!(
+            dev.download_u32(out, 32),
+            vec![100; 32],
+            "every lane reads lane 0's value ({checks:?})"
+        );
+    }
+}
+
+/// Constructs the simulator does not run are refused at load, naming them — never merged into
+/// something nearby or truncated: a named barrier, a 32-bit generic address, an immediate too
+/// wide for its operand. And a `bar.sync` that some lanes of a warp skip is a synccheck finding.
+#[test]
+fn refused_constructs_and_a_partly_guarded_barrier() {
+    let dev = device();
+    let kernel = |body: &str| {
+        format!("{HEAD}\n.visible .entry k(.param .u64 p)\n{{\n{REGS}ld.param.u64 %rd1, [p];\n{body}\nret;\n}}\n")
+    };
+    for (body, says) in [
+        ("bar.sync 1;", "barrier number"),
+        ("mov.u32 %r1, 0;\nbar.sync %r1;", "barrier number"),
+        ("cvta.shared.u32 %r2, %r1;", "32-bit generic"),
+        ("mov.u32 %r1, 0x100000000;", "does not fit"),
+        ("add.s32 %r1, %r1, -2147483649;", "does not fit"),
+    ] {
+        let e = dev.load_ptx(&kernel(body)).expect_err(body);
+        assert!(e.msg.contains(says), "`{body}`: {}", e.msg);
+    }
+    // Fits: the most negative and the largest unsigned values.
+    dev.load_ptx(&kernel("add.s32 %r1, %r1, -2147483648;\nmov.u32 %r2, 0xffffffff;"))
+        .unwrap();
+    let m = load(
+        &dev,
+        &kernel("mov.u32 %r1, %laneid;\nsetp.lt.u32 %p1, %r1, 8;\n@%p1 bar.sync 0;"),
+        "guarded bar.sync",
+    );
+    let cfg = LaunchConfig {
+        grid: [1, 1, 1],
+        block: [32, 1, 1],
+        dynamic_shared: 0,
+    };
+    let p = dev.alloc(4).unwrap();
+    match dev.launch(&m, "k", cfg, &[Arg::U64(p)]) {
+        Err(cudasim::LaunchError::Found(f)) => {
+            assert_eq!(f.check, cudasim::CheckKind::Synccheck, "{f}");
+            assert!(f.detail.contains("0-7") && f.detail.contains("8-31"), "{f}");
+        }
+        other => panic!("a bar.sync only lanes 0-7 execute: {other:?}"),
+    }
+}

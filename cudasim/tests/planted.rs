@@ -242,6 +242,104 @@ fn off_by_one_store_is_reported_one_past_the_end() {
 // 3. Two blocks writing the same global word: racecheck (global)
 
 #[test]
+fn in_place_stencil_races_between_blocks() {
+    // Several host threads run the blocks in any order; the race must be found every time,
+    // whichever block reads the halo element first (the reads of two blocks are recorded as
+    // such, so a write of either block after its own barrier still conflicts).
+    let (blocks, n) = (4u32, 128usize);
+    for seed in 0..8u64 {
+        let (dev, m) = device_with(RunOptions {
+            block_order_seed: Some(seed),
+            ..RunOptions::default()
+        });
+        let x = ints(n, 7);
+        let px = dev.upload_f32(&x);
+        let f = expect_found(
+            dev.launch(
+                &m,
+                "sum3_in_place",
+                cfg(blocks, 32),
+                &[Arg::U64(px), Arg::I32(n as i32)],
+            ),
+            CheckKind::Racecheck,
+            "sum3_in_place",
+            &["ld.global", "st.global"],
+        );
+        // The word is at a block edge: index 32k - 1 or 32k.
+        let idx = (f.address.unwrap() - px) / 4;
+        assert!(idx % 32 == 0 || idx % 32 == 31, "{f}");
+        assert!(f.detail.contains("global memory"), "{f}");
+    }
+    let (dev, m) = device();
+    let x = ints(n, 7);
+    let (px, py) = (dev.upload_f32(&x), dev.alloc(4 * n as u64).unwrap());
+    expect_ok(
+        dev.launch(
+            &m,
+            "sum3_fixed",
+            cfg(blocks, 32),
+            &[Arg::U64(px), Arg::U64(py), Arg::I32(n as i32)],
+        ),
+        "sum3_fixed",
+    );
+    let got = dev.download_f32(py, n);
+    for i in 0..n {
+        let want = (if i > 0 { x[i - 1] } else { 0.0 }) + x[i] + x.get(i + 1).copied().unwrap_or(0.0);
+        assert_eq!(got[i], want, "element {i}");
+    }
+}
+
+#[test]
+fn a_read_only_load_of_data_the_launch_wrote_is_reported() {
+    let (dev, m) = device();
+    let n = 32usize;
+    let x = ints(n, 9);
+    // Aliased: the promise of `const __restrict__` is broken.
+    let p = dev.upload_f32(&x);
+    let args = [Arg::U64(p), Arg::U64(p), Arg::I32(n as i32)];
+    let f = expect_found(
+        dev.launch(&m, "shift_restrict", cfg(1, n as u32), &args),
+        CheckKind::Racecheck,
+        "shift_restrict",
+        &["ld.global.nc"],
+    );
+    assert!(
+        f.detail.contains("ld.global.nc") && f.detail.contains("this launch wrote"),
+        "{f}"
+    );
+    // Separate buffers: fine, and right.
+    let (px, py) = (dev.upload_f32(&x), dev.alloc(4 * n as u64).unwrap());
+    let args = [Arg::U64(py), Arg::U64(px), Arg::I32(n as i32)];
+    expect_ok(
+        dev.launch(&m, "shift_restrict", cfg(1, n as u32), &args),
+        "shift_restrict",
+    );
+    let got = dev.download_f32(py, n);
+    for i in 0..n {
+        let want = 2.0 * x[i] + if i + 1 < n { x[i + 1] } else { 0.0 };
+        assert_eq!(got[i], want, "element {i}");
+    }
+}
+
+#[test]
+fn reads_by_two_blocks_before_a_write_are_a_race() {
+    // Timing decides the interleaving; every one of them must be reported (a read after the
+    // write as read-after-write, both reads before it through the two-block read record).
+    for _ in 0..6 {
+        let (dev, m) = device();
+        let px = dev.upload_f32(&[1.0, 0.0]);
+        let args = [Arg::U64(px), Arg::I32(60_000), Arg::I32(6_000)];
+        let f = expect_found(
+            dev.launch(&m, "read_then_overwrite", cfg(2, 1), &args),
+            CheckKind::Racecheck,
+            "read_then_overwrite",
+            &["ld.global", "st.global"],
+        );
+        assert_eq!(f.address, Some(px), "{f}");
+    }
+}
+
+#[test]
 fn blocks_storing_to_one_word_race() {
     let (dev, m) = device();
     let (rows, cols) = (8usize, 10usize);

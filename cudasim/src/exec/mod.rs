@@ -37,10 +37,12 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
+        // 2^28 warp instructions: far beyond any vitcore kernel's warp (the largest run a few
+        // million), reached by an endless loop in about half a minute.
         RunOptions {
             checks: Checks::ALL,
             block_order_seed: None,
-            max_warp_steps: 1 << 32,
+            max_warp_steps: 1 << 28,
         }
     }
 }
@@ -156,6 +158,8 @@ pub enum Refusal {
     InvalidValue(String),
     /// `CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES`: more threads than the kernel was compiled for.
     OutOfResources(String),
+    /// `CUDA_ERROR_NOT_SUPPORTED`: a launch the hardware runs but the simulator does not.
+    Unsupported(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -168,9 +172,9 @@ pub enum LaunchError {
 impl std::fmt::Display for LaunchError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            LaunchError::Refused(Refusal::InvalidValue(m)) | LaunchError::Refused(Refusal::OutOfResources(m)) => {
-                f.write_str(m)
-            }
+            LaunchError::Refused(Refusal::InvalidValue(m))
+            | LaunchError::Refused(Refusal::OutOfResources(m))
+            | LaunchError::Refused(Refusal::Unsupported(m)) => f.write_str(m),
             LaunchError::Found(x) => write!(f, "{x}"),
         }
     }
@@ -200,6 +204,13 @@ pub fn validate(k: &Kernel, cfg: &LaunchConfig, model: &DeviceModel, max_dynamic
                 model.max_grid_dim[d]
             ));
         }
+    }
+    let blocks: u64 = cfg.grid.iter().map(|&x| x as u64).product();
+    if blocks > u32::MAX as u64 {
+        return Err(Refusal::Unsupported(format!(
+            "a grid of {blocks} blocks for {}: the simulator runs at most 2^32 - 1 blocks per launch",
+            k.name
+        )));
     }
     let threads: u64 = cfg.block.iter().map(|&x| x as u64).product();
     if threads > model.max_threads_per_block as u64 {
@@ -232,6 +243,14 @@ pub fn validate(k: &Kernel, cfg: &LaunchConfig, model: &DeviceModel, max_dynamic
         ));
     }
     Ok(())
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 /// Splitmix64: a tiny, well-mixed generator for the block order.
@@ -281,24 +300,31 @@ pub fn run(
         was_freed: &was_freed,
     };
     let nblocks = cfg.grid.iter().map(|&x| x as u64).product::<u64>();
-    let mut order: Vec<u32> = (0..nblocks as u32).collect();
-    if let Some(seed) = opts.block_order_seed {
-        let mut s = seed;
-        for i in (1..order.len()).rev() {
-            let j = (splitmix(&mut s) % (i as u64 + 1)) as usize;
-            order.swap(i, j);
+    // The k-th block to start is block (k·stride + offset) mod n: the identity, or with a seed a
+    // pseudo-random bijection (stride coprime to n), with nothing materialised per block.
+    let (stride, offset) = match opts.block_order_seed {
+        None => (1, 0),
+        Some(seed) => {
+            let mut s = seed;
+            let mut stride = splitmix(&mut s) % nblocks.max(1);
+            while gcd(stride, nblocks) != 1 {
+                stride = (stride + 1) % nblocks.max(1);
+            }
+            (stride.max(1), splitmix(&mut s) % nblocks.max(1))
         }
-    }
+    };
+    let block_at = |k: u64| ((k as u128 * stride as u128 + offset as u128) % nblocks as u128) as u32;
     let total = Mutex::new(Stats::default());
     // The defect found in the lowest-numbered block wins, so a report does not depend on which
     // host thread got there first (as far as blocks that ran at all go).
     let found: Mutex<Option<(u32, Finding)>> = Mutex::new(None);
     // Blocks in chunks: one BlockRunner (warps, shared memory) per chunk, reused across its blocks.
-    let chunk = (order.len() / (rayon::current_num_threads() * 8)).clamp(1, 64);
-    order.par_chunks(chunk).for_each(|blocks| {
+    let chunk = (nblocks / (rayon::current_num_threads() as u64 * 8)).clamp(1, 64);
+    (0..nblocks.div_ceil(chunk)).into_par_iter().for_each(|c| {
         let mut runner = BlockRunner::new();
         let mut stats = Stats::default();
-        for &b in blocks {
+        for k in c * chunk..((c + 1) * chunk).min(nblocks) {
+            let b = block_at(k);
             if abort.load(Ordering::Relaxed) {
                 break;
             }

@@ -221,30 +221,6 @@ impl Warp {
         }
     }
 
-    #[inline(always)]
-    fn get(&self, s: &Src, l: usize, env: &Env) -> u64 {
-        match *s {
-            Src::R32(i) => self.r32[i as usize * 32 + l] as u64,
-            Src::R64(i) => self.r64[i as usize * 32 + l],
-            Src::Imm(v) => v,
-            Src::Pred(i) => ((self.pred[i as usize] >> l) & 1) as u64,
-            Src::Sreg(r) => self.sreg(r, l, env),
-        }
-    }
-
-    #[inline(always)]
-    fn set(&mut self, d: &Dst, l: usize, v: u64) {
-        match *d {
-            Dst::R32(i) => self.r32[i as usize * 32 + l] = v as u32,
-            Dst::R64(i) => self.r64[i as usize * 32 + l] = v,
-            Dst::Pred(i) => {
-                let p = &mut self.pred[i as usize];
-                *p = (*p & !(1 << l)) | (((v & 1) as u32) << l);
-            }
-            Dst::Sink => {}
-        }
-    }
-
     /// A source operand for all 32 lanes.
     #[inline(always)]
     fn fetch(&self, s: &Src, env: &Env) -> Lanes {
@@ -541,10 +517,12 @@ struct Exec<'a, 'b> {
     stats: &'b mut Stats,
 }
 
-/// Memory access width and what to do.
-#[derive(Clone, Copy)]
+/// What a memory access does.
+#[derive(Clone, Copy, PartialEq)]
 enum Access {
     Read,
+    /// A read through the non-coherent read-only path (`ld.global.nc`).
+    ReadNc,
     Write(u64),
 }
 
@@ -577,7 +555,7 @@ impl Exec<'_, '_> {
 
     /// Choose the next group to run when the running one has none left. `false`: the warp is
     /// done or waits at a barrier.
-    fn next_group(&self, w: &mut Warp) -> Res<bool> {
+    fn next_group(&mut self, w: &mut Warp) -> Res<bool> {
         let mut best: Option<usize> = None;
         for (j, g) in w.groups.iter().enumerate() {
             if g.wait == Wait::Ready && best.is_none_or(|b| g.pc < w.groups[b].pc) {
@@ -593,6 +571,9 @@ impl Exec<'_, '_> {
         if w.groups.is_empty() {
             w.state = WState::Done;
             return Ok(false);
+        }
+        if self.release_synced(w)? {
+            return self.next_group(w);
         }
         if let Some(g) = w.groups.iter().find(|g| g.wait == Wait::Sync).copied() {
             // Lanes wait for lanes that will never arrive: they exited, or wait elsewhere.
@@ -699,6 +680,18 @@ impl Exec<'_, '_> {
                 }
                 Op::Bar { .. } => {
                     if em != w.mask {
+                        if em != 0 && self.ctx.checks.synccheck {
+                            // bar.sync is .aligned: every thread of the warp executes it, or none.
+                            let l = em.trailing_zeros() as usize;
+                            let detail = format!(
+                                "bar.sync under a guard true for lanes {} but false for lanes {} of warp {} \
+                                 (bar.sync is .aligned: all the warp's threads must execute it together)",
+                                show_mask(em),
+                                show_mask(w.mask & !em),
+                                w.id
+                            );
+                            return Err(self.finding(CheckKind::Synccheck, w, l, None, detail));
+                        }
                         // Lanes whose guard is false do not take part: they go on.
                         w.push_group(w.pc + 1, w.mask & !em, Wait::Ready);
                         w.mask = em;
@@ -728,118 +721,167 @@ impl Exec<'_, '_> {
         }
     }
 
-    /// `shfl.sync` / `vote.sync`: run it when every lane of the member mask is here (returns
-    /// true, PC advanced), else park the lanes that are (false).
-    fn warp_sync(&mut self, w: &mut Warp, ins: &Instr, em: u32) -> Res<bool> {
-        let mask_src = match &ins.op {
-            Op::Shfl { mask, .. } | Op::Vote { mask, .. } => *mask,
-            _ => unreachable!("warp_sync on another instruction"),
-        };
-        let sync = self.ctx.checks.synccheck;
-        let mut need = 0u32;
-        let mut bad_self = None;
-        lanes!(em, l, {
-            let mm = w.get(&mask_src, l, &self.env) as u32;
-            if mm >> l & 1 == 0 && bad_self.is_none() {
-                bad_self = Some((l, mm));
-            }
-            need |= mm;
-        });
-        if let (true, Some((l, mm))) = (sync, bad_self) {
-            let detail =
-                format!("lane {l} executes a warp-synchronous instruction whose member mask 0x{mm:08x} leaves it out");
-            return Err(self.finding(CheckKind::Synccheck, w, l, None, detail));
+    /// `shfl.sync` / `vote.sync` reached by the running group: run it if every lane its member
+    /// masks name is here (returns true, PC advanced), else park the lanes that are (false) until
+    /// the others arrive — at this instruction or, as sm_70 and later allow, at another
+    /// `shfl.sync`/`vote.sync` (see [`Exec::release_synced`]). Waiting is the instruction's
+    /// semantics, so it happens with synccheck off too.
+    fn warp_sync(&mut self, w: &mut Warp, _ins: &Instr, em: u32) -> Res<bool> {
+        if em != w.mask {
+            // Lanes whose guard is false do not take part: they go on.
+            w.push_group(w.pc + 1, w.mask & !em, Wait::Ready);
+            w.mask = em;
         }
-        let missing = need & !em;
-        if missing != 0 && sync {
-            let lane = em.trailing_zeros() as usize;
-            if missing & !w.live != 0 {
+        let need = self.member_masks(w, &[(w.pc, em)])?;
+        if need & !em == 0 {
+            self.exec_sync(w, &[(w.pc, em)])?;
+            w.pc += 1;
+            return Ok(true);
+        }
+        w.park(Wait::Sync, need);
+        Ok(false)
+    }
+
+    /// The union of the member masks of the lanes in `parts` (`(pc, lanes)` pairs); with
+    /// synccheck, a lane whose own mask leaves it out is a finding.
+    fn member_masks(&self, w: &Warp, parts: &[(u32, u32)]) -> Res<u32> {
+        let mut need = 0u32;
+        for &(pc, lanes) in parts {
+            let mask_src = match &self.ctx.kernel.code[pc as usize].op {
+                Op::Shfl { mask, .. } | Op::Vote { mask, .. } => *mask,
+                _ => unreachable!("a warp-synchronous group waits at another instruction"),
+            };
+            let ms = w.fetch(&mask_src, &self.env);
+            let mut bad = None;
+            lanes!(lanes, l, {
+                let mm = ms[l] as u32;
+                if mm >> l & 1 == 0 && bad.is_none() {
+                    bad = Some((l, mm));
+                }
+                need |= mm;
+            });
+            if let (true, Some((l, mm))) = (self.ctx.checks.synccheck, bad) {
                 let detail = format!(
-                    "member mask 0x{need:08x} names lanes {} that have exited (or do not exist in this block)",
-                    show_mask(missing & !w.live)
+                    "lane {l} executes a warp-synchronous instruction whose member mask 0x{mm:08x} leaves it out"
                 );
-                return Err(self.finding(CheckKind::Synccheck, w, lane, None, detail));
+                return Err(self.finding_at(CheckKind::Synccheck, pc, w, l, None, detail));
             }
-            if missing & w.mask != 0 {
+        }
+        Ok(need)
+    }
+
+    /// Execute warp-synchronous instructions for the lanes of `parts` together: each lane
+    /// evaluates its own instruction's operands; a shuffle reads the source value the lane it
+    /// names offers at its own instruction.
+    fn exec_sync(&mut self, w: &mut Warp, parts: &[(u32, u32)]) -> Res<()> {
+        let code = &self.ctx.kernel.code;
+        let all = parts.iter().fold(0u32, |m, p| m | p.1);
+        let first = &code[parts[0].0 as usize].op;
+        for &(pc, lanes) in &parts[1..] {
+            let same_kind = match (first, &code[pc as usize].op) {
+                (Op::Shfl { mode: a, .. }, Op::Shfl { mode: b, .. }) => a == b,
+                (Op::Vote { mode: a, .. }, Op::Vote { mode: b, .. }) => a == b,
+                _ => false,
+            };
+            if !same_kind {
+                let l = lanes.trailing_zeros() as usize;
                 let detail = format!(
-                    "member mask 0x{need:08x} names lanes {} that skip this instruction (their guard predicate is false)",
-                    show_mask(missing & w.mask)
+                    "lanes {} and {} synchronise at different kinds of warp-synchronous instruction (PTX lines {} and {})",
+                    show_mask(parts[0].1),
+                    show_mask(lanes),
+                    code[parts[0].0 as usize].line,
+                    code[pc as usize].line
                 );
-                return Err(self.finding(CheckKind::Synccheck, w, lane, None, detail));
+                return Err(self.finding_at(CheckKind::Synccheck, pc, w, l, None, detail));
             }
-            if em != w.mask {
-                w.push_group(w.pc + 1, w.mask & !em, Wait::Ready);
-                w.mask = em;
+        }
+        match first {
+            Op::Shfl { .. } => {
+                // Every lane's offered value, each from its own instruction.
+                let mut offered: Lanes = [0; 32];
+                for &(pc, lanes) in parts {
+                    if let Op::Shfl { a, .. } = code[pc as usize].op {
+                        let av = w.fetch(&a, &self.env);
+                        lanes!(lanes, l, {
+                            offered[l] = av[l];
+                        });
+                    }
+                }
+                for &(pc, lanes) in parts {
+                    let Op::Shfl { mode, d, p, b, c, .. } = code[pc as usize].op else {
+                        unreachable!()
+                    };
+                    let (bv, cv) = (w.fetch(&b, &self.env), w.fetch(&c, &self.env));
+                    let mut vals: Lanes = [0; 32];
+                    let mut preds = 0u32;
+                    lanes!(lanes, l, {
+                        let (j, pval) = shfl_source(mode, l as u32, bv[l] as u32, cv[l] as u32);
+                        let src = if pval { j as usize } else { l };
+                        if all >> src & 1 == 0 {
+                            if self.ctx.checks.synccheck {
+                                let detail = format!(
+                                    "shfl.sync reads lane {src}, which does not take part (its value is undefined)"
+                                );
+                                return Err(self.finding_at(CheckKind::Synccheck, pc, w, l, None, detail));
+                            }
+                            vals[l] = offered[l];
+                        } else {
+                            vals[l] = offered[src];
+                        }
+                        preds |= (pval as u32) << l;
+                    });
+                    w.put(&d, lanes, &vals);
+                    w.put_pred(&p, lanes, preds);
+                }
             }
-            w.park(Wait::Sync, need);
+            Op::Vote { .. } => {
+                let mut votes = 0u32;
+                for &(pc, lanes) in parts {
+                    if let Op::Vote { a, .. } = code[pc as usize].op {
+                        votes |= w.pred_mask(&a) & lanes;
+                    }
+                }
+                for &(pc, lanes) in parts {
+                    let Op::Vote { mode, d, .. } = code[pc as usize].op else {
+                        unreachable!()
+                    };
+                    let r = match mode {
+                        VoteMode::All => (votes == all) as u64,
+                        VoteMode::Any => (votes != 0) as u64,
+                        VoteMode::Uni => (votes == 0 || votes == all) as u64,
+                        VoteMode::Ballot => votes as u64,
+                    };
+                    w.put(&d, lanes, &[r; 32]);
+                }
+            }
+            _ => unreachable!("exec_sync on another instruction"),
+        }
+        Ok(())
+    }
+
+    /// When nothing else can run: the largest set of groups waiting at warp-synchronous
+    /// instructions whose member masks they satisfy together runs (each group then goes on after
+    /// its own instruction). `false`: no such set.
+    fn release_synced(&mut self, w: &mut Warp) -> Res<bool> {
+        let mut set: Vec<Group> = w.groups.iter().filter(|g| g.wait == Wait::Sync).copied().collect();
+        loop {
+            let union = set.iter().fold(0u32, |m, g| m | g.mask);
+            let before = set.len();
+            set.retain(|g| g.need & !union == 0);
+            if set.len() == before {
+                break;
+            }
+        }
+        if set.is_empty() {
             return Ok(false);
         }
-        match ins.op {
-            Op::Shfl {
-                mode, d, p, a, b, c, ..
-            } => {
-                let mut vals = [0u64; 32];
-                let mut preds = [false; 32];
-                lanes!(em, l, {
-                    let lane = l as u32;
-                    let bval = w.get(&b, l, &self.env) as u32 & 31;
-                    let cval = w.get(&c, l, &self.env) as u32;
-                    let seg = (cval >> 8) & 31;
-                    let clamp = cval & 31;
-                    let max_lane = (lane & seg) | (clamp & !seg);
-                    let min_lane = lane & seg;
-                    let (j, pval) = match mode {
-                        ShflMode::Up => {
-                            let j = lane as i32 - bval as i32;
-                            (j, j >= max_lane as i32)
-                        }
-                        ShflMode::Down => {
-                            let j = (lane + bval) as i32;
-                            (j, j <= max_lane as i32)
-                        }
-                        ShflMode::Bfly => {
-                            let j = (lane ^ bval) as i32;
-                            (j, j <= max_lane as i32)
-                        }
-                        ShflMode::Idx => {
-                            let j = (min_lane | (bval & !seg)) as i32;
-                            (j, j <= max_lane as i32)
-                        }
-                    };
-                    let src = if pval { j as usize } else { l };
-                    if em >> src & 1 == 0 {
-                        if sync {
-                            let detail = format!(
-                                "shfl.sync reads lane {src}, which does not take part (its value is undefined)"
-                            );
-                            return Err(self.finding(CheckKind::Synccheck, w, l, None, detail));
-                        }
-                        vals[l] = w.get(&a, l, &self.env);
-                    } else {
-                        vals[l] = w.get(&a, src, &self.env);
-                    }
-                    preds[l] = pval;
-                });
-                lanes!(em, l, {
-                    w.set(&d, l, vals[l]);
-                    w.set(&p, l, preds[l] as u64);
-                });
-            }
-            Op::Vote { mode, d, a, .. } => {
-                let votes = w.pred_mask(&a) & em;
-                let r = match mode {
-                    VoteMode::All => (votes == em) as u64,
-                    VoteMode::Any => (votes != 0) as u64,
-                    VoteMode::Uni => (votes == 0 || votes == em) as u64,
-                    VoteMode::Ballot => votes as u64,
-                };
-                lanes!(em, l, {
-                    w.set(&d, l, r);
-                });
-            }
-            _ => unreachable!(),
+        let parts: Vec<(u32, u32)> = set.iter().map(|g| (g.pc, g.mask)).collect();
+        self.exec_sync(w, &parts)?;
+        w.groups
+            .retain(|g| !(g.wait == Wait::Sync && set.iter().any(|s| s.pc == g.pc)));
+        for g in set {
+            w.push_group(g.pc + 1, g.mask, Wait::Ready);
         }
-        w.pc += 1;
         Ok(true)
     }
 
@@ -1112,14 +1154,16 @@ impl Exec<'_, '_> {
                 d,
                 base,
                 off,
+                nc,
             } => {
+                let read = if nc { Access::ReadNc } else { Access::Read };
                 let size = ty.bytes();
                 let addrs = w.fetch(&base, &self.env);
                 self.count_memory(space, false, &addrs, off, em, size * n as u32);
                 if n == 1 && space == Space::Global {
                     let mut o: Lanes = [0; 32];
                     lanes!(em, l, {
-                        let raw = self.global_access(w, l, addrs[l].wrapping_add(off as u64), size, Access::Read)?;
+                        let raw = self.global_access(w, l, addrs[l].wrapping_add(off as u64), size, read)?;
                         o[l] = load_extend(raw, ty, &d[0]);
                     });
                     w.put(&d[0], em, &o);
@@ -1147,7 +1191,7 @@ impl Exec<'_, '_> {
                         let mut o: Lanes = [0; 32];
                         lanes!(em, l, {
                             let addr = addrs[l].wrapping_add(off as u64);
-                            let raw = self.access(w, l, space, addr, size, vec_bytes, k, Access::Read)?;
+                            let raw = self.access(w, l, space, addr, size, vec_bytes, k, read)?;
                             o[l] = load_extend(raw, ty, &d[k]);
                         });
                         w.put(&d[k], em, &o);
@@ -1333,10 +1377,10 @@ impl Exec<'_, '_> {
         let off = (addr - a.base) as usize;
         let wi = off / 4;
         if self.ctx.shadow && a.has_shadow() {
-            self.shadow_global(w, l, a, addr, wi, (size as usize).div_ceil(4), write)?;
+            self.shadow_global(w, l, a, addr, wi, (size as usize).div_ceil(4), acc)?;
         }
         match acc {
-            Access::Read => {
+            Access::Read | Access::ReadNc => {
                 self.stats.global_load_bytes += size as u64;
                 Ok(match size {
                     4 => a.word(wi).load(Relaxed) as u64,
@@ -1380,8 +1424,9 @@ impl Exec<'_, '_> {
         addr: u64,
         wi: usize,
         nwords: usize,
-        write: bool,
+        acc: Access,
     ) -> Res<()> {
+        let write = matches!(acc, Access::Write(_));
         let checks = self.ctx.checks;
         let me = self.env.me_base | w.tlin[l] as u64;
         let aliased = self.env.interval >= 1 << 15;
@@ -1402,7 +1447,7 @@ impl Exec<'_, '_> {
                 }
             } else {
                 if checks.racecheck {
-                    let r = a.rshadow[i].load(Relaxed);
+                    let r = a.rshadow[i].load(SeqCst);
                     if check::global_read_record(r, me).is_some() {
                         let _ = a.rshadow[i].fetch_update(SeqCst, SeqCst, |cur| check::global_read_record(cur, me));
                     }
@@ -1419,6 +1464,13 @@ impl Exec<'_, '_> {
                 }
                 if checks.racecheck && check::global_conflict(wrec, me, aliased) {
                     return Err(self.race(w, l, addr, "read", "written", wrec));
+                }
+                if checks.racecheck && acc == Access::ReadNc && check::same_launch(wrec, me) {
+                    let detail = "ld.global.nc reads a word this launch wrote: the non-coherent read-only path \
+                                  may return the value from before the write (drop .nc, i.e. the const \
+                                  __restrict__ qualifier, or do not write the data in this kernel)"
+                        .to_string();
+                    return Err(self.finding(CheckKind::Racecheck, w, l, Some(addr), detail));
                 }
             }
         }
@@ -1459,8 +1511,6 @@ impl Exec<'_, '_> {
 
     fn race(&self, w: &Warp, l: usize, addr: u64, this: &str, other_did: &str, rec: u64) -> Stop {
         let other = check::AccessRec::unpack(rec);
-        let [bx, by, _] = self.ctx.grid;
-        let _ = (bx, by);
         let nb = self.ctx.block;
         let ot = other.thread;
         let other_tid = [ot % nb[0], (ot / nb[0]) % nb[1], ot / (nb[0] * nb[1])];
@@ -1468,7 +1518,9 @@ impl Exec<'_, '_> {
         let ob = other.block;
         let other_block = [ob % g[0], (ob / g[0]) % g[1], ob / (g[0] * g[1])];
         let same_block = other.block == (self.env.block_linear & 0x3_ffff);
-        let who = if rec & (1 << 10) != 0 {
+        let who = if check::AccessRec::multi_block(rec) {
+            "threads of several blocks".to_string()
+        } else if check::AccessRec::multi(rec) {
             "several threads".to_string()
         } else if same_block {
             format!(
@@ -1540,7 +1592,7 @@ impl Exec<'_, '_> {
             }
         }
         match acc {
-            Access::Read => Ok(match size {
+            Access::Read | Access::ReadNc => Ok(match size {
                 4 if off % 4 == 0 => self.shared.words[wi] as u64,
                 8 => self.shared.words[wi] as u64 | (self.shared.words[wi + 1] as u64) << 32,
                 _ => {
@@ -1591,6 +1643,34 @@ impl Exec<'_, '_> {
              since the last barrier (a missing __syncthreads?)"
         );
         self.finding(CheckKind::Racecheck, w, l, Some(off as u64), detail)
+    }
+}
+
+/// `shfl.sync`'s source lane and predicate for lane `lane` (PTX ISA, `shfl.sync` pseudo-code):
+/// `c` packs the clamp value (bits 4:0) and the segment mask (bits 12:8).
+fn shfl_source(mode: ShflMode, lane: u32, b: u32, c: u32) -> (i32, bool) {
+    let bval = b & 31;
+    let seg = (c >> 8) & 31;
+    let clamp = c & 31;
+    let max_lane = (lane & seg) | (clamp & !seg);
+    let min_lane = lane & seg;
+    match mode {
+        ShflMode::Up => {
+            let j = lane as i32 - bval as i32;
+            (j, j >= max_lane as i32)
+        }
+        ShflMode::Down => {
+            let j = (lane + bval) as i32;
+            (j, j <= max_lane as i32)
+        }
+        ShflMode::Bfly => {
+            let j = (lane ^ bval) as i32;
+            (j, j <= max_lane as i32)
+        }
+        ShflMode::Idx => {
+            let j = (min_lane | (bval & !seg)) as i32;
+            (j, j <= max_lane as i32)
+        }
     }
 }
 

@@ -417,6 +417,9 @@ pub enum Op {
         d: [Dst; 4],
         base: Src,
         off: i64,
+        /// `.nc`: through the non-coherent read-only path, which promises the data is not
+        /// written during the launch (racecheck holds the kernel to it).
+        nc: bool,
     },
     St {
         space: Space,

@@ -955,6 +955,13 @@ fn imm(text: &str, neg: bool, ty: Ty, line: u32) -> R<u64> {
         Ty::F16 => return err(line, "f16 immediates are not supported"),
         _ => match lit {
             Lit::Int(i) => {
+                // The value must fit the operand, as unsigned or (negated) as signed: never
+                // truncated silently.
+                let bits = ty.bits();
+                if bits < 64 && !(if neg { i <= 1u64 << (bits - 1) } else { i < 1u64 << bits }) {
+                    let sign = if neg { "-" } else { "" };
+                    return err(line, format!("the literal {sign}{text} does not fit a .{ty:?} operand"));
+                }
                 if neg {
                     (i as i64).wrapping_neg() as u64
                 } else {
@@ -1539,7 +1546,7 @@ fn decode(c: &Ctx, opcode: &str, ops: &[Sy], line: u32) -> R<Op> {
                 None => 1,
             };
             // Cache and ordering hints do not change what one thread reads or writes.
-            m.one_of(&["nc"]);
+            let nc = m.one_of(&["nc"]).is_some();
             m.one_of(&["ca", "cg", "cs", "lu", "cv", "wb", "wt"]);
             m.one_of(&["weak", "volatile", "relaxed"]);
             m.one_of(&["cta", "gpu", "sys"]);
@@ -1570,6 +1577,7 @@ fn decode(c: &Ctx, opcode: &str, ops: &[Sy], line: u32) -> R<Op> {
                     d,
                     base,
                     off,
+                    nc,
                 }
             } else {
                 let mut v = [Src::Imm(0); 4];
@@ -1598,6 +1606,12 @@ fn decode(c: &Ctx, opcode: &str, ops: &[Sy], line: u32) -> R<Op> {
             }
             let ty = m.ty()?;
             m.done()?;
+            if ty.bits() != 64 {
+                return err(
+                    line,
+                    format!("`{opcode}`: 32-bit generic addresses do not exist with .address_size 64"),
+                );
+            }
             Op::Cvta {
                 to_generic: !to,
                 space,
@@ -1634,9 +1648,13 @@ fn decode(c: &Ctx, opcode: &str, ops: &[Sy], line: u32) -> R<Op> {
             if ops.len() != 1 {
                 return err(line, "bar.sync with a thread count is not supported");
             }
-            Op::Bar {
-                id: c.src(&ops[0], Ty::U32, line)?,
+            let id = c.src(&ops[0], Ty::U32, line)?;
+            if id != Src::Imm(0) {
+                // Named barriers let different warps synchronise on different barriers: not
+                // simulated, so refused rather than merged into barrier 0.
+                return err(line, "bar.sync with a barrier number other than 0 is not supported");
             }
+            Op::Bar { id }
         }
         "shfl" => {
             if !m.has("sync") {

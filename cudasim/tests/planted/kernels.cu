@@ -72,6 +72,51 @@ extern "C" __global__ void row_sum_fixed(const float* in, float* out, int cols) 
     out[blockIdx.x] = acc;
 }
 
+// 3b. racecheck (global, between blocks): an in-place 3-point sum. Each block reads its
+//     neighbours' edge elements (a halo), synchronises its own threads, then overwrites its own
+//     elements: the barrier orders the block's own reads, but a neighbouring block overwrites
+//     an element this block read (or reads one it overwrote), in whatever order blocks run.
+extern "C" __global__ void sum3_in_place(float* x, int n) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    const float s = (i > 0 ? x[i - 1] : 0.0f) + x[i] + (i + 1 < n ? x[i + 1] : 0.0f);
+    __syncthreads();
+    x[i] = s;  // BUG: the halo reads of the neighbouring blocks race with this store
+}
+
+// 3d. racecheck (the read-only path): x is `const __restrict__`, so the compiler reads it with
+//     ld.global.nc — a promise that nothing writes x during the launch. Called with x == y the
+//     kernel breaks it: after the barrier thread i reads x[i + 1], which thread i + 1 wrote
+//     through y, and the non-coherent path may still hold the old value.
+extern "C" __global__ void shift_restrict(float* __restrict__ y, const float* __restrict__ x, int n) {
+    const int i = threadIdx.x;
+    y[i] = 2.0f * x[i];
+    __syncthreads();
+    if (i + 1 < n) y[i] += x[i + 1];  // BUG when x aliases y: an .nc read of a word written above
+}
+
+// 3c. The same race made to overlap: block 0 reads x[0], keeps busy, passes its barrier and
+//     overwrites x[0]; block 1 keeps busy for less time, then reads x[0]. Run on two host
+//     threads, block 1's read usually falls between block 0's read and its write — both reads
+//     before the write, which only a record of "read by two blocks" can connect to the write.
+//     (Busy loops with a result, not volatile locals: local memory is not simulated.)
+extern "C" __global__ void read_then_overwrite(float* x, int spin0, int spin1) {
+    float busy = 0.0f;
+    if (blockIdx.x == 0) {
+        const float v = x[0];
+        for (int k = 0; k < spin0; ++k) busy = busy * 0.5f + 1.0f;
+        __syncthreads();
+        x[0] = v + busy;  // BUG: block 1 reads x[0] in the same launch
+    } else {
+        for (int k = 0; k < spin1; ++k) busy = busy * 0.5f + 1.0f;
+        x[1] = x[0] + busy;
+    }
+}
+
+extern "C" __global__ void sum3_fixed(const float* x, float* y, int n) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    y[i] = (i > 0 ? x[i - 1] : 0.0f) + x[i] + (i + 1 < n ? x[i + 1] : 0.0f);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 4. initcheck (global): accumulate into an output buffer that nobody zeroed. The test passes
 //    a freshly allocated, never written `out` (the host forgot its memset).
