@@ -21,6 +21,7 @@ pub mod init;
 pub mod layers;
 pub mod mlp;
 pub mod patch_embed;
+pub mod summary;
 pub mod vit;
 
 pub use attention::Attention;
