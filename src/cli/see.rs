@@ -147,7 +147,7 @@ pub fn attention(a: AttentionArgs) -> Result<()> {
         errln!("{}: {}", a.input.display(), img.notes.join("; "));
     }
     let maps = attention::class_attention(&vit, &store, &img, cfg.mean, cfg.std)?;
-    let name = format!("{}, {}.safetensors", a.run.display(), a.checkpoint);
+    let name = format!("{}, {}.safetensors", fsutil::file_name(&a.run), a.checkpoint);
     attention::picture(&img, &maps, m.depth, &name)?.save(&a.out)?;
     let best = (0..maps.probabilities.len())
         .max_by(|&i, &j| maps.probabilities[i].total_cmp(&maps.probabilities[j]))

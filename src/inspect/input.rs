@@ -2,7 +2,8 @@
 
 use crate::data::image::{load_digit_image, load_gray_image, DigitOptions};
 use crate::error::{Error, Result};
-use std::path::Path;
+use crate::fsutil::file_name;
+use std::path::{Path, PathBuf};
 
 /// One gray image, `height × width` bytes, row-major.
 #[derive(Clone, Debug)]
@@ -12,7 +13,9 @@ pub struct InputImage {
     pub width: usize,
     /// Its label, when a labelled CSV gave one.
     pub label: Option<u8>,
-    /// How to name it: the file, and the row for a CSV.
+    /// The file it came from (for errors).
+    pub path: PathBuf,
+    /// How to name it in a picture: the file's name, and the row for a CSV.
     pub name: String,
     /// What was done to the image to read it (see `data::image`), each a short phrase.
     pub notes: Vec<String>,
@@ -48,7 +51,8 @@ fn csv_row(path: &Path, index: Option<usize>) -> Result<InputImage> {
         height: ds.height,
         width: ds.width,
         label: ds.label(i),
-        name: format!("{} row {i}", path.display()),
+        path: path.to_path_buf(),
+        name: format!("{} row {i}", file_name(path)),
         notes: Vec::new(),
     })
 }
@@ -79,7 +83,8 @@ pub fn load_any(path: &Path, index: Option<usize>) -> Result<InputImage> {
         height: h as usize,
         width: w as usize,
         label: None,
-        name: path.display().to_string(),
+        path: path.to_path_buf(),
+        name: file_name(path),
         notes: Vec::new(),
     })
 }
@@ -105,7 +110,8 @@ pub fn load_for_model(path: &Path, index: Option<usize>, [channels, height, widt
             height,
             width,
             label: None,
-            name: path.display().to_string(),
+            path: path.to_path_buf(),
+            name: file_name(path),
             notes: d.notes,
         }
     };

@@ -11,13 +11,19 @@ use plotters::style::text_anchor::{HPos, VPos};
 /// The grid's and the numbers' colour: amber shows on black and on white.
 const AMBER: RGBColor = RGBColor(255, 176, 0);
 
+/// Pixels the title needs: the name (bold 16 px, under 10 px a character) and about 560 for the
+/// rest of the line.
+fn title_width(name: &str) -> i32 {
+    name.chars().count() as i32 * 10 + 600
+}
+
 /// The picture for `img` cut into `patch × patch` patches. Errors when `patch` does not divide
 /// the image's sides (naming the image).
 pub fn picture(img: &InputImage, patch: usize) -> Result<Canvas> {
     let (h, w) = (img.height, img.width);
     if patch == 0 || h % patch != 0 || w % patch != 0 {
         return Err(Error::data(
-            &img.name,
+            &img.path,
             None,
             format!("--patch {patch} does not divide the image's size {w}x{h} (width x height)"),
         ));
@@ -33,8 +39,10 @@ pub fn picture(img: &InputImage, patch: usize) -> Result<Canvas> {
     let (left_w, top) = ((w * s) as i32 + 60, 62);
     let cell = tile + 12;
     let seq_h = rows as i32 * (cell + 16);
-    let width = (16 + left_w + cols as i32 * cell + 16).max(760);
-    let height = top + ((h * s) as i32 + 20).max(seq_h) + 58;
+    let width = (16 + left_w + cols as i32 * cell + 16)
+        .max(760)
+        .max(title_width(&img.name));
+    let height = top + ((h * s) as i32 + 12).max(seq_h) + 40;
     let mut c = Canvas::new(width as u32, height as u32);
     let title = format!(
         "{}: {w}x{h} pixels, patch {patch}: {gw}x{gh} = {n} patches + the class token = {} tokens",

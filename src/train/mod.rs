@@ -794,7 +794,8 @@ pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions
         &out.join("test_metrics.json"),
         serde_json::to_string_pretty(&metrics).expect("serialises").as_bytes(),
     )?;
-    pictures::draw(out, &history, &final_eval, eval_set, on)?;
+    // From log.csv, as `vitcore plot` draws them (its rounding included): the same pictures.
+    pictures::draw(out, &read_log(&out.join("log.csv"))?, &final_eval, eval_set, on)?;
     outln!("pictures: {} ({})", pictures::PICTURES.join(", "), out.display());
     Ok(TrainSummary {
         epochs: history,

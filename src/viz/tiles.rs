@@ -43,7 +43,9 @@ pub fn sheet(
     let cols = cols.clamp(1, tiles.len().max(1));
     let rows = tiles.len().div_ceil(cols).max(1);
     let head = 58;
-    let width = (cell_w * cols as i32 + 20).max(title.chars().count() as i32 * 10 + 24);
+    // Wide enough for the title (bold 17 px: under 10 px a character) and the subtitle (13 px).
+    let text_w = (title.chars().count() as i32 * 10).max((subtitle.chars().count() as f64 * 6.8) as i32) + 24;
+    let width = (cell_w * cols as i32 + 20).max(text_w);
     let mut canvas = Canvas::new(width as u32, (head + cell_h * rows as i32 + 8) as u32);
     canvas.text(title, (12, 10), &bold_style(17.0, BLACK, (HPos::Left, VPos::Top)))?;
     canvas.text(subtitle, (12, 33), &text_style(13.0, GRAY, (HPos::Left, VPos::Top)))?;
