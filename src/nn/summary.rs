@@ -8,7 +8,7 @@
 //! torchinfo and fvcore do; they are a few percent here. A training step costs about three times
 //! the forward (the backward computes two products per forward product).
 
-use super::layers::Linear;
+use super::layers::{LayerNorm, Linear};
 use super::Vit;
 use crate::autograd::{ParamId, ParamStore};
 
@@ -31,89 +31,42 @@ pub fn layers(vit: &Vit, store: &ParamStore) -> Vec<Layer> {
     let cfg = &vit.cfg;
     let (n, t, d, m, h) = (cfg.num_patches(), cfg.tokens(), cfg.embed_dim, cfg.mlp_dim, cfg.heads);
     let numel = |ids: &[ParamId]| ids.iter().map(|&id| store.value(id).numel()).sum::<usize>();
-    let linear = |l: &Linear| numel(&[l.weight, l.bias]);
-    let row = |name: String, kind: &str, output: Vec<usize>, params, flops: usize| Layer {
-        name,
+    let row = |name: &str, kind: &str, output: Vec<usize>, params, flops: usize| Layer {
+        name: name.to_string(),
         kind: kind.to_string(),
         output,
         params,
         flops: flops as u64,
     };
+    // A linear layer applied to `rows` tokens, `i` → `o` features.
+    let linear = |name: &str, kind: &str, l: &Linear, rows: usize, (i, o): (usize, usize)| {
+        let out = if rows == 1 { vec![o] } else { vec![rows, o] };
+        row(name, kind, out, numel(&[l.weight, l.bias]), 2 * rows * i * o)
+    };
+    let norm =
+        |name: &str, kind: &str, l: &LayerNorm, out: Vec<usize>| row(name, kind, out, numel(&[l.weight, l.bias]), 0);
     let cpp = cfg.channels * cfg.patch * cfg.patch;
     let mut rows = vec![
-        row(
-            "patch_embed.proj".into(),
-            "PatchEmbed",
-            vec![n, d],
-            linear(&vit.patch_embed.proj),
-            2 * n * cpp * d,
-        ),
-        row("cls_token".into(), "Parameter", vec![1, d], numel(&[vit.cls_token]), 0),
-        row("pos_embed".into(), "Parameter", vec![t, d], numel(&[vit.pos_embed]), 0),
+        linear("patch_embed.proj", "PatchEmbed", &vit.patch_embed.proj, n, (cpp, d)),
+        row("cls_token", "Parameter", vec![1, d], numel(&[vit.cls_token]), 0),
+        row("pos_embed", "Parameter", vec![t, d], numel(&[vit.pos_embed]), 0),
     ];
     for (i, b) in vit.blocks.iter().enumerate() {
-        let p = format!("blocks.{i}");
+        let p = |s: &str| format!("blocks.{i}.{s}");
+        let core = format!("softmax(q·kᵀ/√Dh)·v, {h} heads");
         rows.extend([
-            row(
-                format!("{p}.norm1"),
-                "LayerNorm",
-                vec![t, d],
-                numel(&[b.norm1.weight, b.norm1.bias]),
-                0,
-            ),
-            row(
-                format!("{p}.attn.qkv"),
-                "Linear",
-                vec![t, 3 * d],
-                linear(&b.attn.qkv),
-                2 * t * d * 3 * d,
-            ),
-            row(
-                format!("{p}.attn"),
-                &format!("softmax(q·kᵀ/√Dh)·v, {h} heads"),
-                vec![t, d],
-                0,
-                2 * 2 * t * t * d,
-            ),
-            row(
-                format!("{p}.attn.proj"),
-                "Linear",
-                vec![t, d],
-                linear(&b.attn.proj),
-                2 * t * d * d,
-            ),
-            row(
-                format!("{p}.norm2"),
-                "LayerNorm",
-                vec![t, d],
-                numel(&[b.norm2.weight, b.norm2.bias]),
-                0,
-            ),
-            row(
-                format!("{p}.mlp.fc1"),
-                "Linear + GELU",
-                vec![t, m],
-                linear(&b.mlp.fc1),
-                2 * t * d * m,
-            ),
-            row(
-                format!("{p}.mlp.fc2"),
-                "Linear",
-                vec![t, d],
-                linear(&b.mlp.fc2),
-                2 * t * m * d,
-            ),
+            norm(&p("norm1"), "LayerNorm", &b.norm1, vec![t, d]),
+            linear(&p("attn.qkv"), "Linear", &b.attn.qkv, t, (d, 3 * d)),
+            // q·kᵀ and a·v: 2·T·T·Dh each per head, 2·T·T·D over the heads.
+            row(&p("attn"), &core, vec![t, d], 0, 2 * 2 * t * t * d),
+            linear(&p("attn.proj"), "Linear", &b.attn.proj, t, (d, d)),
+            norm(&p("norm2"), "LayerNorm", &b.norm2, vec![t, d]),
+            linear(&p("mlp.fc1"), "Linear + GELU", &b.mlp.fc1, t, (d, m)),
+            linear(&p("mlp.fc2"), "Linear", &b.mlp.fc2, t, (m, d)),
         ]);
     }
-    let k = cfg.num_classes;
-    rows.push(row(
-        "norm".into(),
-        "LayerNorm (class token)",
-        vec![d],
-        numel(&[vit.norm.weight, vit.norm.bias]),
-        0,
-    ));
-    rows.push(row("head".into(), "Linear", vec![k], linear(&vit.head), 2 * d * k));
+    rows.push(norm("norm", "LayerNorm (class token)", &vit.norm, vec![d]));
+    rows.push(linear("head", "Linear", &vit.head, 1, (d, cfg.num_classes)));
     rows
 }
 

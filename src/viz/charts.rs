@@ -26,55 +26,60 @@ pub fn curves(title: &str, points: &[EpochPoint]) -> Result<Canvas> {
         let root = canvas.area();
         let root = drawn(root.titled(title, bold_style(20.0, BLACK, (HPos::Left, VPos::Top))))?;
         let panels = root.split_evenly((1, 3));
-        let pct = |v: f64| 100.0 * v;
-        let series = |f: fn(&EpochPoint) -> f64, scale: fn(f64) -> f64| -> Vec<(f64, f64)> {
+        let series = |f: fn(&EpochPoint) -> f64| -> Vec<(f64, f64)> {
             points
                 .iter()
-                .map(|p| (p.epoch, scale(f(p))))
+                .map(|p| (p.epoch, f(p)))
                 .filter(|(_, y)| y.is_finite())
                 .collect()
         };
-        let same = |v: f64| v;
-        panel(
-            &panels[0],
-            "loss",
-            "cross-entropy",
-            &[
-                ("train", BLUE, series(|p| p.train_loss, same)),
-                ("validation", ORANGE, series(|p| p.val_loss, same)),
-            ],
-            |v| format!("{v:.2}"),
-        )?;
-        panel(
-            &panels[1],
-            "accuracy",
-            "accuracy (%)",
-            &[
-                ("train", BLUE, series(|p| p.train_acc, pct)),
-                ("validation", ORANGE, series(|p| p.val_acc, pct)),
-            ],
-            |v| format!("{v:.1}"),
-        )?;
-        panel(
-            &panels[2],
-            "learning rate",
-            "learning rate",
-            &[("at the epoch's end", BLUE, series(|p| p.lr, same))],
-            |v| format!("{v:.1e}"),
-        )?;
+        let two = |train: fn(&EpochPoint) -> f64, val: fn(&EpochPoint) -> f64| {
+            vec![("train", BLUE, series(train)), ("validation", ORANGE, series(val))]
+        };
+        // (caption, y axis, lines, y labels, where the legend goes: away from where curves end)
+        let specs: [Panel; 3] = [
+            (
+                "loss",
+                "cross-entropy",
+                two(|p| p.train_loss, |p| p.val_loss),
+                |v| format!("{v:.2}"),
+                SeriesLabelPosition::UpperRight,
+            ),
+            (
+                "accuracy",
+                "accuracy (%)",
+                two(|p| 100.0 * p.train_acc, |p| 100.0 * p.val_acc),
+                |v| format!("{v:.1}"),
+                SeriesLabelPosition::LowerRight,
+            ),
+            (
+                "learning rate",
+                "learning rate",
+                vec![("at the epoch's end", BLUE, series(|p| p.lr))],
+                |v| if v == 0.0 { "0".into() } else { format!("{v:.1e}") },
+                SeriesLabelPosition::UpperRight,
+            ),
+        ];
+        for (area, spec) in panels.iter().zip(specs) {
+            panel(area, spec)?;
+        }
     }
     Ok(canvas)
 }
 
-/// One chart: each `(name, colour, points)` as a line with dots, a legend, the x axis in whole
-/// epochs, the y axis from the data's range (with a margin) labelled by `fmt`.
-fn panel(
-    area: &DrawingArea<BitMapBackend<'_>, Shift>,
-    caption: &str,
-    y_desc: &str,
-    lines: &[(&str, RGBColor, Vec<(f64, f64)>)],
-    fmt: fn(f64) -> String,
-) -> Result<()> {
+/// One chart: caption, y axis description, the lines `(name, colour, points)`, the y labels'
+/// format, and where the legend goes.
+type Panel = (
+    &'static str,
+    &'static str,
+    Vec<(&'static str, RGBColor, Vec<(f64, f64)>)>,
+    fn(f64) -> String,
+    SeriesLabelPosition,
+);
+
+/// Draw one chart: each line with dots, a legend, the x axis in whole epochs, the y axis from
+/// the data's range (with a margin).
+fn panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, (caption, y_desc, lines, fmt, legend): Panel) -> Result<()> {
     let all: Vec<(f64, f64)> = lines.iter().flat_map(|(_, _, p)| p.iter().copied()).collect();
     let last = all.iter().map(|p| p.0).fold(1.0, f64::max);
     let (lo, hi) = all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
@@ -123,7 +128,7 @@ fn panel(
     drawn(
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
+            .position(legend)
             .background_style(WHITE.mix(0.85))
             .border_style(RGBColor(180, 180, 180))
             .label_font((FONT, 13))
