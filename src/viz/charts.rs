@@ -115,7 +115,7 @@ fn panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, (caption, y_desc, lines, 
             .y_label_formatter(&y_fmt)
             .label_style((FONT, 13))
             .axis_desc_style((FONT, 15))
-            .light_line_style(RGBColor(235, 235, 235))
+            .light_line_style(TRANSPARENT)
             .draw(),
     )?;
     for (name, color, pts) in lines.iter().filter(|(_, _, p)| !p.is_empty()) {
@@ -136,18 +136,22 @@ fn panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, (caption, y_desc, lines, 
     )
 }
 
-/// Matplotlib's "Blues" ends: a cell's colour goes from the first (0% of its row) to the second.
+/// Matplotlib's "Blues" ends: a cell's colour goes from the first (0% of its row) to the second
+/// (100%), by the square root of its share, so that a class's few confusions (1–5% of its
+/// images) show against the white of none, while the diagonal stays the darkest.
 const LIGHT: [f64; 3] = [247.0, 251.0, 255.0];
 const DARK: [f64; 3] = [8.0, 48.0, 107.0];
 
-fn blues(f: f64) -> RGBColor {
-    let c = |i: usize| (LIGHT[i] + f.clamp(0.0, 1.0) * (DARK[i] - LIGHT[i])).round() as u8;
+fn blues(share: f64) -> RGBColor {
+    let f = share.clamp(0.0, 1.0).sqrt();
+    let c = |i: usize| (LIGHT[i] + f * (DARK[i] - LIGHT[i])).round() as u8;
     RGBColor(c(0), c(1), c(2))
 }
 
 /// `confusion.png`: `confusion[t][p]` (images of true class t predicted as p) as a heat map,
 /// rows = true class, columns = predicted, each cell printing its count and coloured by its
-/// share of its row (so a class's errors show whatever its size), with a colour bar.
+/// share of its row (so a class's errors show whatever its size; square-root scale, see
+/// [`blues`]), with a colour bar.
 pub fn confusion(title: &str, confusion: &[Vec<usize>]) -> Result<Canvas> {
     let k = confusion.len().max(1);
     let cell = if k <= 10 { 46 } else { (460 / k).max(18) } as i32;
@@ -167,7 +171,7 @@ pub fn confusion(title: &str, confusion: &[Vec<usize>]) -> Result<Canvas> {
             let (x, y) = (left + p as i32 * cell, top + t as i32 * cell);
             let RGBColor(r, g, b) = blues(f);
             canvas.fill((x as i64, y as i64), ((x + cell) as i64, (y + cell) as i64), [r, g, b]);
-            let ink = if f > 0.5 { WHITE } else { BLACK };
+            let ink = if f > 0.3 { WHITE } else { BLACK };
             let centre = (x + cell / 2, y + cell / 2);
             canvas.text(
                 &n.to_string(),
@@ -192,9 +196,10 @@ pub fn confusion(title: &str, confusion: &[Vec<usize>]) -> Result<Canvas> {
     canvas.text("predicted class", (left + grid / 2, top + grid + 30), &axis)?;
     let vertical = vertical_style(15.0, BLACK, (HPos::Center, VPos::Top));
     canvas.text("true class", (left - 60, top + grid / 2), &vertical)?;
-    // The colour bar: 0% at the bottom, 100% at the top.
+    // The colour bar: 0% at the bottom, 100% at the top, on the colours' square-root scale.
+    let level = |y: i32| (1.0 - y as f64 / (grid - 1).max(1) as f64).powi(2);
     for y in 0..grid {
-        let RGBColor(r, g, b) = blues(1.0 - y as f64 / (grid - 1).max(1) as f64);
+        let RGBColor(r, g, b) = blues(level(y));
         canvas.fill(
             (bar_x as i64, (top + y) as i64),
             ((bar_x + 16) as i64, (top + y + 1) as i64),
@@ -203,8 +208,8 @@ pub fn confusion(title: &str, confusion: &[Vec<usize>]) -> Result<Canvas> {
     }
     canvas.frame((bar_x, top), (bar_x + 17, top + grid + 1), RGBColor(120, 120, 120), 1)?;
     let tick = text_style(12.0, BLACK, (HPos::Left, VPos::Center));
-    for (f, s) in [(1.0, "100%"), (0.5, "50%"), (0.0, "0%")] {
-        let y = top + ((1.0 - f) * (grid - 1) as f64) as i32;
+    for (f, s) in [(1.0, "100%"), (0.25, "25%"), (0.05, "5%"), (0.01, "1%"), (0.0, "0%")] {
+        let y = top + ((1.0 - f64::sqrt(f)) * (grid - 1) as f64) as i32;
         canvas.text(s, (bar_x + 22, y), &tick)?;
     }
     let note = text_style(12.0, BLACK, (HPos::Center, VPos::Top));

@@ -36,9 +36,8 @@ pub const GRAY: RGBColor = RGBColor(110, 110, 110);
 fn register_fonts() {
     static FONTS: Once = Once::new();
     FONTS.call_once(|| {
-        // The bytes are DejaVu's own TTFs: parsing them cannot fail.
-        let ok = plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular()).is_ok()
-            && plotters::style::register_font(FONT, FontStyle::Bold, dejavu::sans::bold()).is_ok();
+        // The bytes are DejaVu's own TTF: parsing it cannot fail.
+        let ok = plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular()).is_ok();
         assert!(ok, "the bundled DejaVu Sans fonts parse");
     });
 }
@@ -53,9 +52,10 @@ pub fn text_style(size: f64, color: RGBColor, anchor: (HPos, VPos)) -> TextStyle
     styled((FONT, size).into_font(), color, anchor)
 }
 
-/// [`text_style`] in bold.
+/// A title's style: [`text_style`], for now in the regular weight too. (DejaVu Sans Bold through
+/// plotters' `ab_glyph` renderer draws some glyphs, `u` among them, a few pixels too high.)
 pub fn bold_style(size: f64, color: RGBColor, anchor: (HPos, VPos)) -> TextStyle<'static> {
-    styled((FONT, size, FontStyle::Bold).into_font(), color, anchor)
+    styled((FONT, size).into_font(), color, anchor)
 }
 
 /// [`text_style`] turned a quarter to the left (reads bottom to top: a vertical axis's label).
