@@ -249,7 +249,8 @@ pub fn read_metadata(path: impl AsRef<Path>) -> Result<HashMap<String, String>> 
         .unwrap_or_default())
 }
 
-/// Set every parameter of `params` from `tensors` (names under `optim.` are skipped), all or
+/// Set every parameter of `params` from `tensors` (names under `optim.` and `margins.`, training
+/// state, are skipped), all or
 /// nothing: on any missing, unexpected or misshapen tensor the store is left unchanged and the
 /// error (naming `path`) lists every problem.
 pub fn assign_params(path: impl AsRef<Path>, tensors: &[(String, Tensor)], params: &mut ParamStore) -> Result<()> {
@@ -257,7 +258,7 @@ pub fn assign_params(path: impl AsRef<Path>, tensors: &[(String, Tensor)], param
     let mut by_name: HashMap<&str, &Tensor> = HashMap::new();
     let mut duplicated = Vec::new();
     for (name, t) in tensors {
-        if name.starts_with(STATE_PREFIX) {
+        if name.starts_with(STATE_PREFIX) || name.starts_with(crate::train::margins::PREFIX) {
             continue;
         }
         if by_name.insert(name.as_str(), t).is_some() {

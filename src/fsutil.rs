@@ -24,6 +24,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// The marker between a target's file name and the writer's process id in a temporary file name.
 const TEMP_MARKER: &str = ".tmp-";
 
+/// The last component of `path`, to name a file or a run in a title (the whole path if it has
+/// none, as `/` or `..`).
+pub fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map_or(path.display().to_string(), |n| n.to_string_lossy().into_owned())
+}
+
 /// A fresh temporary name next to `path`: `<file name>.tmp-<pid>-<n>`.
 pub fn temp_path(path: &Path) -> Result<PathBuf> {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);

@@ -18,12 +18,14 @@ pub mod cli;
 pub mod data;
 pub mod error;
 pub mod fsutil;
+pub mod inspect;
 pub mod nn;
 pub mod ops;
 pub mod optim;
 pub mod rng;
 pub mod tensor;
 pub mod train;
+pub mod viz;
 
 pub use autograd::{Gradients, Graph, Op, ParamId, ParamStore, Var};
 pub use backend::Device;

@@ -1,6 +1,9 @@
-//! The command line: `vitcore train | eval | predict | bench`. Parsing (clap) and the glue that
-//! turns flags into a [`TrainConfig`] or [`BenchOptions`]; the work itself is in `crate::train`
-//! and `crate::bench`.
+//! The command line: `vitcore train | eval | predict | bench | plot | summary | show | attention |
+//! audit`. Parsing (clap) and the glue that turns flags into a [`TrainConfig`] or
+//! [`BenchOptions`]; the work itself is in `crate::train`, `crate::bench` and `crate::inspect`
+//! (the commands that look inside a model are in [`see`]).
+
+pub mod see;
 
 use crate::backend::cuda::{resolve_and_report, DeviceChoice};
 use crate::backend::Device;
@@ -103,6 +106,23 @@ pub enum Command {
         #[command(subcommand)]
         what: BenchWhat,
     },
+    /// Redraw a run's pictures (curves.png, confusion.png, predictions.png) from its log.csv and
+    /// best.safetensors.
+    Plot(see::PlotArgs),
+    /// Every layer of the model by its parameter name, with its output shape, parameter count
+    /// and FLOPs per image, and the totals.
+    Summary(see::SummaryArgs),
+    /// Show how the model sees its input.
+    Show {
+        #[command(subcommand)]
+        what: see::ShowWhat,
+    },
+    /// What the class token attends to in one image: each head of the last block, and attention
+    /// rollout through all blocks, over the image (a PNG).
+    Attention(see::AttentionArgs),
+    /// Rank a run's training images by how likely their label is wrong (area under the margin,
+    /// Pleiss et al. 2020): audit.csv and a contact sheet audit.png in the run folder.
+    Audit(see::AuditArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -501,6 +521,11 @@ pub fn run(cli: Cli) -> Result<()> {
             })?;
             Ok(())
         }
+        Command::Plot(a) => see::plot(a),
+        Command::Summary(a) => see::summary(a),
+        Command::Show { what } => see::show(what),
+        Command::Attention(a) => see::attention(a),
+        Command::Audit(a) => see::audit(a),
         Command::Train {
             data: TrainData::Mnist { data, flags },
         } => run_train("mnist", data, &flags),

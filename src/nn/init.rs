@@ -44,3 +44,48 @@ pub fn torch_default(rng: &mut Rng, n: usize, fan_in: usize) -> Vec<f32> {
 pub fn xavier_uniform(rng: &mut Rng, fan_in: usize, fan_out: usize) -> Vec<f32> {
     rng.uniform_vec(fan_in * fan_out, (6.0 / (fan_in + fan_out) as f32).sqrt())
 }
+
+/// Where the values of a new model's parameters come from: the scheme and its generator. The
+/// draws happen in a fixed order (patch projection, class token, position embedding, each block,
+/// head), so a seed gives the same model every time.
+pub(crate) struct Initialiser {
+    pub init: Init,
+    pub rng: Rng,
+}
+
+impl Initialiser {
+    /// A linear layer's weight `[out, fan_in]`.
+    pub fn weight(&mut self, out: usize, fan_in: usize) -> Vec<f32> {
+        match self.init {
+            Init::Torch => torch_default(&mut self.rng, out * fan_in, fan_in),
+            Init::Timm => trunc_normal(&mut self.rng, out * fan_in, 0.02),
+        }
+    }
+
+    /// A linear layer's bias `[out]`.
+    pub fn bias(&mut self, out: usize, fan_in: usize) -> Vec<f32> {
+        match self.init {
+            Init::Torch => torch_default(&mut self.rng, out, fan_in),
+            Init::Timm => vec![0.0; out],
+        }
+    }
+
+    /// The class token `[D]` and position embedding `[T·D]`.
+    pub fn embeddings(&mut self, d: usize, tokens: usize) -> (Vec<f32>, Vec<f32>) {
+        match self.init {
+            Init::Torch => (self.rng.normal_vec(d, 1.0), self.rng.normal_vec(tokens * d, 1.0)),
+            Init::Timm => (
+                trunc_normal(&mut self.rng, d, 1e-6),
+                trunc_normal(&mut self.rng, tokens * d, 0.02),
+            ),
+        }
+    }
+
+    /// The packed q, k, v projection's weight `[3D·D]` (PyTorch's `in_proj_weight` is Xavier).
+    pub fn qkv(&mut self, d: usize) -> Vec<f32> {
+        match self.init {
+            Init::Torch => xavier_uniform(&mut self.rng, d, 3 * d),
+            Init::Timm => trunc_normal(&mut self.rng, 3 * d * d, 0.02),
+        }
+    }
+}

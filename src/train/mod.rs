@@ -5,10 +5,12 @@
 //! - `data.json` — where the data is (an absolute path, so a resume works from any directory);
 //! - `log.csv` — one row per epoch: `epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds`;
 //! - `last.safetensors` — parameters + optimiser state + [`Position`] (the epoch, and the step
-//!   inside the next one when interrupted there) + the data's checksum, written after every
-//!   epoch and when a signal stops the run ([`interrupt`]);
+//!   inside the next one when interrupted there) + the data's checksum + every training image's
+//!   margins so far ([`margins`], for `vitcore audit`), written after every epoch and when a
+//!   signal stops the run ([`interrupt`]);
 //! - `best.safetensors` — the parameters with the lowest validation loss so far;
-//! - `test_metrics.json` — the final test accuracy and confusion matrix.
+//! - `test_metrics.json` — the final test accuracy and confusion matrix;
+//! - `curves.png`, `confusion.png`, `predictions.png` — the run in pictures ([`pictures`]).
 //!
 //! Every file is written atomically (temporary file, then rename: [`crate::fsutil`]), so an
 //! interrupted run never leaves a half-written one, and none of them may be one of the run's
@@ -16,10 +18,13 @@
 
 pub mod config;
 pub mod interrupt;
+pub mod margins;
+pub mod pictures;
 pub mod resume;
 
 pub use config::{OptimizerKind, ScheduleKind, TrainConfig};
 pub use interrupt::Interrupt;
+pub use margins::Margins;
 pub use resume::{Plan, Position, ResumeRequest};
 
 use crate::autograd::{Graph, ParamStore};
@@ -309,13 +314,16 @@ pub struct TrainSummary {
 const LOG_HEADER: &str = "epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds";
 
 /// The files of a run folder.
-pub const RUN_FILES: [&str; 6] = [
+pub const RUN_FILES: [&str; 9] = [
     "config.json",
     "data.json",
     "log.csv",
     "last.safetensors",
     "best.safetensors",
     "test_metrics.json",
+    pictures::PICTURES[0],
+    pictures::PICTURES[1],
+    pictures::PICTURES[2],
 ];
 
 /// Options that do not change the model or its training.
@@ -407,6 +415,8 @@ struct OptimState {
     best_val: f64,
     /// Data checksum and device, saved for the resume checks.
     run_meta: HashMap<String, String>,
+    /// Every training image's margins so far (the label audit's evidence).
+    margins: Margins,
 }
 
 impl OptimState {
@@ -420,7 +430,9 @@ impl OptimState {
         pos.write_meta(&mut meta);
         meta.insert("best_val_loss".into(), self.best_val.to_string());
         meta.extend(self.run_meta.clone());
-        checkpoint::save_params(path, store, &self.adam.state_tensors(store), &meta)
+        let mut extra = self.adam.state_tensors(store);
+        extra.extend(self.margins.tensors()?);
+        checkpoint::save_params(path, store, &extra, &meta)
     }
 }
 
@@ -524,6 +536,7 @@ pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions
         },
         best_val: f64::INFINITY,
         run_meta,
+        margins: Margins::new(train_set.len(), cfg.model.num_classes),
     };
     let mut history: Vec<EpochLog> = Vec::new();
     let mut last_epoch = cfg.epochs;
@@ -531,6 +544,10 @@ pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions
         checkpoint::assign_params(&ckpt_last, tensors, &mut store)?;
         st.adam.load_state(&store, tensors, meta)?;
         st.sched.load_state_metadata(meta)?;
+        match Margins::from_tensors(&ckpt_last, tensors, train_set.len(), cfg.model.num_classes)? {
+            Some(m) => st.margins = m,
+            None => outln!("note: this run's checkpoint has no training margins: `vitcore audit` will see only the epochs from now on"),
+        }
         if let Some(e) = st.early.as_mut() {
             // Early stopping turned on by this resume starts counting now.
             if meta.contains_key(&format!("{}early.bad_epochs", crate::optim::STATE_PREFIX)) {
@@ -646,9 +663,11 @@ pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions
             lr = st.sched.lr(global_step);
             st.adam.set_lr(lr);
             st.adam.step(&mut store)?;
-            for (row, &t) in logits_t.values()?.chunks(cfg.model.num_classes).zip(&batch.labels) {
+            let logits = logits_t.values()?;
+            for (row, &t) in logits.chunks(cfg.model.num_classes).zip(&batch.labels) {
                 correct += (argmax(row) == t as usize) as usize;
             }
+            st.margins.record(&batch.indices, &logits, &batch.labels);
             drop((loss_t, logits_t));
             global_step += 1;
             step += 1;
@@ -752,7 +771,8 @@ pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions
         Some(t) => (t, "test"),
         None => (&val_set, "validation"),
     };
-    let final_eval = evaluate(&vit, &store, eval_set, &cfg, false)?;
+    // With probabilities: predictions.png shows the most confident mistakes first.
+    let final_eval = evaluate(&vit, &store, eval_set, &cfg, true)?;
     outln!(
         "{on} accuracy (best.safetensors): {:.2}% ({}/{})",
         100.0 * final_eval.accuracy,
@@ -774,6 +794,9 @@ pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions
         &out.join("test_metrics.json"),
         serde_json::to_string_pretty(&metrics).expect("serialises").as_bytes(),
     )?;
+    // From log.csv, as `vitcore plot` draws them (its rounding included): the same pictures.
+    pictures::draw(out, &read_log(&out.join("log.csv"))?, &final_eval, eval_set, on)?;
+    outln!("pictures: {} ({})", pictures::PICTURES.join(", "), out.display());
     Ok(TrainSummary {
         epochs: history,
         final_eval,

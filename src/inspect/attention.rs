@@ -1,0 +1,202 @@
+//! `vitcore attention`: what the class token looks at.
+//!
+//! The head reads only the class token, so where the class token takes its information from is
+//! where the model looks. Two views, both of the class token's row of attention weights,
+//! restricted to the patches and drawn over the image (bilinear upsampling of the patch grid):
+//!
+//! - **each head of the last block**: `a[0, 1..]` of that head's `T×T` weights — what the final
+//!   mixing step reads;
+//! - **attention rollout** (Abnar & Zuidema, "Quantifying Attention Flow in Transformers", ACL
+//!   2020): the information of a token also flows through the residual connection, so each
+//!   block's attention is taken as `Â_l = norm_rows(mean_heads(A_l) + I)` (the identity for the
+//!   residual, rows renormalised to sum to 1), and the flow from the input tokens to the last
+//!   block's output is the product `R = Â_L · … · Â_1`. Row 0 of `R`, without its first entry,
+//!   says how much of the class token's final state comes from each patch.
+//!
+//! Each map is drawn scaled to its own maximum: they show *where*, not how much.
+
+use super::input::InputImage;
+use crate::autograd::ParamStore;
+use crate::error::Result;
+use crate::nn::Vit;
+use crate::tensor::Tensor;
+use crate::viz::heat::{normalise_by_max, overlay, upsample_bilinear};
+use crate::viz::tiles::{self, Tile};
+use crate::viz::{to_rgb, Canvas, GRAY};
+use plotters::style::colors::BLACK;
+
+/// The class token's attention over the patches of one image.
+#[derive(Clone, Debug)]
+pub struct ClassAttention {
+    /// The model's probability per class.
+    pub probabilities: Vec<f32>,
+    /// Per head of the last block: the weight the class token gives each patch (`N`, row-major
+    /// patch order), and the weight it gives itself.
+    pub heads: Vec<(Vec<f32>, f32)>,
+    /// Attention rollout through all blocks: the share of each patch (`N`).
+    pub rollout: Vec<f32>,
+    /// The patch grid, rows × columns.
+    pub grid: (usize, usize),
+}
+
+/// The rollout `R = Â_L · … · Â_1` of one image's weights (`[h, T, T]` per block, `h·T·T`
+/// values each), `Â_l = norm_rows(mean_heads(A_l) + I)`; returned as `T×T`, row-major.
+pub fn rollout(blocks: &[Vec<f32>], heads: usize, t: usize) -> Vec<f32> {
+    let mut r: Vec<f32> = (0..t * t).map(|i| if i / t == i % t { 1.0 } else { 0.0 }).collect();
+    for a in blocks {
+        let mut m = vec![0.0f32; t * t];
+        for h in 0..heads {
+            for (x, &v) in m.iter_mut().zip(&a[h * t * t..(h + 1) * t * t]) {
+                *x += v / heads as f32;
+            }
+        }
+        for (i, row) in m.chunks_mut(t).enumerate() {
+            row[i] += 1.0;
+            let s: f32 = row.iter().sum();
+            row.iter_mut().for_each(|v| *v /= s);
+        }
+        // R ← Â_l · R: block l mixes what the earlier blocks produced.
+        let mut next = vec![0.0f32; t * t];
+        for i in 0..t {
+            for k in 0..t {
+                let mik = m[i * t + k];
+                for j in 0..t {
+                    next[i * t + j] += mik * r[k * t + j];
+                }
+            }
+        }
+        r = next;
+    }
+    r
+}
+
+/// Run `vit` on one image (pixels normalised as in training: `(p/255 − mean)/std`) and collect
+/// the class token's attention. The image must have the model's size (see
+/// [`super::input::load_for_model`]).
+pub fn class_attention(vit: &Vit, store: &ParamStore, img: &InputImage, mean: f32, std: f32) -> Result<ClassAttention> {
+    let cfg = &vit.cfg;
+    let x: Vec<f32> = img
+        .pixels
+        .iter()
+        .map(|&p| crate::data::loader::normalise(p, mean, std))
+        .collect();
+    let x = Tensor::from_vec(x, &[1, 1, img.height, img.width])?;
+    let (logits, weights) = vit.forward_with_attention(store, x)?;
+    let logits = logits.values()?;
+    let m = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let e: Vec<f32> = logits.iter().map(|v| (v - m).exp()).collect();
+    let s: f32 = e.iter().sum();
+    let (h, t) = (cfg.heads, cfg.tokens());
+    let blocks: Vec<Vec<f32>> = weights.iter().map(|w| w.values()).collect::<Result<_>>()?;
+    let last = blocks.last().expect("a ViT has at least one block");
+    let heads = (0..h)
+        .map(|k| {
+            let row0 = &last[k * t * t..k * t * t + t];
+            (row0[1..].to_vec(), row0[0])
+        })
+        .collect();
+    let r = rollout(&blocks, h, t);
+    Ok(ClassAttention {
+        probabilities: e.iter().map(|v| v / s).collect(),
+        heads,
+        rollout: r[1..t].to_vec(),
+        grid: (cfg.image_height / cfg.patch, cfg.image_width / cfg.patch),
+    })
+}
+
+/// Pixels per image pixel in the picture.
+const SCALE: usize = 6;
+
+/// The picture: the input, the rollout, then each head of the last block, each map over the
+/// image. `name` names the run in the title.
+pub fn picture(img: &InputImage, a: &ClassAttention, depth: usize, name: &str) -> Result<Canvas> {
+    let (h, w) = (img.height * SCALE, img.width * SCALE);
+    let base: Vec<[u8; 3]> = {
+        let small = to_rgb(&img.pixels, [1, img.height, img.width]);
+        (0..h * w)
+            .map(|i| small[(i / w / SCALE) * img.width + (i % w) / SCALE])
+            .collect()
+    };
+    let over = |map: &[f32]| -> Vec<u8> {
+        let heat = upsample_bilinear(&normalise_by_max(map), a.grid, (h, w));
+        planar(&overlay(&base, &heat))
+    };
+    let best = (0..a.probabilities.len())
+        .max_by(|&i, &j| a.probabilities[i].total_cmp(&a.probabilities[j]))
+        .unwrap_or(0);
+    let mut panels: Vec<(Vec<u8>, [String; 2])> = vec![
+        (
+            planar(&base),
+            [
+                format!("input: class {best} ({:.0}%)", 100.0 * a.probabilities[best]),
+                img.label.map_or(String::new(), |l| format!("label {l}")),
+            ],
+        ),
+        (
+            over(&a.rollout),
+            [
+                format!("rollout, {depth} blocks"),
+                format!("patches {:.0}%", 100.0 * a.rollout.iter().sum::<f32>()),
+            ],
+        ),
+    ];
+    for (k, (map, own)) in a.heads.iter().enumerate() {
+        let top = map.iter().fold(0.0f32, |m, &v| m.max(v));
+        panels.push((
+            over(map),
+            [
+                format!("block {depth}, head {}", k + 1),
+                format!("max {:.0}%, to CLS {:.0}%", 100.0 * top, 100.0 * own),
+            ],
+        ));
+    }
+    let tiles: Vec<Tile> = panels
+        .iter()
+        .map(|(px, [l1, l2])| Tile {
+            pixels: px,
+            lines: vec![(l1.clone(), BLACK), (l2.clone(), GRAY)],
+            frame: None,
+        })
+        .collect();
+    tiles::sheet(
+        &format!("{}: what the class token attends to ({name})", img.name),
+        "each map scaled to its own maximum (dark: little, yellow: most); rollout: heads averaged, identity added, \
+         rows renormalised, multiplied through the blocks",
+        &tiles,
+        [3, h, w],
+        1,
+        6,
+    )
+}
+
+/// Row-major RGB pixels as channel-major planes (`[3, H, W]`, as [`Tile`] takes them).
+fn planar(rgb: &[[u8; 3]]) -> Vec<u8> {
+    (0..3).flat_map(|c| rgb.iter().map(move |p| p[c])).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rollout_of_uniform_attention_and_of_self_attention() {
+        // Every token attending to itself only: Â = I each block, R = I.
+        let t = 3;
+        let eye: Vec<f32> = (0..t * t).map(|i| (i / t == i % t) as u8 as f32).collect();
+        assert_eq!(rollout(&[eye.clone(), eye.clone()], 1, t), eye);
+        // Uniform attention U (1/3 everywhere): Â = (U + I)/2; rows still sum to 1 after two
+        // blocks, and the diagonal is (1/6 + 1/2)² + 2·(1/6)² = 1/2 - the mixing of the
+        // residual keeps half of a token on itself.
+        let u = vec![1.0 / 3.0; t * t];
+        let r = rollout(&[u.clone(), u], 1, t);
+        for row in r.chunks(t) {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        }
+        assert!((r[0] - 0.5).abs() < 1e-6, "{r:?}");
+        // Two heads are averaged before the identity is added.
+        let two = [eye.clone(), vec![1.0 / 3.0; t * t]].concat();
+        let one = rollout(&[two], 2, t);
+        let expect_diag = (0.5 + 1.0 / 6.0 + 1.0) / 2.0;
+        assert!((one[0] - expect_diag).abs() < 1e-6, "{one:?}");
+    }
+}
