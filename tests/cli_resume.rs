@@ -50,6 +50,31 @@ fn csv_and_fifo(name: &str, n: usize) -> (TempDir, PathBuf, Vec<u8>, PathBuf) {
 /// Run `vitcore ARGS`, whose training data is the FIFO `fifo`: once it has printed its
 /// `device:` line, send it `signals` (names for `kill`), then feed `data` into the FIFO (with
 /// `None`, nothing: it waits for its data until a signal ends it).
+/// Wait (up to a minute, then go on) until signal `sig` is no longer pending for process `pid`:
+/// Linux lists pending signals in /proc/PID/status (`SigPnd` for the thread, `ShdPnd` for the
+/// process), one bit per signal number.
+fn wait_delivered(pid: u32, sig: &str) {
+    let number = match sig {
+        "INT" => 2,
+        "TERM" => 15,
+        other => panic!("no number for SIG{other}"),
+    };
+    let pending = || {
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status.lines().any(|l| {
+            (l.starts_with("SigPnd:") || l.starts_with("ShdPnd:"))
+                && u64::from_str_radix(l.split(':').nth(1).unwrap_or("0").trim(), 16).unwrap_or(0) >> (number - 1) & 1
+                    == 1
+        })
+    };
+    for _ in 0..6000 {
+        if !pending() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 fn run_signalled(args: &[OsString], fifo: &Path, data: Option<&[u8]>, signals: &[&str]) -> Run {
     let mut child = vitcore_command(&repo_root())
         .args(args)
@@ -69,12 +94,17 @@ fn run_signalled(args: &[OsString], fifo: &Path, data: Option<&[u8]>, signals: &
             break;
         }
     }
-    for sig in signals {
+    for (k, sig) in signals.iter().enumerate() {
         let sent = Command::new("kill")
             .args([format!("-{sig}"), child.id().to_string()])
             .status()
             .expect("kill");
         assert!(sent.success(), "kill -{sig}");
+        if k + 1 < signals.len() {
+            // Two signals of one kind sent before the first is delivered merge into one (POSIX
+            // does not queue them): wait until this one has been taken.
+            wait_delivered(child.id(), sig);
+        }
     }
     // The feeder blocks until vitcore opens the FIFO (or, if it exited without, forever: then
     // the test fails below instead of hanging).
