@@ -1,0 +1,110 @@
+//! The launch wrappers of `kernels/gelu.cu`: GELU and its gradient, one thread per element, in
+//! the erf and the tanh form, alone or fused with the dropout after it. [`GeluKind`], which both
+//! the CPU op (`ops::gelu`) and these kernels take, lives here with the kernels.
+
+use super::{CudaDevice, DevicePtr, DevicePtrMut};
+use crate::error::Result;
+
+/// Which GELU formula.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GeluKind {
+    /// `x·Φ(x)` with the error function (PyTorch `approximate='none'`).
+    Erf,
+    /// The tanh approximation (PyTorch `approximate='tanh'`).
+    Tanh,
+}
+
+impl GeluKind {
+    /// The `int kind` gelu.cu takes: 0 = erf, 1 = tanh.
+    pub fn code(self) -> i32 {
+        match self {
+            GeluKind::Erf => 0,
+            GeluKind::Tanh => 1,
+        }
+    }
+}
+
+impl CudaDevice {
+    /// `y = gelu(x)` over `n` elements.
+    pub fn gelu_fwd(
+        &self,
+        x: &(impl DevicePtr<f32> + ?Sized),
+        y: &mut (impl DevicePtrMut<f32> + ?Sized),
+        n: usize,
+        kind: GeluKind,
+    ) -> Result<()> {
+        self.args("gelu_fwd")
+            .input("x", x, n)
+            .output("y", y, n)
+            .size(n)
+            .arg(kind.code())
+            .launch_elementwise("gelu_fwd", n)
+    }
+
+    /// `dx = G ⊙ gelu'(x)`.
+    pub fn gelu_bwd(
+        &self,
+        g: &(impl DevicePtr<f32> + ?Sized),
+        x: &(impl DevicePtr<f32> + ?Sized),
+        dx: &mut (impl DevicePtrMut<f32> + ?Sized),
+        n: usize,
+        kind: GeluKind,
+    ) -> Result<()> {
+        self.args("gelu_bwd")
+            .input("g", g, n)
+            .input("x", x, n)
+            .output("dx", dx, n)
+            .size(n)
+            .arg(kind.code())
+            .launch_elementwise("gelu_bwd", n)
+    }
+
+    /// `y = gelu(x) ⊙ mask(seed) / (1 − p)`: GELU fused with the dropout after it
+    /// (`ops::gelu::forward_dropout`).
+    pub fn gelu_dropout_fwd(
+        &self,
+        x: &(impl DevicePtr<f32> + ?Sized),
+        y: &mut (impl DevicePtrMut<f32> + ?Sized),
+        n: usize,
+        kind: GeluKind,
+        p: f32,
+        seed: u64,
+    ) -> Result<()> {
+        let scale = Self::dropout_scale(n, p)?;
+        self.args("gelu_dropout_fwd")
+            .input("x", x, n)
+            .output("y", y, n)
+            .size(n)
+            .arg(kind.code())
+            .arg(p)
+            .arg(scale)
+            .arg(seed)
+            .launch_elementwise("gelu_dropout_fwd", n)
+    }
+
+    /// `dx = (G ⊙ mask(seed) / (1 − p)) ⊙ gelu'(x)` (`ops::gelu::backward_dropout`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn gelu_dropout_bwd(
+        &self,
+        g: &(impl DevicePtr<f32> + ?Sized),
+        x: &(impl DevicePtr<f32> + ?Sized),
+        dx: &mut (impl DevicePtrMut<f32> + ?Sized),
+        n: usize,
+        kind: GeluKind,
+        p: f32,
+        seed: u64,
+    ) -> Result<()> {
+        let scale = Self::dropout_scale(n, p)?;
+        self.args("gelu_dropout_bwd")
+            .input("g", g, n)
+            .input("x", x, n)
+            .output("dx", dx, n)
+            .size(n)
+            .arg(kind.code())
+            .arg(p)
+            .arg(scale)
+            .arg(seed)
+            .launch_elementwise("gelu_dropout_bwd", n)
+    }
+}
