@@ -15,9 +15,12 @@
 //!    memory-bound kernels (bytes the kernel must move / median time), and for matrix products
 //!    the CPU's theoretical peak or, on the GPU, cuBLAS on the same shape.
 //!
-//! `cpu` and `cuda` hold the cases of each device; this file holds what they share: the timing
-//! loop, the records, the table, the JSON report and the machine description.
+//! `cases` lists every case once, for both devices (shapes from `shapes`, references from
+//! `check`); `cpu` and `cuda` run them, each with its own clock and yardsticks; this file holds
+//! what they share: the timing loop, the records, the table, the JSON report and the machine
+//! description.
 
+pub mod cases;
 pub mod check;
 pub mod cpu;
 pub mod cuda;
