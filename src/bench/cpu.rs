@@ -10,10 +10,11 @@
 
 use super::cases::{self, uniform, F32};
 use super::check::{self, Checker, EPS, SAMPLES};
-use super::shapes::{self, bench_adam_config};
+use super::shapes::{self, bench_adam_config, ParamShapes};
 use super::{
-    cpu_info, cpu_last_level_cache, cpu_peak_gflops, git_commit, input_sets, measure, say, select, table_header,
-    table_row, BenchOptions, Bound, CaseInfo, DeviceInfo, Phase, Plan, Record, Report, Timing, Validation, Yardstick,
+    cpu_info, cpu_last_level_cache, git_commit, input_sets, measure, nominal_peak_gflops, peak, say, select,
+    table_header, table_row, BenchOptions, Bound, CaseInfo, DeviceInfo, Phase, Plan, Record, Report, Timing,
+    Validation, Yardstick,
 };
 use crate::autograd::{Graph, ParamStore};
 use crate::backend::cpu::pool;
@@ -151,7 +152,7 @@ pub(crate) fn adam_ref(cfg: &AdamConfig, t: u64, p: f64, g: f64, m: f64, v: f64)
     (decayed - step * m1 / denom, m1, v1, scale)
 }
 
-fn adam_case(label: &str, params: Vec<(String, Vec<usize>)>) -> CpuCase {
+fn adam_case(label: &str, params: ParamShapes) -> CpuCase {
     let n: usize = params.iter().map(|(_, s)| numel(s)).sum();
     let info = CaseInfo {
         kernel: "adam",
@@ -283,25 +284,26 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
         commit.as_deref().unwrap_or("unknown"),
         if opts.quick { ", --quick" } else { "" }
     ));
-    let peak = match cpu.clock_mhz {
-        Some(mhz) if cfg!(target_arch = "x86_64") => {
-            let gflops = cpu_peak_gflops(threads, mhz);
-            say(&format!(
-                "f32 peak: {threads} threads x 2 FMA pipes x 8 lanes (AVX2) x 2 flop x {:.3} GHz = {gflops:.1} GFLOP/s \
-                 (clock: {})",
-                mhz / 1e3,
-                cpu.clock_source
-            ));
-            Some(Yardstick::flops("CPU peak", gflops))
-        }
-        _ => {
-            say(&format!(
-                "f32 peak: unknown (clock {}; the formula assumes x86-64 AVX2 FMA): matrix products get no ratio",
-                cpu.clock_source
-            ));
-            None
-        }
+    // The yardstick of the matrix products, measured on every thread before any case runs.
+    let measured = if opts.quick {
+        peak::measure(0.03, 2)
+    } else {
+        peak::measure(0.15, 3)
     };
+    let nominal = match cpu.clock_mhz {
+        Some(mhz) if cfg!(target_arch = "x86_64") => format!(
+            "; the nominal figure from {:.3} GHz ({}) x 2 FMA pipes x 8 lanes x 2 flop would be {:.1}",
+            mhz / 1e3,
+            cpu.clock_source,
+            nominal_peak_gflops(threads, mhz)
+        ),
+        _ => String::new(),
+    };
+    say(&format!(
+        "f32 peak: {:.1} GFLOP/s, {}{nominal}",
+        measured.gflops, measured.method
+    ));
+    let peak = Some(Yardstick::flops("CPU peak", measured.gflops));
     say(&format!(
         "inputs rotate over sets totalling at least 2x the {} MiB last-level cache ({cache_source}) where memory allows",
         cache_bytes >> 20
@@ -340,6 +342,17 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
         say(&table_row(&record));
         records.push(record);
     }
+    let above = records
+        .iter()
+        .filter(|r| r.bound == Bound::Compute && r.ratio.is_some_and(|x| x > 1.0))
+        .count();
+    if above > 0 {
+        // A warning, on stderr: stdout is the table.
+        crate::errln!(
+            "note: {above} matrix product(s) ran faster than the measured peak, which the peak's method should \
+             not allow: measure on a quiet machine before trusting those ratios"
+        );
+    }
     Ok(Report {
         vitcore_version: env!("CARGO_PKG_VERSION"),
         commit,
@@ -357,6 +370,7 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
         },
         copy_bandwidth: copy,
         peak,
+        peak_method: Some(measured.method),
         records,
         not_on_this_device: Vec::new(),
     })

@@ -505,6 +505,7 @@ pub fn run(opts: &BenchOptions, dev: &CudaDevice) -> Result<Report> {
         },
         copy_bandwidth: copy,
         peak: None,
+        peak_method: None,
         records,
         not_on_this_device: not_on_gpu,
     })

@@ -55,7 +55,7 @@ impl VitShape {
 
     /// The names and shapes of the model's parameters (what the optimiser updates), from the
     /// model itself so they cannot drift from it.
-    pub fn parameters(&self) -> Result<Vec<(String, Vec<usize>)>> {
+    pub fn parameters(&self) -> Result<ParamShapes> {
         let mut cfg = TrainConfig::seed_preset().model;
         cfg.embed_dim = self.embed;
         cfg.heads = self.heads;
@@ -148,6 +148,9 @@ pub fn large_shapes(quick: bool, gpu: bool) -> LargeShapes {
     }
 }
 
+/// Named parameter shapes: what an optimiser step updates.
+pub type ParamShapes = Vec<(String, Vec<usize>)>;
+
 /// The optimiser the Adam cases step: AdamW with the default recipe's decay, every parameter decayed.
 pub fn bench_adam_config() -> AdamConfig {
     AdamConfig {
@@ -160,7 +163,7 @@ pub fn bench_adam_config() -> AdamConfig {
 
 /// The parameters an Adam case updates, labelled: each ViT configuration's (from the model), and
 /// one large matrix. The CPU steps `optim::Adam` over them; the GPU steps their elements as one.
-pub fn adam_shapes(quick: bool) -> Result<Vec<(String, Vec<(String, Vec<usize>)>)>> {
+pub fn adam_shapes(quick: bool) -> Result<Vec<(String, ParamShapes)>> {
     let mut v = Vec::new();
     for s in vit_shapes(quick) {
         v.push((s.name.to_string(), s.parameters()?));
