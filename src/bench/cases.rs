@@ -571,6 +571,21 @@ fn sample_rows(rows: usize) -> Vec<usize> {
     check::sample_indices(rows, 64)
 }
 
+/// Sampled rows of `y` (rows of `n`) against the softmax of the same rows of `x`, norm-wise.
+fn check_softmax_rows(ck: &mut Checker, part: &str, x: &[f32], y: &[f32], n: usize) {
+    for r in sample_rows(x.len() / n.max(1)) {
+        let row = r * n..(r + 1) * n;
+        check::row_normwise(
+            ck,
+            part,
+            r * n,
+            &y[row.clone()],
+            &check::softmax_row(&x[row]),
+            COMPOSITE_RTOL,
+        );
+    }
+}
+
 fn softmax_cases(label: &str, shape: &[usize]) -> Vec<Case> {
     let n = *shape.last().unwrap_or(&1);
     let total = numel(shape);
@@ -584,18 +599,7 @@ fn softmax_cases(label: &str, shape: &[usize]) -> Vec<Case> {
         total,
         |xs| Ok(vec![softmax::forward(&xs[0])?]),
         move |xs, out, ck| {
-            let (x, y) = (xs[0].data(), output(out, 0)?.data());
-            for r in sample_rows(total / n) {
-                let row = r * n..(r + 1) * n;
-                check::row_normwise(
-                    ck,
-                    "y",
-                    r * n,
-                    &y[row.clone()],
-                    &check::softmax_row(&x[row]),
-                    COMPOSITE_RTOL,
-                );
-            }
+            check_softmax_rows(ck, "y", xs[0].data(), output(out, 0)?.data(), n);
             Ok(())
         },
     )
@@ -1045,17 +1049,7 @@ fn cross_entropy_cases(label: &str, rows: usize, classes: usize) -> Vec<Case> {
             }
             let want = total_loss / rows as f64;
             ck.close("loss", 0, loss, want, COMPOSITE_RTOL * want.abs());
-            for r in sample_rows(rows) {
-                let row = r * classes..(r + 1) * classes;
-                check::row_normwise(
-                    ck,
-                    "p",
-                    r * classes,
-                    &p[row.clone()],
-                    &check::softmax_row(&z[row]),
-                    COMPOSITE_RTOL,
-                );
-            }
+            check_softmax_rows(ck, "p", z, p, classes);
             Ok(())
         },
     )

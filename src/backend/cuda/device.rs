@@ -315,6 +315,12 @@ impl<'d> Args<'d> {
         self.push(Ok(Arg::of_struct(v)))
     }
 
+    /// A check made outside the builder failed (a family's own rule, e.g. the dropout
+    /// probability): kept like the others, the first failure being the one returned.
+    pub(super) fn fail(self, e: Error) -> Self {
+        self.push(Err(e))
+    }
+
     /// The first failed check, if any; for a wrapper with nothing to launch.
     pub(super) fn check(self) -> Result<()> {
         self.checked().map(drop)

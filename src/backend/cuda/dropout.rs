@@ -2,22 +2,34 @@
 //! recomputed from its seed with the CPU's counter-based hash, bit for bit) and the residual add
 //! fused with dropout.
 
+use super::device::Args;
 use super::{CudaDevice, DevicePtr, DevicePtrMut};
 use crate::error::{Error, Result};
 
-impl CudaDevice {
-    /// Checks `p` and `n` for a dropout mask and returns `1/(1 − p)`, exactly the CPU's f32 value.
-    /// (GELU fused with dropout, in `gelu.rs`, takes the same.)
-    pub(super) fn dropout_scale(n: usize, p: f32) -> Result<f32> {
-        if !(0.0..1.0).contains(&p) {
-            return Err(Error::config(format!("dropout probability must be in [0, 1), got {p}")));
-        }
-        if n > u32::MAX as usize {
-            return Err(Error::shape("dropout", &[n], &[], "more than 2^32 elements"));
-        }
-        Ok(1.0f32 / (1.0 - p))
+/// Checks `p` and `n` for a dropout mask and returns `1/(1 − p)`, exactly the CPU's f32 value.
+fn dropout_scale(n: usize, p: f32) -> Result<f32> {
+    if !(0.0..1.0).contains(&p) {
+        return Err(Error::config(format!("dropout probability must be in [0, 1), got {p}")));
     }
+    if n > u32::MAX as usize {
+        return Err(Error::shape("dropout", &[n], &[], "more than 2^32 elements"));
+    }
+    Ok(1.0f32 / (1.0 - p))
+}
 
+impl Args<'_> {
+    /// The mask arguments every dropout kernel ends with (`float p, float scale,
+    /// unsigned long long seed`, the mask of `n` elements), after checking `p` and `n`. GELU
+    /// fused with dropout (`gelu.rs`) takes the same.
+    pub(super) fn mask(self, n: usize, p: f32, seed: u64) -> Self {
+        match dropout_scale(n, p) {
+            Ok(scale) => self.arg(p).arg(scale).arg(seed),
+            Err(e) => self.fail(e),
+        }
+    }
+}
+
+impl CudaDevice {
     /// `y = r + x ⊙ mask(seed) / (1 − p)`: the residual add fused with dropout
     /// (`ops::dropout::add_masked`, bit for bit). Its backward is `dr = G`, `dx = dropout_bwd(G)`.
     #[allow(clippy::too_many_arguments)]
@@ -30,15 +42,12 @@ impl CudaDevice {
         p: f32,
         seed: u64,
     ) -> Result<()> {
-        let scale = Self::dropout_scale(n, p)?;
         self.args("dropout_add_fwd")
             .input("r", r, n)
             .input("x", x, n)
             .output("y", y, n)
             .size(n)
-            .arg(p)
-            .arg(scale)
-            .arg(seed)
+            .mask(n, p, seed)
             .launch_elementwise("dropout_add_fwd", n)
     }
 
@@ -76,14 +85,11 @@ impl CudaDevice {
         p: f32,
         seed: u64,
     ) -> Result<()> {
-        let scale = Self::dropout_scale(n, p)?;
         self.args(name)
             .input("x", x, n)
             .output("y", y, n)
             .size(n)
-            .arg(p)
-            .arg(scale)
-            .arg(seed)
+            .mask(n, p, seed)
             .launch_elementwise(name, n)
     }
 }

@@ -2,6 +2,7 @@
 //! the erf and the tanh form, alone or fused with the dropout after it. [`GeluKind`], which both
 //! the CPU op (`ops::gelu`) and these kernels take, lives here with the kernels.
 
+use super::device::Args;
 use super::{CudaDevice, DevicePtr, DevicePtrMut};
 use crate::error::Result;
 
@@ -34,12 +35,8 @@ impl CudaDevice {
         n: usize,
         kind: GeluKind,
     ) -> Result<()> {
-        self.args("gelu_fwd")
-            .input("x", x, n)
-            .output("y", y, n)
-            .size(n)
-            .arg(kind.code())
-            .launch_elementwise("gelu_fwd", n)
+        let args = self.args("gelu_fwd").input("x", x, n).output("y", y, n);
+        launch_gelu(args, "gelu_fwd", n, kind, None)
     }
 
     /// `dx = G ⊙ gelu'(x)`.
@@ -51,13 +48,12 @@ impl CudaDevice {
         n: usize,
         kind: GeluKind,
     ) -> Result<()> {
-        self.args("gelu_bwd")
+        let args = self
+            .args("gelu_bwd")
             .input("g", g, n)
             .input("x", x, n)
-            .output("dx", dx, n)
-            .size(n)
-            .arg(kind.code())
-            .launch_elementwise("gelu_bwd", n)
+            .output("dx", dx, n);
+        launch_gelu(args, "gelu_bwd", n, kind, None)
     }
 
     /// `y = gelu(x) ⊙ mask(seed) / (1 − p)`: GELU fused with the dropout after it
@@ -71,16 +67,8 @@ impl CudaDevice {
         p: f32,
         seed: u64,
     ) -> Result<()> {
-        let scale = Self::dropout_scale(n, p)?;
-        self.args("gelu_dropout_fwd")
-            .input("x", x, n)
-            .output("y", y, n)
-            .size(n)
-            .arg(kind.code())
-            .arg(p)
-            .arg(scale)
-            .arg(seed)
-            .launch_elementwise("gelu_dropout_fwd", n)
+        let args = self.args("gelu_dropout_fwd").input("x", x, n).output("y", y, n);
+        launch_gelu(args, "gelu_dropout_fwd", n, kind, Some((p, seed)))
     }
 
     /// `dx = (G ⊙ mask(seed) / (1 − p)) ⊙ gelu'(x)` (`ops::gelu::backward_dropout`).
@@ -95,16 +83,22 @@ impl CudaDevice {
         p: f32,
         seed: u64,
     ) -> Result<()> {
-        let scale = Self::dropout_scale(n, p)?;
-        self.args("gelu_dropout_bwd")
+        let args = self
+            .args("gelu_dropout_bwd")
             .input("g", g, n)
             .input("x", x, n)
-            .output("dx", dx, n)
-            .size(n)
-            .arg(kind.code())
-            .arg(p)
-            .arg(scale)
-            .arg(seed)
-            .launch_elementwise("gelu_dropout_bwd", n)
+            .output("dx", dx, n);
+        launch_gelu(args, "gelu_dropout_bwd", n, kind, Some((p, seed)))
     }
+}
+
+/// Every gelu.cu kernel takes its slices, then `long long n, int kind`, then (fused with dropout)
+/// the mask's `p, scale, seed`.
+fn launch_gelu(args: Args, kernel: &str, n: usize, kind: GeluKind, dropout: Option<(f32, u64)>) -> Result<()> {
+    let args = args.size(n).arg(kind.code());
+    let args = match dropout {
+        Some((p, seed)) => args.mask(n, p, seed),
+        None => args,
+    };
+    args.launch_elementwise(kernel, n)
 }

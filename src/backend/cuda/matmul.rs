@@ -27,6 +27,20 @@ pub struct MatmulDims {
     pub tb: bool,
 }
 
+impl MatmulDims {
+    /// One product (`batch = 1`).
+    pub fn single(m: usize, n: usize, k: usize, ta: bool, tb: bool) -> MatmulDims {
+        MatmulDims {
+            batch: 1,
+            m,
+            n,
+            k,
+            ta,
+            tb,
+        }
+    }
+}
+
 impl CudaDevice {
     /// `C[z] = op(A[z])·op(B[z]) + beta·C[z]` for every batch index (beta = 0: C is only written).
     pub fn matmul(
@@ -124,14 +138,7 @@ impl CudaDevice {
             }
             None => 0.0,
         };
-        let d = MatmulDims {
-            batch: 1,
-            m: rows,
-            n: dout,
-            k: din,
-            ta: false,
-            tb: true,
-        };
+        let d = MatmulDims::single(rows, dout, din, false, true);
         self.matmul(MatmulKernel::RegisterTiled, x, w, y, d, beta)
     }
 
@@ -151,25 +158,11 @@ impl CudaDevice {
         dout: usize,
     ) -> Result<()> {
         if let Some(dx) = dx {
-            let d = MatmulDims {
-                batch: 1,
-                m: rows,
-                n: din,
-                k: dout,
-                ta: false,
-                tb: false,
-            };
+            let d = MatmulDims::single(rows, din, dout, false, false);
             self.matmul(MatmulKernel::RegisterTiled, g, w, dx, d, 0.0)?;
         }
         if let Some(dw) = dw {
-            let d = MatmulDims {
-                batch: 1,
-                m: dout,
-                n: din,
-                k: rows,
-                ta: true,
-                tb: false,
-            };
+            let d = MatmulDims::single(dout, din, rows, true, false);
             self.matmul(MatmulKernel::RegisterTiled, g, x, dw, d, 0.0)?;
         }
         if let Some(db) = db {
