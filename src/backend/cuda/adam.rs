@@ -2,8 +2,9 @@
 //! per-step scalars it takes. The CPU optimiser (`optim::Adam`) computes them
 //! (`AdamCoeffs::new`) and takes the very same step with them, so both backends agree bit for bit.
 
-use super::{CudaDevice, DevicePtr, DevicePtrMut};
+use super::device::CudaDevice;
 use crate::error::Result;
+use cudarc::driver::{DevicePtr, DevicePtrMut};
 
 /// The per-step scalars of the fused update, computed once per parameter and step in f64 and
 /// rounded to f32 once, so that every backend (the CPU loop in `optim::adam`, the CUDA

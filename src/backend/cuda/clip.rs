@@ -1,10 +1,9 @@
 //! The launch wrappers of `kernels/clip.cu`: gradient clipping's per-block sums of squares (f64
 //! partials, read back once) and its in-place scale and clamp.
 
-use super::device::ELEM_BLOCK;
-use super::{CudaDevice, DevicePtr, DevicePtrMut};
+use super::device::{CudaDevice, ELEM_BLOCK};
 use crate::error::Result;
-use cudarc::driver::LaunchConfig;
+use cudarc::driver::{DevicePtr, DevicePtrMut, LaunchConfig};
 
 impl CudaDevice {
     /// Blocks [`CudaDevice::sum_squares_partials`] uses for `n` elements.

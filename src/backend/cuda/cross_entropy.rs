@@ -1,8 +1,9 @@
 //! The launch wrappers of `kernels/cross_entropy.cu`: cross-entropy of logits against labels
 //! with label smoothing, one warp per sample, the mean taken by `sum_all`; and its backward.
 
-use super::{CudaDevice, DevicePtr, DevicePtrMut};
+use super::device::CudaDevice;
 use crate::error::{Error, Result};
+use cudarc::driver::{DevicePtr, DevicePtrMut};
 
 impl CudaDevice {
     /// Cross-entropy of logits `z: [rows, c]` against `labels` (u32, each `< c`, checked by the

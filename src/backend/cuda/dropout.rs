@@ -2,9 +2,9 @@
 //! recomputed from its seed with the CPU's counter-based hash, bit for bit) and the residual add
 //! fused with dropout.
 
-use super::device::Args;
-use super::{CudaDevice, DevicePtr, DevicePtrMut};
+use super::device::{Args, CudaDevice};
 use crate::error::{Error, Result};
+use cudarc::driver::{DevicePtr, DevicePtrMut};
 
 /// Checks `p` and `n` for a dropout mask and returns `1/(1 − p)`, exactly the CPU's f32 value.
 fn dropout_scale(n: usize, p: f32) -> Result<f32> {

@@ -3,9 +3,9 @@
 //! and the full sum; with the by-value structs those kernels take and the shape rules (the
 //! CPU ops' own) that fill them.
 
-use super::{CudaDevice, DevicePtr, DevicePtrMut};
+use super::device::CudaDevice;
 use crate::error::{Error, Result};
-use cudarc::driver::{DeviceRepr, LaunchConfig};
+use cudarc::driver::{DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig};
 
 /// Highest tensor rank the general broadcast and permute kernels take (`VC_MAX_RANK`).
 pub const MAX_RANK: usize = 8;

@@ -2,9 +2,9 @@
 //! the erf and the tanh form, alone or fused with the dropout after it. [`GeluKind`], which both
 //! the CPU op (`ops::gelu`) and these kernels take, lives here with the kernels.
 
-use super::device::Args;
-use super::{CudaDevice, DevicePtr, DevicePtrMut};
+use super::device::{Args, CudaDevice};
 use crate::error::Result;
+use cudarc::driver::{DevicePtr, DevicePtrMut};
 
 /// Which GELU formula.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -1,9 +1,9 @@
 //! The launch wrappers of `kernels/layernorm.cu`: layer norm over the last axis, one warp per
 //! row, and its backward, whose `dγ`, `dβ` are column sums in two deterministic passes.
 
-use super::{CudaDevice, DevicePtr, DevicePtrMut};
+use super::device::CudaDevice;
 use crate::error::Result;
-use cudarc::driver::LaunchConfig;
+use cudarc::driver::{DevicePtr, DevicePtrMut, LaunchConfig};
 
 impl CudaDevice {
     /// Layer norm of `rows` rows of length `d`; writes `y` and the per-row `mean`, `rstd`.

@@ -1,9 +1,9 @@
 //! The launch wrappers of `kernels/matmul.cu`: the batched matrix product (two kernels, the
 //! teaching 16×16 tile and the fast 64×64 register tile) and the linear layer built on it.
 
-use super::{CudaBuffer, CudaDevice, DevicePtr, DevicePtrMut};
+use super::device::{CudaBuffer, CudaDevice};
 use crate::error::{Error, Result};
-use cudarc::driver::LaunchConfig;
+use cudarc::driver::{DevicePtr, DevicePtrMut, LaunchConfig};
 
 /// Which matmul kernel (both compute the same product; see matmul.cu).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

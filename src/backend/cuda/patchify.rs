@@ -2,9 +2,9 @@
 //! `[B, N, C·P·P]` (a gather) and the gradient back (the scatter, written as a gather), one
 //! thread per output element.
 
-use super::device::Args;
-use super::{CudaDevice, DevicePtr, DevicePtrMut};
+use super::device::{Args, CudaDevice};
 use crate::error::{Error, Result};
+use cudarc::driver::{DevicePtr, DevicePtrMut};
 
 impl CudaDevice {
     /// `[B, C, H, W] → [B, N, C·P·P]` patches.

@@ -1,9 +1,9 @@
 //! The launch wrappers of `kernels/softmax.cu`: softmax of each row and its backward, one warp
 //! per row for short rows and one block per row for long ones.
 
-use super::device::Args;
-use super::{CudaDevice, DevicePtr, DevicePtrMut};
+use super::device::{Args, CudaDevice};
 use crate::error::Result;
+use cudarc::driver::{DevicePtr, DevicePtrMut};
 
 /// Rows of at most this many elements use the warp-per-row softmax (see softmax.cu).
 pub const SOFTMAX_WARP_MAX: usize = 1024;
