@@ -286,9 +286,9 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
     ));
     // The yardstick of the matrix products, measured on every thread before any case runs.
     let measured = if opts.quick {
-        peak::measure(0.03, 2)
+        peak::measure(0.02, 3)
     } else {
-        peak::measure(0.15, 3)
+        peak::measure(0.1, 5)
     };
     let nominal = match cpu.clock_mhz {
         Some(mhz) if cfg!(target_arch = "x86_64") => format!(

@@ -7,8 +7,8 @@
 //! than it is. So the peak is measured, with the instructions the GEMM's micro-kernel is built
 //! from: every rayon thread at once runs [`CHAINS`] independent chains of 8-lane fused
 //! multiply-adds (AVX2+FMA `vfmadd…ps ymm`, as `backend::cpu::gemm`'s micro-kernel; plain
-//! `f32::mul_add` where that kernel is not used) for about 0.15 s, and the best of a few such
-//! runs counts. Enough chains are in flight to cover the FMA latency times the FMA units' issue
+//! `f32::mul_add` where that kernel is not used) for about 0.1 s, and the best of five such
+//! runs counts (on a shared host the clock wanders by several per cent from run to run). Enough chains are in flight to cover the FMA latency times the FMA units' issue
 //! rate (4 cycles × 2 per cycle on Intel since Skylake, 4 × 2 on AMD Zen), so the loop runs at
 //! the units' throughput, which is what a GEMM's inner loop can at best reach.
 //!
