@@ -13,14 +13,19 @@
 //!    (`check`); a disagreement marks the row INVALID and makes the command fail;
 //! 4. compares the speed with a yardstick measured in the same run: the copy bandwidth for
 //!    memory-bound kernels (bytes the kernel must move / median time), and for matrix products
-//!    the CPU's theoretical peak or, on the GPU, cuBLAS on the same shape.
+//!    the CPU's f32 peak, measured with the GEMM's own FMA instructions on every thread (`peak`),
+//!    or, on the GPU, cuBLAS on the same shape.
 //!
-//! `cpu` and `cuda` hold the cases of each device; this file holds what they share: the timing
-//! loop, the records, the table, the JSON report and the machine description.
+//! `cases` lists every case once, for both devices (shapes from `shapes`, references from
+//! `check`); `cpu` and `cuda` run them, each with its own clock and yardsticks; this file holds
+//! what they share: the timing loop, the records, the table, the JSON report and the machine
+//! description.
 
+pub mod cases;
 pub mod check;
 pub mod cpu;
 pub mod cuda;
+pub mod peak;
 pub mod shapes;
 pub mod step;
 
@@ -360,7 +365,8 @@ pub struct DeviceInfo {
     pub name: String,
     /// CPU threads used (rayon), or the GPU's SM count.
     pub parallelism: usize,
-    /// CPU clock used for the peak, and where it came from.
+    /// The CPU clock /proc/cpuinfo reports, and where it came from (context only: the peak is
+    /// measured, not computed from it).
     pub clock_mhz: Option<f64>,
     pub clock_source: Option<String>,
     /// The last-level cache the input rotation is sized against, and whether it was read or assumed.
@@ -380,8 +386,10 @@ pub struct Report {
     pub device: DeviceInfo,
     /// The measured copy bandwidth: the yardstick of the memory-bound kernels.
     pub copy_bandwidth: Yardstick,
-    /// The CPU's theoretical f32 peak (CPU runs), the yardstick of the matrix products.
+    /// The CPU's f32 peak (CPU runs), measured: the yardstick of the matrix products.
     pub peak: Option<Yardstick>,
+    /// How the peak was measured (`peak::Peak::method`).
+    pub peak_method: Option<String>,
     pub records: Vec<Record>,
     /// Kernels of the CPU engine that this device has no kernel for yet.
     pub not_on_this_device: Vec<String>,
@@ -520,10 +528,11 @@ pub fn cpu_info() -> CpuInfo {
     }
 }
 
-/// The CPU's theoretical f32 peak in GFLOP/s: threads × 2 FMA pipes × 8 lanes (AVX2) × 2 flops
-/// (a fused multiply-add) × clock. Counting threads, not cores: on a machine whose threads
-/// share cores this overstates what the cores can do, which the ratio then shows.
-pub fn cpu_peak_gflops(threads: usize, clock_mhz: f64) -> f64 {
+/// The nominal f32 peak in GFLOP/s that the clock /proc/cpuinfo reports implies: threads × 2 FMA
+/// pipes × 8 lanes (AVX2) × 2 flops (a fused multiply-add) × clock. Printed beside the measured
+/// peak for context only: a CPU that boosts above its nominal clock exceeds it, and threads that
+/// share cores fall short of it.
+pub fn nominal_peak_gflops(threads: usize, clock_mhz: f64) -> f64 {
     threads as f64 * 2.0 * 8.0 * 2.0 * clock_mhz / 1e3
 }
 
@@ -714,7 +723,7 @@ mod tests {
         assert!(c.clock_source.contains("bogomips"));
         assert_eq!(parse_cpuinfo("").clock_mhz, None);
         // 2 threads x 2 pipes x 8 lanes x 2 flops x 2.45 GHz.
-        assert!((cpu_peak_gflops(2, 2450.0) - 156.8).abs() < 1e-9);
+        assert!((nominal_peak_gflops(2, 2450.0) - 156.8).abs() < 1e-9);
     }
 
     #[test]

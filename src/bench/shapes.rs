@@ -7,6 +7,7 @@ use super::Phase;
 use crate::autograd::ParamStore;
 use crate::error::Result;
 use crate::nn::Vit;
+use crate::optim::AdamConfig;
 use crate::train::TrainConfig;
 
 /// Dropout probability of every dropout case. The kernels are branch-free, so their time does
@@ -54,7 +55,7 @@ impl VitShape {
 
     /// The names and shapes of the model's parameters (what the optimiser updates), from the
     /// model itself so they cannot drift from it.
-    pub fn parameters(&self) -> Result<Vec<(String, Vec<usize>)>> {
+    pub fn parameters(&self) -> Result<ParamShapes> {
         let mut cfg = TrainConfig::seed_preset().model;
         cfg.embed_dim = self.embed;
         cfg.heads = self.heads;
@@ -145,6 +146,35 @@ pub fn large_shapes(quick: bool, gpu: bool) -> LargeShapes {
         logits: (16384, 1000),
         params: 1 << 24,
     }
+}
+
+/// Named parameter shapes: what an optimiser step updates.
+pub type ParamShapes = Vec<(String, Vec<usize>)>;
+
+/// The optimiser the Adam cases step: AdamW with the default recipe's decay, every parameter decayed.
+pub fn bench_adam_config() -> AdamConfig {
+    AdamConfig {
+        lr: 1e-3,
+        betas: (0.9, 0.999),
+        eps: 1e-8,
+        weight_decay: 0.05,
+    }
+}
+
+/// The parameters an Adam case updates, labelled: each ViT configuration's (from the model), and
+/// one large matrix. The CPU steps `optim::Adam` over them; the GPU steps their elements as one.
+pub fn adam_shapes(quick: bool) -> Result<Vec<(String, ParamShapes)>> {
+    let mut v = Vec::new();
+    for s in vit_shapes(quick) {
+        v.push((s.name.to_string(), s.parameters()?));
+    }
+    let params = large_shapes(quick, false).params;
+    let side = (params as f64).sqrt() as usize;
+    v.push((
+        "large".to_string(),
+        vec![("weight".to_string(), vec![params / side, side])],
+    ));
+    Ok(v)
 }
 
 /// One matrix product of the benchmark: its table row (kernel, phase, shape label), its sizes,

@@ -51,15 +51,8 @@ use crate::error::{Error, Result};
 use crate::ops::dropout::{check_len, masked, Mask};
 use crate::tensor::Tensor;
 
-/// Which GELU formula.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum GeluKind {
-    /// `x·Φ(x)` with the error function (PyTorch `approximate='none'`).
-    Erf,
-    /// The tanh approximation (PyTorch `approximate='tanh'`).
-    Tanh,
-}
+/// Which GELU formula: defined with the kernels that take it (`backend::cuda::gelu`).
+pub use crate::backend::cuda::GeluKind;
 
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;

@@ -156,22 +156,9 @@ impl fmt::Debug for Adam {
     }
 }
 
-/// The per-step scalars of the fused update, computed once per parameter and step in f64 and
-/// rounded to f32 once, so that every backend (the CPU loop here, the CUDA `adam_step` kernel)
-/// takes exactly the same step.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct AdamCoeffs {
-    /// `λ` for L2 decay (0 when off).
-    pub l2: f32,
-    /// `1 − lr·λ` for decoupled decay (1 when off).
-    pub decay_mul: f32,
-    pub one_minus_b1: f32,
-    pub b2: f32,
-    pub one_minus_b2: f32,
-    pub bc2_sqrt: f32,
-    pub eps: f32,
-    pub step_size: f32,
-}
+/// The per-step scalars of the fused update: defined with the kernel that takes them
+/// (`backend::cuda::adam`); the rule that computes them is here, with the optimiser.
+pub use crate::backend::cuda::AdamCoeffs;
 
 impl AdamCoeffs {
     /// The scalars for step `step` (1-based, per parameter) of a parameter that is decayed when
@@ -808,5 +795,22 @@ mod tests {
         let no_v = vec![("optim.m.w".to_string(), Tensor::zeros(&[3]))];
         let e = fresh.load_state(&params, &no_v, &meta).unwrap_err().to_string();
         assert!(e.contains("missing tensor `optim.v.w`"), "{e}");
+    }
+
+    #[test]
+    fn adam_coeffs_follow_the_cpu() {
+        let cfg = AdamConfig {
+            lr: 0.01,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.05,
+        };
+        let k = AdamCoeffs::new(&cfg, DecayMode::Decoupled, true, 1);
+        assert_eq!(k.l2, 0.0);
+        assert_eq!(k.decay_mul, (1.0 - 0.01 * 0.05) as f32);
+        assert_eq!(k.step_size, (0.01 / (1.0 - 0.9f64)) as f32);
+        let k = AdamCoeffs::new(&cfg, DecayMode::L2, false, 3);
+        assert_eq!((k.l2, k.decay_mul), (0.0, 1.0));
+        assert_eq!(k.bc2_sqrt, (1.0 - 0.999f64.powf(3.0)).sqrt() as f32);
     }
 }

@@ -1,5 +1,7 @@
 //! The CUDA device: context, one stream, the kernels (compiled once per process for this GPU and
-//! loaded as CUBIN), a caching allocator, and one typed launch wrapper per kernel.
+//! loaded as CUBIN), a caching allocator, and the one generic launch every wrapper goes through.
+//! The typed launch wrappers live beside their kernels' math, one file per `kernels/X.cu`
+//! (`matmul.rs`, `softmax.rs`, ...), each an `impl CudaDevice` block.
 //!
 //! # Streams and safety
 //! Everything runs on one stream, so work is ordered by submission: a buffer freed by the host
@@ -8,19 +10,26 @@
 //! allocator may recycle a buffer the moment its [`CudaBuffer`] is dropped, without waiting for
 //! the GPU. Downloads synchronise the stream.
 //!
-//! # Launch wrappers
-//! Each wrapper takes device slices (a [`CudaBuffer`], a cudarc `CudaSlice`, or a view of either)
-//! and sizes, checks that every slice is long enough for those sizes (a short slice would be an
-//! out-of-bounds GPU write, so it is an `Error`, never a launch), picks the launch geometry the
-//! kernel file documents, and queues the kernel. Nothing waits for the GPU except downloads.
+//! # Launching
+//! A wrapper takes device slices (a [`CudaBuffer`], a cudarc `CudaSlice`, or a view of either)
+//! and sizes, and lists the kernel's arguments in its parameter order with [`Args`]:
 //!
-//! # Not verified on a GPU
-//! This file was written and compiled on a machine without a GPU; `tests/cuda_vs_cpu.rs` checks
-//! every wrapper against the CPU ops and skips there. See `docs/cuda.md`.
+//! ```text
+//! self.args("gelu_fwd")
+//!     .input("x", x, n)        // a slice the kernel reads: at least n elements, or an error
+//!     .output("y", y, n)       // one it writes
+//!     .size(n)                 // a size, as the kernel's `long long`
+//!     .arg(kind.code())        // any other scalar, as is
+//!     .launch_elementwise("gelu_fwd", n)
+//! ```
+//!
+//! A slice too short for the sizes would be an out-of-bounds GPU access, so it is an `Error`
+//! that names the op and the argument, and nothing is launched. The geometry helpers
+//! ([`CudaDevice::elem_cfg`] and its siblings) give the launch shapes the kernel files document.
+//! Nothing waits for the GPU except downloads.
 
 use super::nvrtc;
 use crate::error::{Error, Result};
-use crate::ops::GeluKind;
 use cudarc::driver::{
     sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut,
     DeviceRepr, DeviceSlice, DriverError, LaunchConfig, PushKernelArg,
@@ -191,128 +200,168 @@ impl DevicePtrMut<f32> for CudaBuffer {
 // Kernel arguments
 // ---------------------------------------------------------------------------------------------
 
-/// Highest tensor rank the general broadcast and permute kernels take (`VC_MAX_RANK`).
-pub const MAX_RANK: usize = 8;
-
-/// `struct VcBcast` of elementwise.cu (same layout: i32, i32 padding, then 4 × 8 i64).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-struct BcastArg {
-    rank: i32,
-    pad: i32,
-    a_shape: [i64; MAX_RANK],
-    a_stride: [i64; MAX_RANK],
-    b_shape: [i64; MAX_RANK],
-    b_stride: [i64; MAX_RANK],
-}
-unsafe impl DeviceRepr for BcastArg {}
-
-/// `struct VcPerm` of elementwise.cu.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-struct PermArg {
-    rank: i32,
-    pad: i32,
-    out_shape: [i64; MAX_RANK],
-    src_stride: [i64; MAX_RANK],
-}
-unsafe impl DeviceRepr for PermArg {}
-
 /// One kernel argument, by value; pointers are raw device addresses (what a `float*` parameter
 /// receives).
-enum Arg {
+#[derive(Clone, Debug, PartialEq)]
+pub(super) enum Arg {
     Ptr(u64),
     I32(i32),
     I64(i64),
     F32(f32),
     F64(f64),
     U64(u64),
-    Bcast(BcastArg),
-    Perm(PermArg),
+    /// A `#[repr(C)]` struct passed by value, as its bytes in 8-byte words. The launch hands the
+    /// driver the address of the first word, and the driver copies the parameter's size from it.
+    Struct(Vec<u64>),
+}
+
+impl From<i32> for Arg {
+    fn from(v: i32) -> Arg {
+        Arg::I32(v)
+    }
+}
+impl From<i64> for Arg {
+    fn from(v: i64) -> Arg {
+        Arg::I64(v)
+    }
+}
+impl From<f32> for Arg {
+    fn from(v: f32) -> Arg {
+        Arg::F32(v)
+    }
+}
+impl From<f64> for Arg {
+    fn from(v: f64) -> Arg {
+        Arg::F64(v)
+    }
+}
+impl From<u64> for Arg {
+    fn from(v: u64) -> Arg {
+        Arg::U64(v)
+    }
+}
+
+impl Arg {
+    /// A struct argument: the bytes of `v`, zero-padded to whole words.
+    fn of_struct<T: DeviceRepr + Copy>(v: &T) -> Arg {
+        let size = std::mem::size_of::<T>();
+        let mut words = vec![0u64; size.div_ceil(8).max(1)];
+        // SAFETY: `T: DeviceRepr` is a plain-data type the GPU reads as bytes; `words` holds at
+        // least `size` bytes, and the two do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(v as *const T as *const u8, words.as_mut_ptr() as *mut u8, size) };
+        Arg::Struct(words)
+    }
+}
+
+/// The arguments of one launch, in the kernel's parameter order (see the module doc). Each slice
+/// is checked against the length its sizes need as it is added, and each size against the
+/// kernel's integer type; the first failure is kept, and [`Args::launch`] (or [`Args::check`])
+/// returns it instead of queueing anything.
+#[must_use = "an argument list does nothing until it is launched or checked"]
+pub(super) struct Args<'d> {
+    dev: &'d CudaDevice,
+    op: &'d str,
+    list: Vec<Arg>,
+    error: Option<Error>,
+}
+
+impl<'d> Args<'d> {
+    fn push(mut self, arg: Result<Arg>) -> Self {
+        match arg {
+            Ok(a) => self.list.push(a),
+            Err(e) => {
+                self.error.get_or_insert(e);
+            }
+        }
+        self
+    }
+
+    /// A slice the kernel reads, which must hold at least `need` elements.
+    pub(super) fn input<T>(self, what: &str, s: &(impl DevicePtr<T> + ?Sized), need: usize) -> Self {
+        let p = self.dev.ptr_in(self.op, what, s, need).map(Arg::Ptr);
+        self.push(p)
+    }
+
+    /// A slice the kernel writes (or reads and writes), which must hold at least `need` elements.
+    pub(super) fn output<T>(self, what: &str, s: &mut (impl DevicePtrMut<T> + ?Sized), need: usize) -> Self {
+        let p = self.dev.ptr_out(self.op, what, s, need).map(Arg::Ptr);
+        self.push(p)
+    }
+
+    /// A device address already checked (an offset into a slice from [`CudaDevice::ptr_in`]).
+    pub(super) fn ptr(self, p: u64) -> Self {
+        self.push(Ok(Arg::Ptr(p)))
+    }
+
+    /// A size or count, as the kernel's 64-bit `long long`.
+    pub(super) fn size(self, v: usize) -> Self {
+        // usize → i64 cannot overflow for any buffer that fits in memory.
+        self.push(Ok(Arg::I64(v as i64)))
+    }
+
+    /// A size the kernel takes as a 32-bit `int`: an error when it does not fit.
+    pub(super) fn int(self, what: &str, v: usize) -> Self {
+        let a = i32_of(what, v).map(Arg::I32);
+        self.push(a)
+    }
+
+    /// Any other scalar (a flag, a scale, a seed), as it is.
+    pub(super) fn arg(self, v: impl Into<Arg>) -> Self {
+        self.push(Ok(v.into()))
+    }
+
+    /// A `#[repr(C)]` struct the kernel takes by value.
+    pub(super) fn by_value<T: DeviceRepr + Copy>(self, v: &T) -> Self {
+        self.push(Ok(Arg::of_struct(v)))
+    }
+
+    /// A check made outside the builder failed (a family's own rule, e.g. the dropout
+    /// probability): kept like the others, the first failure being the one returned.
+    pub(super) fn fail(self, e: Error) -> Self {
+        self.push(Err(e))
+    }
+
+    /// The first failed check, if any; for a wrapper with nothing to launch.
+    pub(super) fn check(self) -> Result<()> {
+        self.checked().map(drop)
+    }
+
+    /// These arguments once every check so far has passed, else the first failure: for a wrapper
+    /// that checks all its slices before it launches anything.
+    pub(super) fn checked(self) -> Result<Self> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(self),
+        }
+    }
+
+    /// Queue `kernel` with these arguments and geometry, once every check has passed.
+    pub(super) fn launch(self, kernel: &str, cfg: LaunchConfig) -> Result<()> {
+        let args = self.checked()?;
+        args.dev.launch(kernel, cfg, &args.list)
+    }
+
+    /// Queue an element-wise kernel over `n` elements ([`CudaDevice::elem_cfg`]); nothing to
+    /// launch for `n = 0`, but the checks still apply.
+    pub(super) fn launch_elementwise(self, kernel: &str, n: usize) -> Result<()> {
+        if n == 0 {
+            return self.check();
+        }
+        let cfg = self.dev.elem_cfg(n);
+        self.launch(kernel, cfg)
+    }
 }
 
 fn i32_of(what: &str, v: usize) -> Result<i32> {
     i32::try_from(v).map_err(|_| Error::Device(format!("{what} = {v} does not fit the kernel's 32-bit size")))
 }
 
-fn i64_of(v: usize) -> i64 {
-    v as i64 // usize → i64 cannot overflow for any buffer that fits in memory
-}
-
-/// A read-only slice's address, after checking it holds at least `need` elements.
-fn ptr_in<T>(stream: &CudaStream, op: &str, what: &str, s: &(impl DevicePtr<T> + ?Sized), need: usize) -> Result<u64> {
-    if s.len() < need {
-        return Err(Error::Device(format!(
-            "{op}: `{what}` has {} elements, the sizes need {need}",
-            s.len()
-        )));
-    }
-    // No events are tracked (one stream), so the guard records nothing when dropped.
-    let (p, _guard) = s.device_ptr(stream);
-    Ok(p)
-}
-
-fn ptr_out<T>(
-    stream: &CudaStream,
-    op: &str,
-    what: &str,
-    s: &mut (impl DevicePtrMut<T> + ?Sized),
-    need: usize,
-) -> Result<u64> {
-    if s.len() < need {
-        return Err(Error::Device(format!(
-            "{op}: `{what}` has {} elements, the sizes need {need}",
-            s.len()
-        )));
-    }
-    let (p, _guard) = s.device_ptr_mut(stream);
-    Ok(p)
-}
-
 /// Threads per block of the element-wise kernels.
-const ELEM_BLOCK: u32 = 256;
+pub(super) const ELEM_BLOCK: u32 = 256;
 /// Threads per block of the warp-per-row kernels (4 rows per block).
 const ROW_BLOCK: u32 = 128;
-/// Threads per block of the block-per-row softmax kernels.
+/// Threads per block of the block-per-row kernels.
 const BLOCK_ROW_THREADS: u32 = 256;
-/// Rows of at most this many elements use the warp-per-row softmax (see softmax.cu).
-pub const SOFTMAX_WARP_MAX: usize = 1024;
-
-/// Which matmul kernel (both compute the same product; see matmul.cu).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MatmulKernel {
-    /// 16×16 shared-memory tiles, one output per thread (the teaching version).
-    Tiled,
-    /// 64×64 tiles, a 4×4 register tile per thread (the fast version; the default).
-    RegisterTiled,
-}
-
-/// The sizes of a batched `C[z] = op(A[z])·op(B[z]) (+ beta·C[z])`, as in `ops::matmul`:
-/// `op(A)` is `[m, k]` (A stored `[k, m]` when `ta`), `op(B)` is `[k, n]` (B stored `[n, k]` when
-/// `tb`), C is `[m, n]`, all contiguous, `batch` of each laid end to end.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MatmulDims {
-    pub batch: usize,
-    pub m: usize,
-    pub n: usize,
-    pub k: usize,
-    pub ta: bool,
-    pub tb: bool,
-}
-
-/// Which row-reduction kernel a softmax uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RowKernel {
-    /// Warp per row up to [`SOFTMAX_WARP_MAX`] elements, block per row above.
-    Auto,
-    /// One warp per row.
-    Warp,
-    /// One block per row.
-    Block,
-}
-
-/// The per-step scalars of the fused Adam kernel: the very ones the CPU `optim::Adam` uses.
-pub use crate::optim::adam::AdamCoeffs;
 
 // ---------------------------------------------------------------------------------------------
 // The device
@@ -690,15 +739,38 @@ impl CudaDevice {
 
     // ---- launching ----------------------------------------------------------------------------
 
-    /// Launch an element-wise kernel over `n` elements (the `elem_cfg` geometry); nothing to do
-    /// for `n = 0` (the arguments were still checked by the caller).
-    fn launch_elementwise(&self, name: &str, n: usize, args: &[Arg]) -> Result<()> {
-        if n == 0 {
-            return Ok(());
+    /// Start the argument list of a launch; `op` names the wrapper in error messages.
+    pub(super) fn args<'d>(&'d self, op: &'d str) -> Args<'d> {
+        Args {
+            dev: self,
+            op,
+            list: Vec::with_capacity(16),
+            error: None,
         }
-        self.launch(name, self.elem_cfg(n), args)
     }
 
+    /// A read-only slice's address, after checking it holds at least `need` elements.
+    pub(super) fn ptr_in<T>(&self, op: &str, what: &str, s: &(impl DevicePtr<T> + ?Sized), need: usize) -> Result<u64> {
+        check_len(op, what, s.len(), need)?;
+        // No events are tracked (one stream), so the guard records nothing when dropped.
+        let (p, _guard) = s.device_ptr(&self.stream);
+        Ok(p)
+    }
+
+    /// A writable slice's address, after checking it holds at least `need` elements.
+    pub(super) fn ptr_out<T>(
+        &self,
+        op: &str,
+        what: &str,
+        s: &mut (impl DevicePtrMut<T> + ?Sized),
+        need: usize,
+    ) -> Result<u64> {
+        check_len(op, what, s.len(), need)?;
+        let (p, _guard) = s.device_ptr_mut(&self.stream);
+        Ok(p)
+    }
+
+    /// The one launch: look the kernel up and queue it on the stream with `args`.
     fn launch(&self, name: &str, cfg: LaunchConfig, args: &[Arg]) -> Result<()> {
         let f = self
             .functions
@@ -712,22 +784,24 @@ impl CudaDevice {
                 Arg::I64(v) => b.arg(v),
                 Arg::F32(v) => b.arg(v),
                 Arg::F64(v) => b.arg(v),
-                Arg::Bcast(v) => b.arg(v),
-                Arg::Perm(v) => b.arg(v),
+                Arg::Struct(words) => b.arg(&words[0]),
             };
         }
         unsafe { b.launch(cfg) }.map_err(|e| Error::Device(format!("launching {name}: {e}")))?;
         Ok(())
     }
 
+    // ---- geometry -----------------------------------------------------------------------------
+
     /// Grid for a grid-stride loop over `units` work items of `per_block` each: enough blocks to
     /// fill the GPU several times over, no more (the loop covers the rest).
-    fn grid_for(&self, units: usize, per_block: usize) -> u32 {
+    pub(super) fn grid_for(&self, units: usize, per_block: usize) -> u32 {
         let want = units.div_ceil(per_block.max(1)).max(1);
         want.min(self.sm_count as usize * 32).min(i32::MAX as usize) as u32
     }
 
-    fn elem_cfg(&self, n: usize) -> LaunchConfig {
+    /// One thread per element, [`ELEM_BLOCK`] to a block, grid-stride.
+    pub(super) fn elem_cfg(&self, n: usize) -> LaunchConfig {
         LaunchConfig {
             grid_dim: (self.grid_for(n, ELEM_BLOCK as usize), 1, 1),
             block_dim: (ELEM_BLOCK, 1, 1),
@@ -735,7 +809,8 @@ impl CudaDevice {
         }
     }
 
-    fn warp_rows_cfg(&self, rows: usize) -> LaunchConfig {
+    /// One warp per row, 4 rows to a block, grid-stride.
+    pub(super) fn warp_rows_cfg(&self, rows: usize) -> LaunchConfig {
         let rows_per_block = (ROW_BLOCK / 32) as usize;
         LaunchConfig {
             grid_dim: (self.grid_for(rows, rows_per_block), 1, 1),
@@ -744,1186 +819,28 @@ impl CudaDevice {
         }
     }
 
-    fn block_rows_cfg(&self, rows: usize) -> LaunchConfig {
+    /// One block per row, grid-stride.
+    pub(super) fn block_rows_cfg(&self, rows: usize) -> LaunchConfig {
         LaunchConfig {
             grid_dim: (self.grid_for(rows, 1), 1, 1),
             block_dim: (BLOCK_ROW_THREADS, 1, 1),
             shared_mem_bytes: 0,
         }
     }
-
-    // ---- matmul.cu ----------------------------------------------------------------------------
-
-    /// `C[z] = op(A[z])·op(B[z]) + beta·C[z]` for every batch index (beta = 0: C is only written).
-    pub fn matmul(
-        &self,
-        kernel: MatmulKernel,
-        a: &(impl DevicePtr<f32> + ?Sized),
-        b: &(impl DevicePtr<f32> + ?Sized),
-        c: &mut (impl DevicePtrMut<f32> + ?Sized),
-        d: MatmulDims,
-        beta: f32,
-    ) -> Result<()> {
-        let MatmulDims { batch, m, n, k, ta, tb } = d;
-        let op = "matmul";
-        let (sza, szb, szc) = (m * k, k * n, m * n);
-        for (what, sz) in [("A", sza), ("B", szb), ("C", szc)] {
-            if sz > i32::MAX as usize {
-                return Err(Error::Device(format!(
-                    "{op}: one {what} matrix has {sz} elements; the kernels index a matrix with 32 bits"
-                )));
-            }
-        }
-        let pa = ptr_in(&self.stream, op, "a", a, batch * sza)?;
-        let pb = ptr_in(&self.stream, op, "b", b, batch * szb)?;
-        let pc = ptr_out(&self.stream, op, "c", c, batch * szc)?;
-        if batch == 0 || m == 0 || n == 0 {
-            return Ok(());
-        }
-        // op(A)[i, p] = A[i·sa_i + p·sa_p], op(B)[p, j] = B[p·sb_p + j·sb_j] (see matmul.cu).
-        let (sa_i, sa_p) = if ta { (1, m) } else { (k, 1) };
-        let (sb_p, sb_j) = if tb { (1, k) } else { (n, 1) };
-        let (name, tile, block) = match kernel {
-            MatmulKernel::Tiled => ("matmul_tiled", 16usize, (16u32, 16u32, 1u32)),
-            MatmulKernel::RegisterTiled => ("matmul_reg", 64usize, (256u32, 1u32, 1u32)),
-        };
-        let max_yz = self.max_grid_yz as usize;
-        let tiles_n = n.div_ceil(tile);
-        let rows_per_launch = max_yz * tile;
-        // Split batches beyond gridDim.z and rows beyond gridDim.y into launches on offset pointers.
-        let mut z0 = 0;
-        while z0 < batch {
-            let zb = (batch - z0).min(max_yz);
-            let mut i0 = 0;
-            while i0 < m {
-                let mi = (m - i0).min(rows_per_launch);
-                let off_a = (z0 * sza + i0 * sa_i) as u64 * 4;
-                let off_c = (z0 * szc + i0 * n) as u64 * 4;
-                let off_b = (z0 * szb) as u64 * 4;
-                let cfg = LaunchConfig {
-                    grid_dim: (tiles_n as u32, mi.div_ceil(tile) as u32, zb as u32),
-                    block_dim: block,
-                    shared_mem_bytes: 0,
-                };
-                self.launch(
-                    name,
-                    cfg,
-                    &[
-                        Arg::Ptr(pa + off_a),
-                        Arg::Ptr(pb + off_b),
-                        Arg::Ptr(pc + off_c),
-                        Arg::I32(mi as i32),
-                        Arg::I32(n as i32),
-                        Arg::I32(i32_of("k", k)?),
-                        Arg::I32(sa_i as i32),
-                        Arg::I32(sa_p as i32),
-                        Arg::I32(sb_p as i32),
-                        Arg::I32(sb_j as i32),
-                        Arg::I64(i64_of(sza)),
-                        Arg::I64(i64_of(szb)),
-                        Arg::I64(i64_of(szc)),
-                        Arg::F32(beta),
-                    ],
-                )?;
-                i0 += mi;
-            }
-            z0 += zb;
-        }
-        Ok(())
-    }
-
-    /// The linear layer `y = x·Wᵀ + b` (`x: [rows, din]`, `W: [dout, din]`, `b: [dout]`), as
-    /// `ops::linear::forward`: the bias is written into every row, then the product accumulated.
-    #[allow(clippy::too_many_arguments)]
-    pub fn linear_fwd(
-        &self,
-        x: &(impl DevicePtr<f32> + ?Sized),
-        w: &(impl DevicePtr<f32> + ?Sized),
-        b: Option<&(impl DevicePtr<f32> + ?Sized)>,
-        y: &mut (impl DevicePtrMut<f32> + ?Sized),
-        rows: usize,
-        din: usize,
-        dout: usize,
-    ) -> Result<()> {
-        let beta = match b {
-            Some(b) => {
-                // src stride 0: every row of y reads the same bias row.
-                self.copy_rows(b, y, rows, dout, 0, 0, dout, 0)?;
-                1.0
-            }
-            None => 0.0,
-        };
-        let d = MatmulDims {
-            batch: 1,
-            m: rows,
-            n: dout,
-            k: din,
-            ta: false,
-            tb: true,
-        };
-        self.matmul(MatmulKernel::RegisterTiled, x, w, y, d, beta)
-    }
-
-    /// The linear layer's backward, as `ops::linear::backward`: `dX = G·W`, `dW = Gᵀ·X`,
-    /// `db = Σ_rows G`, each only when its output is given.
-    #[allow(clippy::too_many_arguments)]
-    pub fn linear_bwd(
-        &self,
-        g: &(impl DevicePtr<f32> + ?Sized),
-        x: &(impl DevicePtr<f32> + ?Sized),
-        w: &(impl DevicePtr<f32> + ?Sized),
-        dx: Option<&mut CudaBuffer>,
-        dw: Option<&mut CudaBuffer>,
-        db: Option<&mut CudaBuffer>,
-        rows: usize,
-        din: usize,
-        dout: usize,
-    ) -> Result<()> {
-        if let Some(dx) = dx {
-            let d = MatmulDims {
-                batch: 1,
-                m: rows,
-                n: din,
-                k: dout,
-                ta: false,
-                tb: false,
-            };
-            self.matmul(MatmulKernel::RegisterTiled, g, w, dx, d, 0.0)?;
-        }
-        if let Some(dw) = dw {
-            let d = MatmulDims {
-                batch: 1,
-                m: dout,
-                n: din,
-                k: rows,
-                ta: true,
-                tb: false,
-            };
-            self.matmul(MatmulKernel::RegisterTiled, g, x, dw, d, 0.0)?;
-        }
-        if let Some(db) = db {
-            self.sum_rows(g, db, rows, dout)?;
-        }
-        Ok(())
-    }
-
-    // ---- softmax.cu ---------------------------------------------------------------------------
-
-    fn row_kernel(kind: RowKernel, n: usize) -> RowKernel {
-        match kind {
-            RowKernel::Auto if n <= SOFTMAX_WARP_MAX => RowKernel::Warp,
-            RowKernel::Auto => RowKernel::Block,
-            k => k,
-        }
-    }
-
-    /// Softmax of each of `rows` rows of length `n`.
-    pub fn softmax_fwd(
-        &self,
-        kind: RowKernel,
-        x: &(impl DevicePtr<f32> + ?Sized),
-        y: &mut (impl DevicePtrMut<f32> + ?Sized),
-        rows: usize,
-        n: usize,
-    ) -> Result<()> {
-        let op = "softmax_fwd";
-        let px = ptr_in(&self.stream, op, "x", x, rows * n)?;
-        let py = ptr_out(&self.stream, op, "y", y, rows * n)?;
-        if rows == 0 || n == 0 {
-            return Ok(());
-        }
-        let args = [
-            Arg::Ptr(px),
-            Arg::Ptr(py),
-            Arg::I64(i64_of(rows)),
-            Arg::I32(i32_of("n", n)?),
-        ];
-        match Self::row_kernel(kind, n) {
-            RowKernel::Block => self.launch("softmax_fwd_block", self.block_rows_cfg(rows), &args),
-            _ => self.launch("softmax_fwd_warp", self.warp_rows_cfg(rows), &args),
-        }
-    }
-
-    /// `dx = y ⊙ (G − ⟨G, y⟩)` row by row.
-    pub fn softmax_bwd(
-        &self,
-        kind: RowKernel,
-        g: &(impl DevicePtr<f32> + ?Sized),
-        y: &(impl DevicePtr<f32> + ?Sized),
-        dx: &mut (impl DevicePtrMut<f32> + ?Sized),
-        rows: usize,
-        n: usize,
-    ) -> Result<()> {
-        let op = "softmax_bwd";
-        let pg = ptr_in(&self.stream, op, "g", g, rows * n)?;
-        let py = ptr_in(&self.stream, op, "y", y, rows * n)?;
-        let pd = ptr_out(&self.stream, op, "dx", dx, rows * n)?;
-        if rows == 0 || n == 0 {
-            return Ok(());
-        }
-        let args = [
-            Arg::Ptr(pg),
-            Arg::Ptr(py),
-            Arg::Ptr(pd),
-            Arg::I64(i64_of(rows)),
-            Arg::I32(i32_of("n", n)?),
-        ];
-        match Self::row_kernel(kind, n) {
-            RowKernel::Block => self.launch("softmax_bwd_block", self.block_rows_cfg(rows), &args),
-            _ => self.launch("softmax_bwd_warp", self.warp_rows_cfg(rows), &args),
-        }
-    }
-
-    // ---- layernorm.cu -------------------------------------------------------------------------
-
-    /// Layer norm of `rows` rows of length `d`; writes `y` and the per-row `mean`, `rstd`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn layernorm_fwd(
-        &self,
-        x: &(impl DevicePtr<f32> + ?Sized),
-        gamma: &(impl DevicePtr<f32> + ?Sized),
-        beta: &(impl DevicePtr<f32> + ?Sized),
-        y: &mut (impl DevicePtrMut<f32> + ?Sized),
-        mean: &mut (impl DevicePtrMut<f32> + ?Sized),
-        rstd: &mut (impl DevicePtrMut<f32> + ?Sized),
-        rows: usize,
-        d: usize,
-        eps: f32,
-    ) -> Result<()> {
-        let op = "layernorm_fwd";
-        let args = [
-            Arg::Ptr(ptr_in(&self.stream, op, "x", x, rows * d)?),
-            Arg::Ptr(ptr_in(&self.stream, op, "gamma", gamma, d)?),
-            Arg::Ptr(ptr_in(&self.stream, op, "beta", beta, d)?),
-            Arg::Ptr(ptr_out(&self.stream, op, "y", y, rows * d)?),
-            Arg::Ptr(ptr_out(&self.stream, op, "mean", mean, rows)?),
-            Arg::Ptr(ptr_out(&self.stream, op, "rstd", rstd, rows)?),
-            Arg::I64(i64_of(rows)),
-            Arg::I32(i32_of("d", d)?),
-            Arg::F32(eps),
-        ];
-        if rows == 0 || d == 0 {
-            return Ok(());
-        }
-        self.launch("layernorm_fwd", self.warp_rows_cfg(rows), &args)
-    }
-
-    /// Layer norm backward: `dx`, and `dgamma`, `dbeta` (column sums in two deterministic passes).
-    #[allow(clippy::too_many_arguments)]
-    pub fn layernorm_bwd(
-        &self,
-        g: &(impl DevicePtr<f32> + ?Sized),
-        x: &(impl DevicePtr<f32> + ?Sized),
-        gamma: &(impl DevicePtr<f32> + ?Sized),
-        mean: &(impl DevicePtr<f32> + ?Sized),
-        rstd: &(impl DevicePtr<f32> + ?Sized),
-        dx: &mut (impl DevicePtrMut<f32> + ?Sized),
-        dgamma: &mut (impl DevicePtrMut<f32> + ?Sized),
-        dbeta: &mut (impl DevicePtrMut<f32> + ?Sized),
-        rows: usize,
-        d: usize,
-    ) -> Result<()> {
-        let op = "layernorm_bwd";
-        let (pg, px) = (
-            ptr_in(&self.stream, op, "g", g, rows * d)?,
-            ptr_in(&self.stream, op, "x", x, rows * d)?,
-        );
-        let pgam = ptr_in(&self.stream, op, "gamma", gamma, d)?;
-        let (pm, pr) = (
-            ptr_in(&self.stream, op, "mean", mean, rows)?,
-            ptr_in(&self.stream, op, "rstd", rstd, rows)?,
-        );
-        let pdx = ptr_out(&self.stream, op, "dx", dx, rows * d)?;
-        let _ = ptr_out(&self.stream, op, "dgamma", dgamma, d)?;
-        let _ = ptr_out(&self.stream, op, "dbeta", dbeta, d)?;
-        if d == 0 {
-            return Ok(());
-        }
-        if rows == 0 {
-            self.fill(dgamma, d, 0.0)?;
-            return self.fill(dbeta, d, 0.0);
-        }
-        let dd = i32_of("d", d)?;
-        self.launch(
-            "layernorm_bwd_dx",
-            self.warp_rows_cfg(rows),
-            &[
-                Arg::Ptr(pg),
-                Arg::Ptr(px),
-                Arg::Ptr(pgam),
-                Arg::Ptr(pm),
-                Arg::Ptr(pr),
-                Arg::Ptr(pdx),
-                Arg::I64(i64_of(rows)),
-                Arg::I32(dd),
-            ],
-        )?;
-        // Pass 1: [chunks, 2d] partial sums (dγ | dβ); enough chunks to give every SM a few blocks.
-        let col_blocks = d.div_ceil(32);
-        let chunks = (self.sm_count as usize * 4)
-            .div_ceil(col_blocks)
-            .clamp(1, rows.div_ceil(8))
-            .min(self.max_grid_yz as usize);
-        let rows_per_chunk = rows.div_ceil(chunks);
-        let chunks = rows.div_ceil(rows_per_chunk);
-        let mut partial = self.alloc(chunks * 2 * d)?;
-        let pp = ptr_out(&self.stream, op, "partial", &mut partial, chunks * 2 * d)?;
-        let cfg = LaunchConfig {
-            grid_dim: (col_blocks as u32, chunks as u32, 1),
-            block_dim: (32, 8, 1),
-            shared_mem_bytes: 0,
-        };
-        self.launch(
-            "layernorm_bwd_params_partial",
-            cfg,
-            &[
-                Arg::Ptr(pg),
-                Arg::Ptr(px),
-                Arg::Ptr(pm),
-                Arg::Ptr(pr),
-                Arg::Ptr(pp),
-                Arg::I64(i64_of(rows)),
-                Arg::I32(dd),
-                Arg::I64(i64_of(rows_per_chunk)),
-            ],
-        )?;
-        // Pass 2: sum the chunk rows, then split [dγ | dβ].
-        let mut sums = self.alloc(2 * d)?;
-        self.sum_rows(&partial, &mut sums, chunks, 2 * d)?;
-        self.copy_rows(&sums, dgamma, 1, d, 0, 0, 0, 0)?;
-        self.copy_rows(&sums, dbeta, 1, d, 0, d, 0, 0)
-    }
-
-    // ---- gelu.cu ------------------------------------------------------------------------------
-
-    fn gelu_kind(kind: GeluKind) -> i32 {
-        match kind {
-            GeluKind::Erf => 0,
-            GeluKind::Tanh => 1,
-        }
-    }
-
-    /// `y = gelu(x)` over `n` elements.
-    pub fn gelu_fwd(
-        &self,
-        x: &(impl DevicePtr<f32> + ?Sized),
-        y: &mut (impl DevicePtrMut<f32> + ?Sized),
-        n: usize,
-        kind: GeluKind,
-    ) -> Result<()> {
-        let args = [
-            Arg::Ptr(ptr_in(&self.stream, "gelu_fwd", "x", x, n)?),
-            Arg::Ptr(ptr_out(&self.stream, "gelu_fwd", "y", y, n)?),
-            Arg::I64(i64_of(n)),
-            Arg::I32(Self::gelu_kind(kind)),
-        ];
-        self.launch_elementwise("gelu_fwd", n, &args)
-    }
-
-    /// `dx = G ⊙ gelu'(x)`.
-    pub fn gelu_bwd(
-        &self,
-        g: &(impl DevicePtr<f32> + ?Sized),
-        x: &(impl DevicePtr<f32> + ?Sized),
-        dx: &mut (impl DevicePtrMut<f32> + ?Sized),
-        n: usize,
-        kind: GeluKind,
-    ) -> Result<()> {
-        let args = [
-            Arg::Ptr(ptr_in(&self.stream, "gelu_bwd", "g", g, n)?),
-            Arg::Ptr(ptr_in(&self.stream, "gelu_bwd", "x", x, n)?),
-            Arg::Ptr(ptr_out(&self.stream, "gelu_bwd", "dx", dx, n)?),
-            Arg::I64(i64_of(n)),
-            Arg::I32(Self::gelu_kind(kind)),
-        ];
-        self.launch_elementwise("gelu_bwd", n, &args)
-    }
-
-    /// `y = gelu(x) ⊙ mask(seed) / (1 − p)`: GELU fused with the dropout after it
-    /// (`ops::gelu::forward_dropout`).
-    pub fn gelu_dropout_fwd(
-        &self,
-        x: &(impl DevicePtr<f32> + ?Sized),
-        y: &mut (impl DevicePtrMut<f32> + ?Sized),
-        n: usize,
-        kind: GeluKind,
-        p: f32,
-        seed: u64,
-    ) -> Result<()> {
-        let name = "gelu_dropout_fwd";
-        let scale = Self::dropout_scale(n, p)?;
-        let args = [
-            Arg::Ptr(ptr_in(&self.stream, name, "x", x, n)?),
-            Arg::Ptr(ptr_out(&self.stream, name, "y", y, n)?),
-            Arg::I64(i64_of(n)),
-            Arg::I32(Self::gelu_kind(kind)),
-            Arg::F32(p),
-            Arg::F32(scale),
-            Arg::U64(seed),
-        ];
-        self.launch_elementwise(name, n, &args)
-    }
-
-    /// `dx = (G ⊙ mask(seed) / (1 − p)) ⊙ gelu'(x)` (`ops::gelu::backward_dropout`).
-    #[allow(clippy::too_many_arguments)]
-    pub fn gelu_dropout_bwd(
-        &self,
-        g: &(impl DevicePtr<f32> + ?Sized),
-        x: &(impl DevicePtr<f32> + ?Sized),
-        dx: &mut (impl DevicePtrMut<f32> + ?Sized),
-        n: usize,
-        kind: GeluKind,
-        p: f32,
-        seed: u64,
-    ) -> Result<()> {
-        let name = "gelu_dropout_bwd";
-        let scale = Self::dropout_scale(n, p)?;
-        let args = [
-            Arg::Ptr(ptr_in(&self.stream, name, "g", g, n)?),
-            Arg::Ptr(ptr_in(&self.stream, name, "x", x, n)?),
-            Arg::Ptr(ptr_out(&self.stream, name, "dx", dx, n)?),
-            Arg::I64(i64_of(n)),
-            Arg::I32(Self::gelu_kind(kind)),
-            Arg::F32(p),
-            Arg::F32(scale),
-            Arg::U64(seed),
-        ];
-        self.launch_elementwise(name, n, &args)
-    }
-
-    // ---- patchify.cu --------------------------------------------------------------------------
-
-    fn patch_args(x_shape: [usize; 4], p: usize) -> Result<(usize, [Arg; 5])> {
-        let [b, c, h, w] = x_shape;
-        if p == 0 || !h.is_multiple_of(p) || !w.is_multiple_of(p) {
-            return Err(Error::shape(
-                "patchify",
-                &x_shape,
-                &[p],
-                "need [B, C, H, W] with H and W multiples of the patch size",
-            ));
-        }
-        let n = b * c * h * w;
-        Ok((
-            n,
-            [
-                Arg::I32(i32_of("B", b)?),
-                Arg::I32(i32_of("C", c)?),
-                Arg::I32(i32_of("H", h)?),
-                Arg::I32(i32_of("W", w)?),
-                Arg::I32(i32_of("P", p)?),
-            ],
-        ))
-    }
-
-    /// `[B, C, H, W] → [B, N, C·P·P]` patches.
-    pub fn patchify_fwd(
-        &self,
-        x: &(impl DevicePtr<f32> + ?Sized),
-        y: &mut (impl DevicePtrMut<f32> + ?Sized),
-        x_shape: [usize; 4],
-        p: usize,
-    ) -> Result<()> {
-        let (n, dims) = Self::patch_args(x_shape, p)?;
-        let mut args = vec![
-            Arg::Ptr(ptr_in(&self.stream, "patchify_fwd", "x", x, n)?),
-            Arg::Ptr(ptr_out(&self.stream, "patchify_fwd", "y", y, n)?),
-        ];
-        args.extend(dims);
-        self.launch_elementwise("patchify_fwd", n, &args)
-    }
-
-    /// The scatter back to `[B, C, H, W]`.
-    pub fn patchify_bwd(
-        &self,
-        g: &(impl DevicePtr<f32> + ?Sized),
-        dx: &mut (impl DevicePtrMut<f32> + ?Sized),
-        x_shape: [usize; 4],
-        p: usize,
-    ) -> Result<()> {
-        let (n, dims) = Self::patch_args(x_shape, p)?;
-        let mut args = vec![
-            Arg::Ptr(ptr_in(&self.stream, "patchify_bwd", "g", g, n)?),
-            Arg::Ptr(ptr_out(&self.stream, "patchify_bwd", "dx", dx, n)?),
-        ];
-        args.extend(dims);
-        self.launch_elementwise("patchify_bwd", n, &args)
-    }
-
-    // ---- elementwise.cu -----------------------------------------------------------------------
-
-    /// `y[i] = a[i] + b[i mod block]` over `n` elements (residual add: block = n; bias: block = D).
-    pub fn add_bcast_block(
-        &self,
-        a: &(impl DevicePtr<f32> + ?Sized),
-        b: &(impl DevicePtr<f32> + ?Sized),
-        y: &mut (impl DevicePtrMut<f32> + ?Sized),
-        n: usize,
-        block: usize,
-    ) -> Result<()> {
-        if block == 0 || !n.is_multiple_of(block) {
-            return Err(Error::shape(
-                "add_bcast_block",
-                &[n],
-                &[block],
-                "the block must divide the size",
-            ));
-        }
-        let args = [
-            Arg::Ptr(ptr_in(&self.stream, "add", "a", a, n)?),
-            Arg::Ptr(ptr_in(&self.stream, "add", "b", b, block)?),
-            Arg::Ptr(ptr_out(&self.stream, "add", "y", y, n)?),
-            Arg::I64(i64_of(n)),
-            Arg::I64(i64_of(block)),
-        ];
-        self.launch_elementwise("add_bcast_block", n, &args)
-    }
-
-    /// `y = a + broadcast(b)` with numpy rules, the result shaped like `a` (as
-    /// `ops::add::add_broadcast`): the block kernel when `b` broadcasts over leading dimensions
-    /// only, the general strided kernel otherwise.
-    pub fn add_broadcast(
-        &self,
-        a: &(impl DevicePtr<f32> + ?Sized),
-        a_shape: &[usize],
-        b: &(impl DevicePtr<f32> + ?Sized),
-        b_shape: &[usize],
-        y: &mut (impl DevicePtrMut<f32> + ?Sized),
-    ) -> Result<()> {
-        let s = bcast_arg("add_broadcast", a_shape, b_shape)?;
-        let n: usize = a_shape.iter().product();
-        if let Some(block) = leading_broadcast_block(a_shape, b_shape) {
-            return self.add_bcast_block(a, b, y, n, block);
-        }
-        let args = [
-            Arg::Ptr(ptr_in(&self.stream, "add_broadcast", "a", a, n)?),
-            Arg::Ptr(ptr_in(&self.stream, "add_broadcast", "b", b, b_shape.iter().product())?),
-            Arg::Ptr(ptr_out(&self.stream, "add_broadcast", "y", y, n)?),
-            Arg::I64(i64_of(n)),
-            Arg::Bcast(s),
-        ];
-        self.launch_elementwise("add_bcast_general", n, &args)
-    }
-
-    /// Sum `g` (shaped `g_shape`) down to `b_shape`: the gradient of a broadcast operand (as
-    /// `ops::add::reduce_to_shape`).
-    pub fn reduce_to_shape(
-        &self,
-        g: &(impl DevicePtr<f32> + ?Sized),
-        g_shape: &[usize],
-        out: &mut (impl DevicePtrMut<f32> + ?Sized),
-        b_shape: &[usize],
-    ) -> Result<()> {
-        let s = bcast_arg("reduce_to_shape", g_shape, b_shape)?;
-        let n: usize = g_shape.iter().product();
-        let nb: usize = b_shape.iter().product();
-        if let Some(block) = leading_broadcast_block(g_shape, b_shape) {
-            return self.sum_rows(g, out, n.checked_div(block).unwrap_or(0), block);
-        }
-        let args = [
-            Arg::Ptr(ptr_in(&self.stream, "reduce_to_shape", "g", g, n)?),
-            Arg::Ptr(ptr_out(&self.stream, "reduce_to_shape", "out", out, nb)?),
-            Arg::I64(i64_of(nb)),
-            Arg::Bcast(s),
-        ];
-        if nb == 0 {
-            return Ok(());
-        }
-        self.launch("reduce_bcast_general", self.elem_cfg(nb), &args)
-    }
-
-    /// Column sums: `out[c] = Σ_r x[r, c]` of a `[rows, cols]` matrix (bias gradients).
-    pub fn sum_rows(
-        &self,
-        x: &(impl DevicePtr<f32> + ?Sized),
-        out: &mut (impl DevicePtrMut<f32> + ?Sized),
-        rows: usize,
-        cols: usize,
-    ) -> Result<()> {
-        let px = ptr_in(&self.stream, "sum_rows", "x", x, rows * cols)?;
-        let po = ptr_out(&self.stream, "sum_rows", "out", out, cols)?;
-        if cols == 0 {
-            return Ok(());
-        }
-        if rows == 0 {
-            return self.fill(out, cols, 0.0);
-        }
-        let col_blocks = cols.div_ceil(32);
-        if col_blocks > i32::MAX as usize {
-            return Err(Error::Device(format!(
-                "sum_rows: {cols} columns is too many for one grid"
-            )));
-        }
-        let col_blocks = col_blocks as u32;
-        let pass = |src: u64, dst: u64, rows: usize, chunks: usize, rows_per_chunk: usize| {
-            let cfg = LaunchConfig {
-                grid_dim: (col_blocks, chunks as u32, 1),
-                block_dim: (32, 8, 1),
-                shared_mem_bytes: 0,
-            };
-            self.launch(
-                "sum_rows",
-                cfg,
-                &[
-                    Arg::Ptr(src),
-                    Arg::Ptr(dst),
-                    Arg::I64(i64_of(rows)),
-                    Arg::I64(i64_of(cols)),
-                    Arg::I64(i64_of(rows_per_chunk)),
-                ],
-            )
-        };
-        // Few rows: one pass. Many: first [chunks, cols] partials, then their column sums.
-        let chunks = (self.sm_count as usize * 4)
-            .div_ceil(col_blocks as usize)
-            .clamp(1, rows.div_ceil(64))
-            .min(self.max_grid_yz as usize);
-        if chunks <= 1 {
-            return pass(px, po, rows, 1, rows);
-        }
-        let rows_per_chunk = rows.div_ceil(chunks);
-        let chunks = rows.div_ceil(rows_per_chunk);
-        let mut partial = self.alloc(chunks * cols)?;
-        let pp = ptr_out(&self.stream, "sum_rows", "partial", &mut partial, chunks * cols)?;
-        pass(px, pp, rows, chunks, rows_per_chunk)?;
-        pass(pp, po, chunks, 1, chunks)
-    }
-
-    /// `y = s·x`.
-    pub fn scale(
-        &self,
-        x: &(impl DevicePtr<f32> + ?Sized),
-        y: &mut (impl DevicePtrMut<f32> + ?Sized),
-        n: usize,
-        s: f32,
-    ) -> Result<()> {
-        let args = [
-            Arg::Ptr(ptr_in(&self.stream, "scale", "x", x, n)?),
-            Arg::Ptr(ptr_out(&self.stream, "scale", "y", y, n)?),
-            Arg::I64(i64_of(n)),
-            Arg::F32(s),
-        ];
-        self.launch_elementwise("scale", n, &args)
-    }
-
-    /// `y += x` (gradient accumulation).
-    pub fn add_assign(
-        &self,
-        y: &mut (impl DevicePtrMut<f32> + ?Sized),
-        x: &(impl DevicePtr<f32> + ?Sized),
-        n: usize,
-    ) -> Result<()> {
-        let args = [
-            Arg::Ptr(ptr_out(&self.stream, "add_assign", "y", y, n)?),
-            Arg::Ptr(ptr_in(&self.stream, "add_assign", "x", x, n)?),
-            Arg::I64(i64_of(n)),
-        ];
-        self.launch_elementwise("add_assign", n, &args)
-    }
-
-    /// `y[..n] = v`.
-    pub fn fill(&self, y: &mut (impl DevicePtrMut<f32> + ?Sized), n: usize, v: f32) -> Result<()> {
-        let args = [
-            Arg::Ptr(ptr_out(&self.stream, "fill", "y", y, n)?),
-            Arg::I64(i64_of(n)),
-            Arg::F32(v),
-        ];
-        self.launch_elementwise("fill", n, &args)
-    }
-
-    /// Output dimension `d` is input dimension `perm[d]` (as `ops::shape::permute`); the
-    /// backward is this with the inverse permutation.
-    pub fn permute(
-        &self,
-        x: &(impl DevicePtr<f32> + ?Sized),
-        y: &mut (impl DevicePtrMut<f32> + ?Sized),
-        shape: &[usize],
-        perm: &[usize],
-    ) -> Result<()> {
-        let r = shape.len();
-        let mut seen = vec![false; r];
-        let ok = perm.len() == r && perm.iter().all(|&p| p < r && !std::mem::replace(&mut seen[p], true));
-        if !ok {
-            return Err(Error::shape(
-                "permute",
-                shape,
-                perm,
-                "perm must be a permutation of the dimensions",
-            ));
-        }
-        if r > MAX_RANK {
-            return Err(Error::shape(
-                "permute",
-                shape,
-                perm,
-                format!("the CUDA kernel takes at most {MAX_RANK} dimensions"),
-            ));
-        }
-        let n: usize = shape.iter().product();
-        let strides = contiguous_strides(shape);
-        let mut arg = PermArg {
-            rank: r as i32,
-            ..Default::default()
-        };
-        for d in 0..r {
-            arg.out_shape[d] = shape[perm[d]] as i64;
-            arg.src_stride[d] = strides[perm[d]] as i64;
-        }
-        let args = [
-            Arg::Ptr(ptr_in(&self.stream, "permute", "x", x, n)?),
-            Arg::Ptr(ptr_out(&self.stream, "permute", "y", y, n)?),
-            Arg::I64(i64_of(n)),
-            Arg::Perm(arg),
-        ];
-        self.launch_elementwise("permute", n, &args)
-    }
-
-    /// `dst[o·dst_stride + dst_off + k] = src[o·src_stride + src_off + k]` for `o < outer`,
-    /// `k < row_len`: the building block of slice, concat and unslice.
-    #[allow(clippy::too_many_arguments)]
-    pub fn copy_rows(
-        &self,
-        src: &(impl DevicePtr<f32> + ?Sized),
-        dst: &mut (impl DevicePtrMut<f32> + ?Sized),
-        outer: usize,
-        row_len: usize,
-        src_stride: usize,
-        src_off: usize,
-        dst_stride: usize,
-        dst_off: usize,
-    ) -> Result<()> {
-        let n = outer * row_len;
-        if n == 0 {
-            return Ok(());
-        }
-        let src_need = (outer - 1) * src_stride + src_off + row_len;
-        let dst_need = (outer - 1) * dst_stride + dst_off + row_len;
-        let args = [
-            Arg::Ptr(ptr_in(&self.stream, "copy_rows", "src", src, src_need)?),
-            Arg::Ptr(ptr_out(&self.stream, "copy_rows", "dst", dst, dst_need)?),
-            Arg::I64(i64_of(outer)),
-            Arg::I64(i64_of(row_len)),
-            Arg::I64(i64_of(src_stride)),
-            Arg::I64(i64_of(src_off)),
-            Arg::I64(i64_of(dst_stride)),
-            Arg::I64(i64_of(dst_off)),
-        ];
-        self.launch("copy_rows", self.elem_cfg(n), &args)
-    }
-
-    /// `y = x[..., start..start+len, ...]` along `axis` (as `ops::concat::slice`).
-    pub fn slice(
-        &self,
-        x: &(impl DevicePtr<f32> + ?Sized),
-        y: &mut (impl DevicePtrMut<f32> + ?Sized),
-        shape: &[usize],
-        axis: usize,
-        start: usize,
-        len: usize,
-    ) -> Result<()> {
-        if axis >= shape.len() || start + len > shape[axis] {
-            return Err(Error::shape("slice", shape, &[axis, start, len], "slice out of range"));
-        }
-        let (outer, n, inner) = split(shape, axis);
-        self.copy_rows(x, y, outer, len * inner, n * inner, start * inner, len * inner, 0)
-    }
-
-    /// Zeros of `full` shape with `g` written at `start..` along `axis` (as `ops::concat::unslice`).
-    pub fn unslice(
-        &self,
-        g: &(impl DevicePtr<f32> + ?Sized),
-        y: &mut (impl DevicePtrMut<f32> + ?Sized),
-        full: &[usize],
-        axis: usize,
-        start: usize,
-        len: usize,
-    ) -> Result<()> {
-        if axis >= full.len() || start + len > full[axis] {
-            return Err(Error::shape("unslice", full, &[axis, start, len], "slice out of range"));
-        }
-        let (outer, n, inner) = split(full, axis);
-        self.fill(y, outer * n * inner, 0.0)?;
-        self.copy_rows(g, y, outer, len * inner, len * inner, 0, n * inner, start * inner)
-    }
-
-    /// Lay the `parts` (each `(data, shape)`) end to end along `axis` into `y` (as
-    /// `ops::concat::concat`); shapes must agree except along `axis`.
-    pub fn concat(
-        &self,
-        parts: &[(&dyn DevicePtr<f32>, &[usize])],
-        y: &mut (impl DevicePtrMut<f32> + ?Sized),
-        axis: usize,
-    ) -> Result<()> {
-        let Some(&(_, first)) = parts.first() else {
-            return Err(Error::config("concat of no tensors"));
-        };
-        if axis >= first.len() {
-            return Err(Error::shape("concat", first, &[axis], "axis out of range"));
-        }
-        let total: usize = parts.iter().map(|(_, s)| s.get(axis).copied().unwrap_or(0)).sum();
-        for &(_, s) in parts {
-            let ok = s.len() == first.len() && s.iter().zip(first).enumerate().all(|(d, (a, b))| d == axis || a == b);
-            if !ok {
-                return Err(Error::shape(
-                    "concat",
-                    first,
-                    s,
-                    format!("shapes must match except along axis {axis}"),
-                ));
-            }
-        }
-        let (outer, _, inner) = split(first, axis);
-        let mut off = 0;
-        for &(x, s) in parts {
-            let len = s[axis];
-            self.copy_rows(x, y, outer, len * inner, len * inner, 0, total * inner, off * inner)?;
-            off += len;
-        }
-        Ok(())
-    }
-
-    /// `out[0] = scale · Σ x[..n]` (one block, f64 accumulation).
-    pub fn sum_all(
-        &self,
-        x: &(impl DevicePtr<f32> + ?Sized),
-        out: &mut (impl DevicePtrMut<f32> + ?Sized),
-        n: usize,
-        scale: f64,
-    ) -> Result<()> {
-        let args = [
-            Arg::Ptr(ptr_in(&self.stream, "sum_all", "x", x, n)?),
-            Arg::Ptr(ptr_out(&self.stream, "sum_all", "out", out, 1)?),
-            Arg::I64(i64_of(n)),
-            Arg::F64(scale),
-        ];
-        let cfg = LaunchConfig {
-            grid_dim: (1, 1, 1),
-            block_dim: (1024, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        self.launch("sum_all", cfg, &args)
-    }
-
-    // ---- cross_entropy.cu ---------------------------------------------------------------------
-
-    /// Cross-entropy of logits `z: [rows, c]` against `labels` (u32, each `< c`, checked by the
-    /// caller as `ops::cross_entropy` does): writes the softmax `p` and the mean loss into `loss[0]`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn cross_entropy_fwd(
-        &self,
-        z: &(impl DevicePtr<f32> + ?Sized),
-        labels: &(impl DevicePtr<u32> + ?Sized),
-        p: &mut (impl DevicePtrMut<f32> + ?Sized),
-        loss: &mut (impl DevicePtrMut<f32> + ?Sized),
-        rows: usize,
-        c: usize,
-        smoothing: f32,
-    ) -> Result<()> {
-        let op = "cross_entropy_fwd";
-        check_smoothing(smoothing)?;
-        if c == 0 {
-            return Err(Error::shape(
-                "cross_entropy",
-                &[rows, c],
-                &[],
-                "need at least one class",
-            ));
-        }
-        let pz = ptr_in(&self.stream, op, "z", z, rows * c)?;
-        let pl = ptr_in(&self.stream, op, "labels", labels, rows)?;
-        let pp = ptr_out(&self.stream, op, "p", p, rows * c)?;
-        let mut row_loss = self.alloc(rows)?;
-        let prl = ptr_out(&self.stream, op, "row_loss", &mut row_loss, rows)?;
-        if rows > 0 {
-            self.launch(
-                "cross_entropy_fwd",
-                self.warp_rows_cfg(rows),
-                &[
-                    Arg::Ptr(pz),
-                    Arg::Ptr(pl),
-                    Arg::Ptr(pp),
-                    Arg::Ptr(prl),
-                    Arg::I64(i64_of(rows)),
-                    Arg::I32(i32_of("c", c)?),
-                    Arg::F32(smoothing),
-                ],
-            )?;
-        }
-        let scale = if rows > 0 { 1.0 / rows as f64 } else { 0.0 };
-        self.sum_all(&row_loss, loss, rows, scale)
-    }
-
-    /// `dz = (g / rows)·(p − q)`, `g` (one element on the device) the upstream gradient of the
-    /// mean loss.
-    #[allow(clippy::too_many_arguments)]
-    pub fn cross_entropy_bwd(
-        &self,
-        g: &(impl DevicePtr<f32> + ?Sized),
-        p: &(impl DevicePtr<f32> + ?Sized),
-        labels: &(impl DevicePtr<u32> + ?Sized),
-        dz: &mut (impl DevicePtrMut<f32> + ?Sized),
-        rows: usize,
-        c: usize,
-        smoothing: f32,
-    ) -> Result<()> {
-        let op = "cross_entropy_bwd";
-        check_smoothing(smoothing)?;
-        let args = [
-            Arg::Ptr(ptr_in(&self.stream, op, "p", p, rows * c)?),
-            Arg::Ptr(ptr_in(&self.stream, op, "labels", labels, rows)?),
-            Arg::Ptr(ptr_out(&self.stream, op, "dz", dz, rows * c)?),
-            Arg::I64(i64_of(rows)),
-            Arg::I32(i32_of("c", c)?),
-            Arg::Ptr(ptr_in(&self.stream, op, "g", g, 1)?),
-            Arg::F32(smoothing),
-        ];
-        if rows * c == 0 {
-            return Ok(());
-        }
-        self.launch("cross_entropy_bwd", self.elem_cfg(rows * c), &args)
-    }
-
-    // ---- dropout.cu ---------------------------------------------------------------------------
-
-    fn dropout(
-        &self,
-        name: &str,
-        x: &(impl DevicePtr<f32> + ?Sized),
-        y: &mut (impl DevicePtrMut<f32> + ?Sized),
-        n: usize,
-        p: f32,
-        seed: u64,
-    ) -> Result<()> {
-        let scale = Self::dropout_scale(n, p)?;
-        let args = [
-            Arg::Ptr(ptr_in(&self.stream, name, "x", x, n)?),
-            Arg::Ptr(ptr_out(&self.stream, name, "y", y, n)?),
-            Arg::I64(i64_of(n)),
-            Arg::F32(p),
-            Arg::F32(scale),
-            Arg::U64(seed),
-        ];
-        self.launch_elementwise(name, n, &args)
-    }
-
-    /// Checks `p` and `n` for a dropout mask and returns `1/(1 − p)`, exactly the CPU's f32 value.
-    fn dropout_scale(n: usize, p: f32) -> Result<f32> {
-        if !(0.0..1.0).contains(&p) {
-            return Err(Error::config(format!("dropout probability must be in [0, 1), got {p}")));
-        }
-        if n > u32::MAX as usize {
-            return Err(Error::shape("dropout", &[n], &[], "more than 2^32 elements"));
-        }
-        Ok(1.0f32 / (1.0 - p))
-    }
-
-    /// `y = r + x ⊙ mask(seed) / (1 − p)`: the residual add fused with dropout
-    /// (`ops::dropout::add_masked`, bit for bit). Its backward is `dr = G`, `dx = dropout_bwd(G)`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn dropout_add_fwd(
-        &self,
-        r: &(impl DevicePtr<f32> + ?Sized),
-        x: &(impl DevicePtr<f32> + ?Sized),
-        y: &mut (impl DevicePtrMut<f32> + ?Sized),
-        n: usize,
-        p: f32,
-        seed: u64,
-    ) -> Result<()> {
-        let name = "dropout_add_fwd";
-        let scale = Self::dropout_scale(n, p)?;
-        let args = [
-            Arg::Ptr(ptr_in(&self.stream, name, "r", r, n)?),
-            Arg::Ptr(ptr_in(&self.stream, name, "x", x, n)?),
-            Arg::Ptr(ptr_out(&self.stream, name, "y", y, n)?),
-            Arg::I64(i64_of(n)),
-            Arg::F32(p),
-            Arg::F32(scale),
-            Arg::U64(seed),
-        ];
-        self.launch_elementwise(name, n, &args)
-    }
-
-    /// `y = x ⊙ mask(seed) / (1 − p)`, the same mask as `ops::dropout::apply_mask` bit for bit.
-    pub fn dropout_fwd(
-        &self,
-        x: &(impl DevicePtr<f32> + ?Sized),
-        y: &mut (impl DevicePtrMut<f32> + ?Sized),
-        n: usize,
-        p: f32,
-        seed: u64,
-    ) -> Result<()> {
-        self.dropout("dropout_fwd", x, y, n, p, seed)
-    }
-
-    /// `dx = G ⊙ mask(seed) / (1 − p)` (the forward's mask, recomputed).
-    pub fn dropout_bwd(
-        &self,
-        g: &(impl DevicePtr<f32> + ?Sized),
-        dx: &mut (impl DevicePtrMut<f32> + ?Sized),
-        n: usize,
-        p: f32,
-        seed: u64,
-    ) -> Result<()> {
-        self.dropout("dropout_bwd", g, dx, n, p, seed)
-    }
-
-    // ---- clip.cu ------------------------------------------------------------------------------
-
-    /// Blocks [`CudaDevice::sum_squares_partials`] uses for `n` elements.
-    pub fn sum_squares_blocks(&self, n: usize) -> usize {
-        (self.grid_for(n, ELEM_BLOCK as usize * 8) as usize)
-            .min(self.sm_count as usize * 4)
-            .max(1)
-    }
-
-    /// `partial[b] = √(Σ x_i²)` (summed in f64, the root rounded to f32) over block `b`'s share
-    /// of `x[..n]`, for the [`CudaDevice::sum_squares_blocks`]`(n)` blocks; the sum of their
-    /// squares is `Σ x²`.
-    pub fn sum_squares_partials(
-        &self,
-        x: &(impl DevicePtr<f32> + ?Sized),
-        partial: &mut (impl DevicePtrMut<f32> + ?Sized),
-        n: usize,
-    ) -> Result<()> {
-        let blocks = self.sum_squares_blocks(n);
-        let args = [
-            Arg::Ptr(ptr_in(&self.stream, "sum_squares", "x", x, n)?),
-            Arg::Ptr(ptr_out(&self.stream, "sum_squares", "partial", partial, blocks)?),
-            Arg::I64(i64_of(n)),
-        ];
-        let cfg = LaunchConfig {
-            grid_dim: (blocks as u32, 1, 1),
-            block_dim: (ELEM_BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        self.launch("sum_squares_blocks", cfg, &args)
-    }
-
-    /// `y[..n] *= s` in place (clipping by norm).
-    pub fn scale_inplace(&self, y: &mut (impl DevicePtrMut<f32> + ?Sized), n: usize, s: f32) -> Result<()> {
-        let args = [
-            Arg::Ptr(ptr_out(&self.stream, "scale_inplace", "y", y, n)?),
-            Arg::I64(i64_of(n)),
-            Arg::F32(s),
-        ];
-        self.launch_elementwise("scale_inplace", n, &args)
-    }
-
-    /// `y[..n] = clamp(y, −c, c)` in place (clipping by value; NaN stays NaN).
-    pub fn clamp_inplace(&self, y: &mut (impl DevicePtrMut<f32> + ?Sized), n: usize, c: f32) -> Result<()> {
-        let args = [
-            Arg::Ptr(ptr_out(&self.stream, "clamp_inplace", "y", y, n)?),
-            Arg::I64(i64_of(n)),
-            Arg::F32(c),
-        ];
-        self.launch_elementwise("clamp_inplace", n, &args)
-    }
-
-    // ---- adam.cu ------------------------------------------------------------------------------
-
-    /// One fused Adam/AdamW step over `n` elements of `(p, g, m, v)`.
-    pub fn adam_step(
-        &self,
-        p: &mut (impl DevicePtrMut<f32> + ?Sized),
-        g: &(impl DevicePtr<f32> + ?Sized),
-        m: &mut (impl DevicePtrMut<f32> + ?Sized),
-        v: &mut (impl DevicePtrMut<f32> + ?Sized),
-        n: usize,
-        k: &AdamCoeffs,
-    ) -> Result<()> {
-        let args = [
-            Arg::Ptr(ptr_out(&self.stream, "adam_step", "p", p, n)?),
-            Arg::Ptr(ptr_in(&self.stream, "adam_step", "g", g, n)?),
-            Arg::Ptr(ptr_out(&self.stream, "adam_step", "m", m, n)?),
-            Arg::Ptr(ptr_out(&self.stream, "adam_step", "v", v, n)?),
-            Arg::I64(i64_of(n)),
-            Arg::F32(k.l2),
-            Arg::F32(k.decay_mul),
-            Arg::F32(k.one_minus_b1),
-            Arg::F32(k.b2),
-            Arg::F32(k.one_minus_b2),
-            Arg::F32(k.bc2_sqrt),
-            Arg::F32(k.eps),
-            Arg::F32(k.step_size),
-        ];
-        self.launch_elementwise("adam_step", n, &args)
-    }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Shape helpers (the same rules as the CPU ops)
-// ---------------------------------------------------------------------------------------------
-
-fn check_smoothing(s: f32) -> Result<()> {
-    if (0.0..1.0).contains(&s) {
-        Ok(())
-    } else {
-        Err(Error::config(format!("label smoothing must be in [0, 1), got {s}")))
+fn check_len(op: &str, what: &str, have: usize, need: usize) -> Result<()> {
+    if have < need {
+        return Err(Error::Device(format!(
+            "{op}: `{what}` has {have} elements, the sizes need {need}"
+        )));
     }
-}
-
-fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
-    let mut s = vec![1; shape.len()];
-    for d in (0..shape.len().saturating_sub(1)).rev() {
-        s[d] = s[d + 1] * shape[d + 1];
-    }
-    s
-}
-
-/// (outer, axis length, inner) of a shape around `axis`.
-fn split(shape: &[usize], axis: usize) -> (usize, usize, usize) {
-    (
-        shape[..axis].iter().product(),
-        shape[axis],
-        shape[axis + 1..].iter().product(),
-    )
-}
-
-/// If `b` broadcasts only over leading dimensions of `a`, the length of the repeated block
-/// (`ops::add`'s rule).
-fn leading_broadcast_block(a: &[usize], b: &[usize]) -> Option<usize> {
-    let b_trim: Vec<usize> = b.iter().copied().skip_while(|&d| d == 1).collect();
-    a.ends_with(&b_trim).then(|| b_trim.iter().product())
-}
-
-/// The kernel's broadcast description, with `ops::add`'s checks.
-fn bcast_arg(op: &'static str, a: &[usize], b: &[usize]) -> Result<BcastArg> {
-    if b.len() > a.len() {
-        return Err(Error::shape(op, a, b, "b has more dimensions than a"));
-    }
-    if a.len() > MAX_RANK {
-        return Err(Error::shape(
-            op,
-            a,
-            b,
-            format!("the CUDA kernels take at most {MAX_RANK} dimensions"),
-        ));
-    }
-    let off = a.len() - b.len();
-    let mut s = BcastArg {
-        rank: a.len() as i32,
-        ..Default::default()
-    };
-    let a_strides = contiguous_strides(a);
-    let mut bs = 1usize;
-    for d in (0..a.len()).rev() {
-        let bd = if d >= off { b[d - off] } else { 1 };
-        if bd != a[d] && bd != 1 {
-            return Err(Error::shape(op, a, b, "each dimension of b must be 1 or equal to a's"));
-        }
-        s.a_shape[d] = a[d] as i64;
-        s.a_stride[d] = a_strides[d] as i64;
-        s.b_shape[d] = bd as i64;
-        s.b_stride[d] = if bd == 1 { 0 } else { bs as i64 };
-        bs *= bd;
-    }
-    Ok(s)
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::optim::{AdamConfig, DecayMode};
 
     #[test]
     fn size_classes_round_up_with_bounded_waste() {
@@ -1937,43 +854,42 @@ mod tests {
     }
 
     #[test]
-    fn broadcast_descriptions() {
-        // Position embedding [1, T, D] onto [B, T, D]: a leading broadcast (block T·D).
-        assert_eq!(leading_broadcast_block(&[2, 3, 4], &[1, 3, 4]), Some(12));
-        assert_eq!(leading_broadcast_block(&[2, 3, 4], &[4]), Some(4));
-        // [B, 1, D] onto [B, T, D] is not: it needs the general kernel.
-        assert_eq!(leading_broadcast_block(&[2, 3, 4], &[2, 1, 4]), None);
-        let s = bcast_arg("t", &[2, 3, 4], &[2, 1, 4]).unwrap();
-        assert_eq!(&s.b_shape[..3], &[2, 1, 4]);
-        assert_eq!(&s.b_stride[..3], &[4, 0, 1]);
-        assert_eq!(&s.a_stride[..3], &[12, 4, 1]);
-        assert!(bcast_arg("t", &[2, 3], &[3, 3]).is_err());
-        assert!(bcast_arg("t", &[3], &[2, 3]).is_err());
-    }
-
-    #[test]
-    fn kernel_arg_structs_match_the_cuda_layout() {
-        // struct VcBcast { int; int; long long[8] × 4 } and VcPerm { int; int; long long[8] × 2 }.
-        assert_eq!(std::mem::size_of::<BcastArg>(), 8 + 4 * 64);
-        assert_eq!(std::mem::size_of::<PermArg>(), 8 + 2 * 64);
-        assert_eq!(std::mem::align_of::<BcastArg>(), 8);
-    }
-
-    #[test]
-    fn adam_coeffs_follow_the_cpu() {
-        let cfg = AdamConfig {
-            lr: 0.01,
-            betas: (0.9, 0.999),
-            eps: 1e-8,
-            weight_decay: 0.05,
+    fn struct_arguments_keep_their_bytes() {
+        #[repr(C)]
+        #[derive(Clone, Copy)]
+        struct S {
+            a: i32,
+            b: i32,
+            c: i64,
+            d: f32,
+        }
+        unsafe impl DeviceRepr for S {}
+        let s = S {
+            a: -1,
+            b: 2,
+            c: 1 << 40,
+            d: 1.5,
         };
-        let k = AdamCoeffs::new(&cfg, DecayMode::Decoupled, true, 1);
-        assert_eq!(k.l2, 0.0);
-        assert_eq!(k.decay_mul, (1.0 - 0.01 * 0.05) as f32);
-        assert_eq!(k.step_size, (0.01 / (1.0 - 0.9f64)) as f32);
-        let k = AdamCoeffs::new(&cfg, DecayMode::L2, false, 3);
-        assert_eq!((k.l2, k.decay_mul), (0.0, 1.0));
-        assert_eq!(k.bc2_sqrt, (1.0 - 0.999f64.powf(3.0)).sqrt() as f32);
+        let Arg::Struct(words) = Arg::of_struct(&s) else {
+            panic!("a struct argument")
+        };
+        // 24 bytes (the f32 padded to the struct's 8-byte alignment): three words.
+        assert_eq!(words.len(), std::mem::size_of::<S>() / 8);
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        assert_eq!(&bytes[0..4], &(-1i32).to_ne_bytes());
+        assert_eq!(&bytes[4..8], &2i32.to_ne_bytes());
+        assert_eq!(&bytes[8..16], &(1i64 << 40).to_ne_bytes());
+        assert_eq!(&bytes[16..20], &1.5f32.to_ne_bytes());
+    }
+
+    #[test]
+    fn sizes_beyond_32_bits_are_errors() {
+        assert_eq!(i32_of("n", 7).unwrap(), 7);
+        let e = i32_of("n", 1 << 31).unwrap_err().to_string();
+        assert!(e.contains("n = 2147483648 does not fit"), "{e}");
+        let e = check_len("op", "x", 3, 4).unwrap_err().to_string();
+        assert!(e.contains("op: `x` has 3 elements, the sizes need 4"), "{e}");
+        assert!(check_len("op", "x", 4, 4).is_ok());
     }
 
     #[test]
