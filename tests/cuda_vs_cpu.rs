@@ -560,6 +560,8 @@ fn patchify_forward_and_backward_match_cpu() {
         ([3, 1, 28, 28], 7),
         ([1, 2, 5, 5], 5),
         ([2, 3, 3, 6], 1),
+        // A band of 4 rows × 3200 floats (51 KB) does not fit in shared memory: the gather kernels.
+        ([1, 2, 4, 3200], 4),
     ] {
         let x = rand_tensor(&mut r, &shape);
         let y_cpu = ops::patchify::forward(&x, p).unwrap();
@@ -898,6 +900,23 @@ fn fused_adam_matches_cpu_adam() {
 }
 
 // ---- allocator ------------------------------------------------------------------------------
+
+/// On the cudasim simulator the allocator tells it that a buffer it hands out again holds no
+/// data, so a kernel that reads a new tensor before writing it is caught (initcheck) in the
+/// steady state too, not only on the first use of a size. (On a GPU there is nothing to see.)
+#[test]
+fn a_recycled_buffer_reads_as_never_written_on_the_simulator() {
+    let dev = gpu_or_skip!();
+    if !dev.is_simulator() {
+        return;
+    }
+    let n = 1000;
+    drop(dev.upload(&vec![1.0; n]).unwrap()); // written, then back to the pool
+    let recycled = dev.alloc(n).unwrap(); // the same buffer, its old contents stale
+    let mut out = dev.alloc(n).unwrap();
+    let e = dev.scale(&recycled, &mut out, n, 2.0).unwrap_err().to_string();
+    assert!(e.contains("initcheck") && e.contains("never written"), "{e}");
+}
 
 #[test]
 fn allocator_reuses_buffers_in_the_steady_state() {

@@ -92,6 +92,9 @@ struct Driver {
     dev: Device,
     /// Counters summed over the launches since `cudasimCountersReset` (see [`counter_values`]).
     counters: Mutex<(u64, crate::Stats)>,
+    /// Since the reset, per kernel: warp instructions, and the block threads and dynamic shared
+    /// bytes of its last launch (for `cudasimMainKernel`).
+    kernels: Mutex<HashMap<String, (u64, u32, u32)>>,
     profile: Option<Mutex<HashMap<String, ProfileEntry>>>,
     /// Serialises work: calls run in the order they are made, as on one stream.
     work: Mutex<()>,
@@ -199,6 +202,7 @@ pub extern "C" fn cuInit(_flags: c_uint) -> CUresult {
             Device::from_env().map(|dev| Driver {
                 dev,
                 counters: Mutex::new((0, crate::Stats::default())),
+                kernels: Mutex::new(HashMap::new()),
                 profile: profile.then(|| Mutex::new(HashMap::new())),
                 work: Mutex::new(()),
                 host: Mutex::new(HashMap::new()),
@@ -1245,6 +1249,9 @@ pub unsafe extern "C" fn cuLaunchKernel(
                     let mut c = d.counters.lock().unwrap_or_else(|e| e.into_inner());
                     c.0 += 1;
                     c.1.add(&stats);
+                    let mut ks = d.kernels.lock().unwrap_or_else(|e| e.into_inner());
+                    let e = ks.entry(k.name.clone()).or_default();
+                    *e = (e.0 + stats.warp_instructions, bx * by * bz, shared);
                 }
                 if let Some(p) = &d.profile {
                     let mut p = p.lock().unwrap_or_else(|e| e.into_inner());
@@ -1349,6 +1356,8 @@ extern "C" fn print_profile() {
 //   cudasimCounterCount() -> n                 how many counters there are;
 //   cudasimCounterName(i) -> "name"            the i-th counter's name (static, NUL-terminated);
 //   cudasimCountersRead(out, capacity) -> n    the values, summed over the launches since the reset;
+//   cudasimMainKernel(threads*, shared*) -> name  the kernel with the most instructions since the
+//                                              reset, and its block size and dynamic shared memory;
 //   cudasimMarkUninitialized(ptr, bytes)       a recycled buffer's old contents are not its data.
 // Names rather than a struct layout, so a program built against another version still reads
 // the counters it knows by name.
@@ -1421,9 +1430,34 @@ pub extern "C" fn cudasimMarkUninitialized(ptr: CUdeviceptr, bytes: usize) -> CU
 #[no_mangle]
 pub extern "C" fn cudasimCountersReset() -> CUresult {
     guard("cudasimCountersReset", || {
-        *driver()?.counters.lock().unwrap_or_else(|e| e.into_inner()) = (0, crate::Stats::default());
+        let d = driver()?;
+        *d.counters.lock().unwrap_or_else(|e| e.into_inner()) = (0, crate::Stats::default());
+        d.kernels.lock().unwrap_or_else(|e| e.into_inner()).clear();
         Ok(())
     })
+}
+
+/// `cudasimMainKernel(threads, dynamic_shared)`: the kernel that executed the most warp
+/// instructions since the reset (null if none ran), with the block size and dynamic shared
+/// memory of its last launch — what a theoretical-occupancy figure needs besides the kernel's
+/// registers and static shared memory (which ptxas knows, not the simulator).
+///
+/// # Safety
+/// `threads` and `dynamic_shared`, when not null, must be valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn cudasimMainKernel(threads: *mut c_uint, dynamic_shared: *mut c_uint) -> *const c_char {
+    let Ok(d) = driver() else { return std::ptr::null() };
+    let ks = d.kernels.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((name, &(_, t, s))) = ks.iter().max_by_key(|(_, v)| v.0) else {
+        return std::ptr::null();
+    };
+    if !threads.is_null() {
+        *threads = t;
+    }
+    if !dynamic_shared.is_null() {
+        *dynamic_shared = s;
+    }
+    intern(name).as_ptr()
 }
 
 #[no_mangle]

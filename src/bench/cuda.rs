@@ -21,10 +21,13 @@ use super::cases::{self, buffers, uniform, Bufs, CudaRun, MakeSet, Slot, F32};
 use super::check::{self, Checker, GemmDims, EPS};
 use super::shapes::{self, bench_adam_config};
 use super::{
-    git_commit, input_sets, say, select, table_header, table_row, BenchOptions, Bound, CaseInfo, DeviceInfo, Phase,
-    Plan, Record, Report, Timing, Validation, Yardstick,
+    git_commit, input_sets, say, select, sim_table_header, sim_table_row, table_header, table_row, BenchOptions, Bound,
+    CaseInfo, DeviceInfo, Phase, Plan, Record, Report, SimProfile, Timing, Validation, Yardstick,
 };
 use crate::autograd::{Graph, ParamStore};
+use crate::backend::cuda::nvrtc::{self, KernelStats};
+use crate::backend::cuda::sim::{self, occupancy, SimHooks, SmLimits};
+use crate::backend::cuda::CudaSlice;
 use crate::backend::cuda::{AdamCoeffs, CudaBuffer, CudaDevice};
 use crate::error::{Error, Result};
 use crate::optim::{Adam, DecayMode};
@@ -32,6 +35,7 @@ use crate::rng::derive_seed;
 use crate::tensor::{numel, Tensor};
 use cudarc::cublas::{sys::cublasOperation_t, CudaBlas, Gemm, GemmConfig, StridedBatchedConfig};
 use cudarc::driver::{sys, CudaEvent};
+use std::collections::HashMap;
 
 // ---------------------------------------------------------------------------------------------
 // Timing with CUDA events
@@ -369,29 +373,7 @@ fn run_case(
         (case.run.launch)(dev, &mut bufs)
     })?;
 
-    // Validation: set 0 restored (Adam updates its inputs), one more run, the CPU op on the
-    // same host inputs.
-    for (buf, t) in sets[0].iter_mut().zip(&host0) {
-        dev.upload_into(t.data(), buf)?;
-    }
-    (case.run.launch)(
-        dev,
-        &mut Bufs {
-            inputs: &mut sets[0],
-            outputs: &mut outputs,
-            labels: labels.as_ref(),
-        },
-    )?;
-    let want = (case.reference)(&host0)?;
-    let mut ck = Checker::new();
-    for ((part, slot, k), w) in case.run.results.iter().zip(&want) {
-        let buf = match *slot {
-            Slot::Out(i) => outputs.get(i),
-            Slot::In(i) => sets[0].get(i),
-        }
-        .ok_or_else(|| Error::config(format!("benchmark: no buffer for result {part}")))?;
-        compare(&mut ck, part, &dev.download(buf)?, w, *k);
-    }
+    let mut ck = validate(dev, case, &host0, &mut sets[0], &mut outputs, labels.as_ref())?;
 
     let yardstick = match (case.run.cublas, blas) {
         (Some(d), Some(blas)) => {
@@ -417,6 +399,212 @@ fn run_case(
 }
 
 /// Run the selected GPU cases: header, copy bandwidth, then one table row per case.
+/// Validation: input set `inputs` restored to `host0` (Adam updates its inputs), one more run,
+/// and every result compared with the CPU op on the same host inputs.
+fn validate(
+    dev: &CudaDevice,
+    case: &GpuCase,
+    host0: &[Tensor],
+    inputs: &mut [CudaBuffer],
+    outputs: &mut [CudaBuffer],
+    labels: Option<&CudaSlice<u32>>,
+) -> Result<Checker> {
+    for (buf, t) in inputs.iter_mut().zip(host0) {
+        dev.upload_into(t.data(), buf)?;
+    }
+    (case.run.launch)(
+        dev,
+        &mut Bufs {
+            inputs,
+            outputs,
+            labels,
+        },
+    )?;
+    let want = (case.reference)(host0)?;
+    let mut ck = Checker::new();
+    for ((part, slot, k), w) in case.run.results.iter().zip(&want) {
+        let buf = match *slot {
+            Slot::Out(i) => outputs.get(i),
+            Slot::In(i) => inputs.get(i),
+        }
+        .ok_or_else(|| Error::config(format!("benchmark: no buffer for result {part}")))?;
+        compare(&mut ck, part, &dev.download(buf)?, w, *k);
+    }
+    Ok(ck)
+}
+
+// ---------------------------------------------------------------------------------------------
+// On the cudasim simulator: counters, not times
+// ---------------------------------------------------------------------------------------------
+
+/// The SM limits the occupancy figure needs, from the device's attributes.
+fn sm_limits(dev: &CudaDevice) -> Result<SmLimits> {
+    use sys::CUdevice_attribute as A;
+    let attr = |a| -> Result<u32> {
+        Ok(dev
+            .context()
+            .attribute(a)
+            .map_err(driver_err("reading the SM limits"))?
+            .max(1) as u32)
+    };
+    Ok(SmLimits {
+        max_threads: attr(A::CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_MULTIPROCESSOR)?,
+        max_blocks: attr(A::CU_DEVICE_ATTRIBUTE_MAX_BLOCKS_PER_MULTIPROCESSOR)?,
+        registers: attr(A::CU_DEVICE_ATTRIBUTE_MAX_REGISTERS_PER_MULTIPROCESSOR)?,
+        shared_bytes: attr(A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR)?,
+    })
+}
+
+/// Registers and static shared memory of every kernel, from ptxas's report of a CUBIN for the
+/// device's architecture (the simulator runs PTX; ptxas decides the registers).
+fn ptxas_report(dev: &CudaDevice) -> Result<HashMap<String, KernelStats>> {
+    let (cm, cn) = dev.compute_capability();
+    let arch = nvrtc::arch_for(cm, cn).map_err(Error::Device)?;
+    let mut all = HashMap::new();
+    for (file, src) in nvrtc::KERNEL_SOURCES {
+        for k in nvrtc::compile_cubin(file, src, &arch)?.kernels {
+            all.insert(k.name.clone(), k);
+        }
+    }
+    Ok(all)
+}
+
+/// One case on the simulator: a run with the counters reset before and read after, then the
+/// validation as on a GPU.
+fn run_case_simulated(
+    dev: &CudaDevice,
+    hooks: &SimHooks,
+    kernels: &HashMap<String, KernelStats>,
+    limits: SmLimits,
+    case: &GpuCase,
+) -> Result<(Timing, Validation, SimProfile)> {
+    let host0 = (case.make_set)(derive_seed(0xbe9c, 0))?;
+    let mut inputs = upload_set(dev, &host0)?;
+    let labels = case.run.labels.as_ref().map(|l| dev.upload_u32(l)).transpose()?;
+    let mut outputs = case
+        .run
+        .out_lens
+        .iter()
+        .map(|&n| dev.alloc(n))
+        .collect::<Result<Vec<_>>>()?;
+    let (t0, t1) = (timing_event(dev)?, timing_event(dev)?);
+    hooks.reset();
+    t0.record(dev.stream()).map_err(driver_err("recording an event"))?;
+    let ck = validate(dev, case, &host0, &mut inputs, &mut outputs, labels.as_ref())?;
+    t1.record(dev.stream()).map_err(driver_err("recording an event"))?;
+    let c = hooks.read();
+    let modelled = t0.elapsed_ms(&t1).map_err(driver_err("reading an event"))? as f64 / 1e3;
+    let main = hooks.main_kernel();
+    let (regs, occupancy) = match main
+        .as_ref()
+        .and_then(|(name, t, s)| kernels.get(name).map(|k| (k, *t, *s)))
+    {
+        Some((k, threads, dynamic)) => (
+            Some(k.registers),
+            Some(occupancy(limits, threads, k.registers, k.shared_bytes + dynamic)),
+        ),
+        None => (None, None),
+    };
+    let classes = ["int", "f32", "f64", "memory", "control", "sync", "move"];
+    let sector_bytes = c.sector_bytes();
+    let profile = SimProfile {
+        warp_instructions: c.get("warp_instructions"),
+        thread_instructions: c.get("thread_instructions"),
+        instructions_by_class: classes
+            .iter()
+            .map(|n| (n.to_string(), c.get(&format!("warp_{n}"))))
+            .collect(),
+        load_efficiency: c.load_efficiency(),
+        store_efficiency: c.store_efficiency(),
+        bank_conflicts_per_request: c.bank_conflicts_per_request(),
+        sector_bytes,
+        traffic_ratio: (case.info.bytes > 0.0).then(|| sector_bytes as f64 / case.info.bytes),
+        bytes_per_flop: (case.info.flops > 0.0).then(|| sector_bytes as f64 / case.info.flops),
+        main_kernel: main.as_ref().map(|m| m.0.clone()),
+        threads_per_block: main.as_ref().map(|m| m.1),
+        registers: regs,
+        occupancy,
+    };
+    Ok((
+        Timing::from_samples(vec![modelled], 1)?,
+        Validation::from_check(ck.finish()),
+        profile,
+    ))
+}
+
+/// `bench kernels` on the simulator: the same cases, each run once, validated, and described by
+/// its counters instead of a time.
+fn run_simulated(
+    opts: &BenchOptions,
+    dev: &CudaDevice,
+    hooks: &SimHooks,
+    cases: Vec<GpuCase>,
+    not_on_gpu: Vec<String>,
+    commit: Option<String>,
+    l2_bytes: u64,
+) -> Result<Report> {
+    say(&format!(
+        "vitcore bench kernels: cuda, {}, commit {}{}",
+        dev.describe(),
+        commit.as_deref().unwrap_or("unknown"),
+        if opts.quick { ", --quick" } else { "" }
+    ));
+    say("on the cudasim simulator: counters, not times (a time from a simulator is not a figure); each case runs once and is validated against the CPU");
+    say("  ld/st eff: global loads/stores, the fewest 32-byte sectors that could carry their bytes / the sectors touched");
+    say("  bank cfl: shared-memory wavefronts beyond the ideal, per request;  traffic/min: sector bytes / the bytes the case must move once");
+    say("  B/flop: sector bytes per useful flop;  occupancy: theoretical, for the case's main kernel (threads per block, registers from ptxas)");
+    let kernels = ptxas_report(dev)?;
+    let limits = sm_limits(dev)?;
+    if !not_on_gpu.is_empty() {
+        say(&format!(
+            "no CUDA kernel yet for: {} (a fused CPU op; not run here)",
+            not_on_gpu.join(", ")
+        ));
+    }
+    say("");
+    say(&sim_table_header());
+    let mut records = Vec::with_capacity(cases.len());
+    for case in &cases {
+        let (timing, validation, profile) = run_case_simulated(dev, hooks, &kernels, limits, case)?;
+        dev.empty_cache();
+        let info = case.info.resolve(1.0, None);
+        let mut record = Record::new(&info, timing, None, validation);
+        record.profile = Some(profile);
+        say(&sim_table_row(&record));
+        records.push(record);
+    }
+    Ok(Report {
+        vitcore_version: env!("CARGO_PKG_VERSION"),
+        commit,
+        quick: opts.quick,
+        filter: opts.filter.clone(),
+        device: device_info(
+            dev,
+            l2_bytes,
+            "counters from the cudasim simulator; timing fields are its cost model",
+        ),
+        copy_bandwidth: Yardstick::bandwidth(0.0),
+        peak: None,
+        peak_method: None,
+        records,
+        not_on_this_device: not_on_gpu,
+    })
+}
+
+fn device_info(dev: &CudaDevice, l2_bytes: u64, note: &str) -> DeviceInfo {
+    let (cm, cn) = dev.compute_capability();
+    DeviceInfo {
+        kind: "cuda".into(),
+        name: dev.name().to_string(),
+        parallelism: dev.sm_count() as usize,
+        clock_mhz: None,
+        clock_source: None,
+        cache_bytes: l2_bytes,
+        cache_source: "L2 (CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)".into(),
+        detail: Some(format!("compute {cm}.{cn}; {}{note}", dev.describe())),
+    }
+}
+
 pub fn run(opts: &BenchOptions, dev: &CudaDevice) -> Result<Report> {
     let plan = if dev.is_simulator() {
         Plan::simulated(opts.quick)
@@ -431,6 +619,9 @@ pub fn run(opts: &BenchOptions, dev: &CudaDevice) -> Result<Report> {
         .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)
         .map_err(driver_err("reading the L2 cache size"))?
         .max(1) as u64;
+    if let Some(hooks) = dev.is_simulator().then(sim::hooks).flatten() {
+        return run_simulated(opts, dev, hooks, cases, not_on_gpu, commit, l2_bytes);
+    }
     say(&format!(
         "vitcore bench kernels: cuda, {}, commit {}{}",
         dev.describe(),
@@ -487,22 +678,12 @@ pub fn run(opts: &BenchOptions, dev: &CudaDevice) -> Result<Report> {
         say(&table_row(&record));
         records.push(record);
     }
-    let (cm, cn) = dev.compute_capability();
     Ok(Report {
         vitcore_version: env!("CARGO_PKG_VERSION"),
         commit,
         quick: opts.quick,
         filter: opts.filter.clone(),
-        device: DeviceInfo {
-            kind: "cuda".into(),
-            name: dev.name().to_string(),
-            parallelism: dev.sm_count() as usize,
-            clock_mhz: None,
-            clock_source: None,
-            cache_bytes: l2_bytes,
-            cache_source: "L2 (CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)".into(),
-            detail: Some(format!("compute {cm}.{cn}; {}", dev.describe())),
-        },
+        device: device_info(dev, l2_bytes, ""),
         copy_bandwidth: copy,
         peak: None,
         peak_method: None,

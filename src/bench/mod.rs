@@ -321,6 +321,38 @@ pub struct Record {
     /// The achieved rate (GB/s or GFLOP/s, by `bound`) over the yardstick's.
     pub ratio: Option<f64>,
     pub validation: Validation,
+    /// On the cudasim simulator: what the kernel did, counted (its `timing` is then the
+    /// simulator's cost model, not a measurement).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<SimProfile>,
+}
+
+/// A case's counters on the cudasim simulator (`backend::cuda::sim`), for the launches of one
+/// run: what Nsight Compute reports on a GPU, counted exactly instead of sampled.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SimProfile {
+    pub warp_instructions: u64,
+    pub thread_instructions: u64,
+    /// Warp instructions by class: int, f32, f64, memory, control, sync, move.
+    pub instructions_by_class: std::collections::BTreeMap<String, u64>,
+    /// Global loads: the fewest 32-byte sectors that could carry their bytes / those touched.
+    pub load_efficiency: Option<f64>,
+    pub store_efficiency: Option<f64>,
+    /// Shared-memory wavefronts beyond the ideal, per shared request (bank conflicts).
+    pub bank_conflicts_per_request: Option<f64>,
+    /// Global traffic as sectors touched × 32 bytes (no cache: an upper bound on DRAM traffic).
+    pub sector_bytes: u64,
+    /// The bytes the case must read and write at least once (`bytes`), and the ratio to drive
+    /// towards 1.
+    pub traffic_ratio: Option<f64>,
+    /// Sector bytes per useful flop (`flops`), for the products.
+    pub bytes_per_flop: Option<f64>,
+    /// The kernel with the most instructions in the case, its block size and theoretical
+    /// occupancy (resident warps / the SM's maximum, from ptxas's registers and shared memory).
+    pub main_kernel: Option<String>,
+    pub threads_per_block: Option<u32>,
+    pub registers: Option<u32>,
+    pub occupancy: Option<f64>,
 }
 
 impl Record {
@@ -345,6 +377,7 @@ impl Record {
             yardstick,
             ratio,
             validation,
+            profile: None,
         }
     }
 
@@ -447,6 +480,54 @@ fn table_line(cells: [&str; 7]) -> String {
 
 pub fn table_header() -> String {
     table_line(HEADER)
+}
+
+/// The columns of a row on the cudasim simulator: counters, never times.
+const SIM_HEADER: [&str; 10] = [
+    "kernel",
+    "phase",
+    "shape",
+    "warp instr",
+    "ld eff",
+    "st eff",
+    "bank cfl",
+    "traffic/min",
+    "B/flop",
+    "occupancy",
+];
+
+pub fn sim_table_header() -> String {
+    sim_line(SIM_HEADER)
+}
+
+fn sim_line(cols: [&str; 10]) -> String {
+    format!(
+        "{:<14} {:<5} {:<34} {:>11} {:>7} {:>7} {:>8} {:>11} {:>7} {:>14}",
+        cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], cols[7], cols[8], cols[9]
+    )
+}
+
+pub fn sim_table_row(r: &Record) -> String {
+    let pct = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{:.0}%", 100.0 * v));
+    let p = r.profile.as_ref();
+    let get = |f: &dyn Fn(&SimProfile) -> String| p.map_or("-".to_string(), f);
+    let occupancy = get(&|p| match (p.occupancy, p.threads_per_block, p.registers) {
+        (Some(o), Some(t), Some(regs)) => format!("{:.0}% ({t}t,{regs}r)", 100.0 * o),
+        _ => "-".into(),
+    });
+    let valid = if r.validation.passed { "" } else { "  INVALID" };
+    sim_line([
+        r.kernel.as_str(),
+        &r.phase.to_string(),
+        &r.shape,
+        &get(&|p| format!("{:.3}M", p.warp_instructions as f64 / 1e6)),
+        &get(&|p| pct(p.load_efficiency)),
+        &get(&|p| pct(p.store_efficiency)),
+        &get(&|p| p.bank_conflicts_per_request.map_or("-".into(), |v| format!("{v:.2}"))),
+        &get(&|p| p.traffic_ratio.map_or("-".into(), |v| format!("{v:.2}"))),
+        &get(&|p| p.bytes_per_flop.map_or("-".into(), |v| format!("{v:.2}"))),
+        &occupancy,
+    ]) + valid
 }
 
 pub fn table_row(r: &Record) -> String {

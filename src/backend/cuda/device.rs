@@ -622,6 +622,14 @@ impl CudaDevice {
                 s
             }
         };
+        if self.pool.exact {
+            // Under the simulator: the buffer's old contents are not its new owner's data, so a
+            // read before the first write is initcheck's to report, as for a fresh allocation.
+            if let Some(h) = super::sim::hooks() {
+                let (p, _guard) = slice.device_ptr(&self.stream);
+                h.mark_uninitialized(p, class * 4);
+            }
+        }
         Ok(CudaBuffer {
             slice: Some(slice),
             len,

@@ -12,6 +12,8 @@
 //!   [`layernorm`], [`gelu`], [`patchify`], [`elementwise`], [`cross_entropy`], [`dropout`],
 //!   [`adam`], [`clip`].
 //! * [`select`]: `--device auto|cpu|cuda` → [`resolve`].
+//! * [`sim`]: the cudasim simulator's own entry points (counters, recycled buffers), when it is
+//!   the driver.
 //!
 //! Everything builds and runs without CUDA installed: cudarc loads `libcuda` and `libnvrtc` at
 //! run time, and every entry point checks for them first and returns an error instead of
@@ -29,6 +31,7 @@ pub mod matmul;
 pub mod nvrtc;
 pub mod patchify;
 pub mod select;
+pub mod sim;
 pub mod softmax;
 
 pub use adam::AdamCoeffs;
