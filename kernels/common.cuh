@@ -64,6 +64,12 @@ static __device__ __forceinline__ float vc_block_max(float v, float* scratch) {
     return v;
 }
 
+// Warp-per-row kernels keep a row in registers when it has at most VC_ROW_CACHE · 32 elements
+// (lane l holds elements l, l + 32, ...), so they read it from global memory once instead of
+// once per pass; longer rows are re-read (from L1/L2 on a GPU). The cached and re-read paths
+// visit the elements in the same order, so they compute the same bits.
+#define VC_ROW_CACHE 8
+
 // Online (one-pass) softmax statistics: a running maximum m and the sum s of e^{x - m}.
 // Merging two partial states rescales the one with the smaller maximum. A state that has seen
 // nothing (m = -inf, s = 0) merges as the identity instead of producing e^{-inf - -inf} = NaN.

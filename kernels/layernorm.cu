@@ -10,9 +10,10 @@
 // Launch geometry:
 // * layernorm_fwd, layernorm_bwd_dx — one warp per row, block 128 (4 rows), grid ⌈rows/4⌉
 //   (capped, grid stride). Per-row work is a couple of reductions over D ≤ a few thousand (ViT:
-//   192–1024), which one warp does with shuffles and no shared memory; x is read twice (two-pass
-//   mean then variance, as the CPU, which avoids the cancellation of E[x²] − μ²), the second
-//   time from L1/L2.
+//   192–1024), which one warp does with shuffles and no shared memory; two passes (mean, then
+//   variance, as the CPU, which avoids the cancellation of E[x²] − μ²) over the row held in
+//   registers up to 256 elements (read once: common.cuh's VC_ROW_CACHE), re-read from L1/L2
+//   above.
 // * layernorm_bwd_params_partial — dγ, dβ are sums over rows, i.e. column sums: block (32, 8),
 //   grid (⌈D/32⌉, chunks). threadIdx.x walks 32 adjacent columns (coalesced loads), the 8 rows
 //   of threads stride the rows of one chunk, and shared memory folds the 8 partial sums. Each
@@ -24,11 +25,54 @@ extern "C" __global__ void layernorm_fwd(const float* __restrict__ x, const floa
                                          const float* __restrict__ beta, float* __restrict__ y,
                                          float* __restrict__ mean, float* __restrict__ rstd,
                                          long long rows, int d, float eps) {
-    const int lane = threadIdx.x % VC_WARP;
+        const int lane = threadIdx.x % VC_WARP;
     const long long warps_per_block = blockDim.x / VC_WARP;
+    // Short rows: γ and β in registers for all the rows this warp does, each row read once.
+    const bool cached = d <= VC_WARP * VC_ROW_CACHE;
+    float gm[VC_ROW_CACHE], bt[VC_ROW_CACHE];
+#pragma unroll
+    for (int k = 0; k < VC_ROW_CACHE; ++k) {
+            if (k * VC_WARP >= d) break;  // the slots this row needs (uniform over the warp)
+        const int i = lane + k * VC_WARP;
+        gm[k] = cached && i < d ? gamma[i] : 0.0f;
+        bt[k] = cached && i < d ? beta[i] : 0.0f;
+    }
     for (long long row = blockIdx.x * warps_per_block + threadIdx.x / VC_WARP; row < rows;
          row += (long long)gridDim.x * warps_per_block) {
         const float* xr = x + row * d;
+        if (cached) {  // one read of the row (see common.cuh)
+            float v[VC_ROW_CACHE];
+            float s = 0.0f;
+#pragma unroll
+            for (int k = 0; k < VC_ROW_CACHE; ++k) {
+            if (k * VC_WARP >= d) break;  // the slots this row needs (uniform over the warp)
+                const int i = lane + k * VC_WARP;
+                v[k] = i < d ? xr[i] : 0.0f;
+                if (i < d) s += v[k];
+            }
+            const float mu = vc_warp_sum(s) / (float)d;
+            float ss = 0.0f;
+#pragma unroll
+            for (int k = 0; k < VC_ROW_CACHE; ++k) {
+            if (k * VC_WARP >= d) break;  // the slots this row needs (uniform over the warp)
+                const float c = v[k] - mu;
+                if (lane + k * VC_WARP < d) ss += c * c;
+            }
+            const float var = vc_warp_sum(ss) / (float)d;
+            const float r = 1.0f / sqrtf(var + eps);
+            float* yr = y + row * d;
+#pragma unroll
+            for (int k = 0; k < VC_ROW_CACHE; ++k) {
+            if (k * VC_WARP >= d) break;  // the slots this row needs (uniform over the warp)
+                const int i = lane + k * VC_WARP;
+                                if (i < d) yr[i] = (v[k] - mu) * r * gm[k] + bt[k];
+            }
+            if (lane == 0) {
+                mean[row] = mu;
+                rstd[row] = r;
+            }
+            continue;
+        }
         float s = 0.0f;
         for (int i = lane; i < d; i += VC_WARP) s += xr[i];
         const float mu = vc_warp_sum(s) / (float)d;
@@ -55,12 +99,40 @@ extern "C" __global__ void layernorm_bwd_dx(const float* __restrict__ g, const f
                                             long long rows, int d) {
     const int lane = threadIdx.x % VC_WARP;
     const long long warps_per_block = blockDim.x / VC_WARP;
+    const bool cached = d <= VC_WARP * VC_ROW_CACHE;
+    float gm[VC_ROW_CACHE];
+#pragma unroll
+    for (int k = 0; k < VC_ROW_CACHE; ++k) gm[k] = cached && lane + k * VC_WARP < d ? gamma[lane + k * VC_WARP] : 0.0f;
     for (long long row = blockIdx.x * warps_per_block + threadIdx.x / VC_WARP; row < rows;
          row += (long long)gridDim.x * warps_per_block) {
         const float* gr = g + row * d;
         const float* xr = x + row * d;
-        const float mu = mean[row], r = rstd[row];
+                        const float mu = mean[row], r = rstd[row];
         float s1 = 0.0f, s2 = 0.0f;
+        if (cached) {  // one read of g and x (see common.cuh)
+            float gv[VC_ROW_CACHE], xh[VC_ROW_CACHE];
+#pragma unroll
+            for (int k = 0; k < VC_ROW_CACHE; ++k) {
+            if (k * VC_WARP >= d) break;  // the slots this row needs (uniform over the warp)
+                const int i = lane + k * VC_WARP;
+                                gv[k] = i < d ? gr[i] * gm[k] : 0.0f;
+                xh[k] = i < d ? (xr[i] - mu) * r : 0.0f;
+                if (i < d) {
+                    s1 += gv[k];
+                    s2 += gv[k] * xh[k];
+                }
+            }
+            const float m1 = vc_warp_sum(s1) / (float)d;
+            const float m2 = vc_warp_sum(s2) / (float)d;
+            float* out = dx + row * d;
+#pragma unroll
+            for (int k = 0; k < VC_ROW_CACHE; ++k) {
+            if (k * VC_WARP >= d) break;  // the slots this row needs (uniform over the warp)
+                const int i = lane + k * VC_WARP;
+                if (i < d) out[i] = r * (gv[k] - m1 - xh[k] * m2);
+            }
+            continue;
+        }
         for (int i = lane; i < d; i += VC_WARP) {
             const float dxh = gr[i] * gamma[i];
             s1 += dxh;

@@ -25,9 +25,28 @@ extern "C" __global__ void softmax_fwd_warp(const float* __restrict__ x, float* 
     // shuffle has all its lanes present.
     for (long long row = blockIdx.x * warps_per_block + threadIdx.x / VC_WARP; row < rows;
          row += (long long)gridDim.x * warps_per_block) {
-        const float* xr = x + row * n;
+                const float* xr = x + row * n;
         float* yr = y + row * n;
         VcMaxSum st{VC_NEG_INF, 0.0f};
+        if (n <= VC_WARP * VC_ROW_CACHE) {  // one read of the row (see common.cuh)
+            float v[VC_ROW_CACHE];
+#pragma unroll
+            for (int k = 0; k < VC_ROW_CACHE; ++k) {
+            if (k * VC_WARP >= n) break;  // the slots this row needs (uniform over the warp)
+                const int i = lane + k * VC_WARP;
+                v[k] = i < n ? xr[i] : 0.0f;
+                if (i < n) st = vc_maxsum_push(st, v[k]);
+            }
+            st = vc_warp_maxsum(st);
+            const float inv = 1.0f / st.s;
+#pragma unroll
+            for (int k = 0; k < VC_ROW_CACHE; ++k) {
+            if (k * VC_WARP >= n) break;  // the slots this row needs (uniform over the warp)
+                const int i = lane + k * VC_WARP;
+                if (i < n) yr[i] = expf(v[k] - st.m) * inv;
+            }
+            continue;
+        }
         for (int i = lane; i < n; i += VC_WARP) st = vc_maxsum_push(st, xr[i]);
         st = vc_warp_maxsum(st);
         const float inv = 1.0f / st.s;
@@ -41,9 +60,28 @@ extern "C" __global__ void softmax_bwd_warp(const float* __restrict__ g, const f
     const long long warps_per_block = blockDim.x / VC_WARP;
     for (long long row = blockIdx.x * warps_per_block + threadIdx.x / VC_WARP; row < rows;
          row += (long long)gridDim.x * warps_per_block) {
-        const float* gr = g + row * n;
+                const float* gr = g + row * n;
         const float* yr = y + row * n;
         float dot = 0.0f;
+        if (n <= VC_WARP * VC_ROW_CACHE) {  // one read of g and y (see common.cuh)
+            float gv[VC_ROW_CACHE], yv[VC_ROW_CACHE];
+#pragma unroll
+            for (int k = 0; k < VC_ROW_CACHE; ++k) {
+            if (k * VC_WARP >= n) break;  // the slots this row needs (uniform over the warp)
+                const int i = lane + k * VC_WARP;
+                gv[k] = i < n ? gr[i] : 0.0f;
+                yv[k] = i < n ? yr[i] : 0.0f;
+                if (i < n) dot += gv[k] * yv[k];
+            }
+            dot = vc_warp_sum(dot);
+#pragma unroll
+            for (int k = 0; k < VC_ROW_CACHE; ++k) {
+            if (k * VC_WARP >= n) break;  // the slots this row needs (uniform over the warp)
+                const int i = lane + k * VC_WARP;
+                if (i < n) dx[row * n + i] = yv[k] * (gv[k] - dot);
+            }
+            continue;
+        }
         for (int i = lane; i < n; i += VC_WARP) dot += gr[i] * yr[i];
         dot = vc_warp_sum(dot);
         for (int i = lane; i < n; i += VC_WARP) dx[row * n + i] = yr[i] * (gr[i] - dot);
