@@ -171,7 +171,7 @@ mod tests {
             .err()
             .unwrap()
             .to_string();
-        assert!(e.contains("truncated JPEG") && e.contains("x.jpg"), "{e}");
+        assert!(e.contains("truncated") && e.contains("x.jpg"), "{e}");
         let e = decode_bytes(p, b"hello world, not an image").err().unwrap().to_string();
         assert!(e.contains("not a JPEG or PNG"), "{e}");
     }
@@ -196,7 +196,7 @@ mod tests {
             let red_left = px[0];
             match resize {
                 ResizeMode::Stretch => assert!(red_left > 200, "{px:?}"),
-                ResizeMode::Crop => assert!(px[..64].iter().all(|&r| r < 30), "{px:?}"),
+                ResizeMode::Crop => assert!(px[..64].iter().all(|&r| r < 40), "{px:?}"),
             }
         }
         let gray = to_model_input(
