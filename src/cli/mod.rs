@@ -329,9 +329,12 @@ pub struct TrainFlags {
     /// GELU form: erf (exact, PyTorch default) or tanh.
     #[arg(long, value_enum)]
     pub gelu: Option<GeluArg>,
-    /// Initialisation: torch (PyTorch defaults) or timm (truncated normal 0.02).
-    #[arg(long, value_enum)]
-    pub init: Option<InitArg>,
+    /// Initialisation: torch (PyTorch defaults), timm (truncated normal 0.02), or a pretrained
+    /// timm / Hugging Face ViT checkpoint (FILE.safetensors, `train folder` only) to fine-tune:
+    /// the model's shape is read from it, its position embedding resampled to --image-size and
+    /// its head replaced when the class count differs.
+    #[arg(long, value_parser = parse_init, value_name = "torch|timm|FILE")]
+    pub init: Option<InitSpec>,
     /// Use only the first N training images (quick experiments).
     #[arg(long)]
     pub train_limit: Option<usize>,
@@ -362,10 +365,22 @@ pub enum GeluArg {
     Erf,
     Tanh,
 }
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum InitArg {
-    Torch,
-    Timm,
+/// `--init`: a scheme, or pretrained weights.
+#[derive(Clone, Debug)]
+pub enum InitSpec {
+    Scheme(Init),
+    Checkpoint(PathBuf),
+}
+
+fn parse_init(s: &str) -> std::result::Result<InitSpec, String> {
+    match s {
+        "torch" => Ok(InitSpec::Scheme(Init::Torch)),
+        "timm" => Ok(InitSpec::Scheme(Init::Timm)),
+        _ if s.ends_with(".safetensors") => Ok(InitSpec::Checkpoint(PathBuf::from(s))),
+        _ => Err(format!(
+            "expected torch, timm or a pretrained checkpoint FILE.safetensors, found `{s}`"
+        )),
+    }
 }
 
 impl PresetArg {
@@ -432,11 +447,11 @@ impl TrainFlags {
                 GeluArg::Tanh => GeluKind::Tanh,
             };
         }
-        if let Some(i) = self.init {
-            c.model.init = match i {
-                InitArg::Torch => Init::Torch,
-                InitArg::Timm => Init::Timm,
-            };
+        match &self.init {
+            Some(InitSpec::Scheme(i)) => c.model.init = *i,
+            // Absolute, as the data's path: the run names its starting point wherever it is read.
+            Some(InitSpec::Checkpoint(p)) => c.init_from = Some(std::path::absolute(p).unwrap_or_else(|_| p.clone())),
+            None => {}
         }
         c
     }
@@ -502,6 +517,12 @@ fn run_train_with(
             }
         }
         None => {
+            if let (Some(InitSpec::Checkpoint(p)), None) = (&flags.init, folder) {
+                return Err(Error::config(format!(
+                    "--init {}: fine-tuning pretrained weights works with `vitcore train folder` (photos)",
+                    p.display()
+                )));
+            }
             let cfg = match folder {
                 Some(f) => photos::new_config(f, data.as_deref())?,
                 None => flags.config(),

@@ -377,6 +377,10 @@ pub fn new_config(f: &FolderArgs, dir: Option<&Path>) -> Result<TrainConfig> {
         None | Some(PresetArg::Default) | Some(PresetArg::Photos) => TrainConfig::photos_preset(),
         Some(PresetArg::Seed) => TrainConfig::seed_preset(),
     };
+    let base = match &f.flags.init {
+        Some(super::InitSpec::Checkpoint(p)) => fine_tune_config(base, p, f.flags.heads, f.photo.image_size)?,
+        _ => base,
+    };
     let mut c = f.photo.apply(f.flags.apply(base))?;
     if let Some(dir) = dir {
         c.model.num_classes = folder::scan(dir, None)?.classes.len();
@@ -384,7 +388,51 @@ pub fn new_config(f: &FolderArgs, dir: Option<&Path>) -> Result<TrainConfig> {
     Ok(c)
 }
 
-/// `predict CHECKPOINT.safetensors --heads N`: a pretrained model as it is.
+/// The heads of a pretrained ViT when not given: timm's ViTs all use heads of 64 features.
+fn default_heads(ckpt: &Path, d: usize) -> Result<usize> {
+    match d % 64 {
+        0 => Ok(d / 64),
+        _ => Err(Error::config(format!(
+            "{}: give --heads (its width {d} is not a multiple of timm's 64-wide heads)",
+            ckpt.display()
+        ))),
+    }
+}
+
+/// Fine-tuning `ckpt`: the model is the checkpoint's (at `image_size` if given), the rest of
+/// `base` adapted to fine-tuning: ImageNet normalisation, AdamW at 1e-4 (weight decay 0.05,
+/// one warmup epoch then cosine), label smoothing 0.1, gradient clipping at norm 1, 10 epochs,
+/// no dropout. Every flag still overrides these.
+pub fn fine_tune_config(
+    mut base: TrainConfig,
+    ckpt: &Path,
+    heads: Option<usize>,
+    image_size: Option<usize>,
+) -> Result<TrainConfig> {
+    let pre = crate::pretrained::Pretrained::read(ckpt)?;
+    let d = pre.tensors["patch_embed.proj.weight"].shape()[0];
+    let heads = match heads {
+        Some(h) => h,
+        None => default_heads(ckpt, d)?,
+    };
+    let (model, opts) = pre.vit_config(ckpt, heads, image_size, Some(base.model.num_classes))?;
+    base.channel_norm = (model.channels == 3).then(|| IMAGENET_NORM.to_vec());
+    base.model = model;
+    base.model_options = opts;
+    base.optimizer = crate::train::OptimizerKind::AdamW;
+    base.lr = 1e-4;
+    base.min_lr = 1e-6;
+    base.weight_decay = 0.05;
+    base.schedule = crate::train::ScheduleKind::WarmupCosine;
+    base.warmup_epochs = 1.0;
+    base.label_smoothing = 0.1;
+    base.clip_norm = Some(1.0);
+    base.epochs = 10;
+    Ok(base)
+}
+
+/// `predict CHECKPOINT.safetensors --heads N`: a pretrained model as it is, at its own input
+/// size, ImageNet normalisation for 3 channels; the classes are named by their index.
 pub fn predict_checkpoint(
     ckpt: &Path,
     heads: Option<usize>,
@@ -393,6 +441,32 @@ pub fn predict_checkpoint(
     out: Option<&Path>,
     device: DeviceChoice,
 ) -> Result<()> {
-    let _ = (ckpt, heads, input, top_k, out, device);
-    Err(Error::config("predicting with a bare checkpoint is not supported yet"))
+    let pre = crate::pretrained::Pretrained::read(ckpt)?;
+    let heads = heads.ok_or_else(|| {
+        Error::config(format!(
+            "{}: give --heads N (a checkpoint does not record its head count; timm's ViT-Ti/S/B have 3/6/12)",
+            ckpt.display()
+        ))
+    })?;
+    let (model, opts) = pre.vit_config(ckpt, heads, None, None)?;
+    let mut cfg = TrainConfig::default_preset();
+    cfg.preset = "pretrained".into();
+    cfg.channel_norm = (model.channels == 3).then(|| IMAGENET_NORM.to_vec());
+    cfg.resize = ResizeMode::Crop;
+    cfg.eval_batch_size = 32;
+    cfg.model = model;
+    cfg.model_options = opts;
+    let (vit, mut store) = train::build_model(&cfg)?;
+    for note in pre.load_into(ckpt, &vit, &mut store)? {
+        errln!("{}: {note}", ckpt.display());
+    }
+    store.to_device(pick_device(device)?)?;
+    let classes = (0..cfg.model.num_classes).map(|c| c.to_string()).collect();
+    PhotoPredict {
+        cfg: &cfg,
+        vit: &vit,
+        store: &store,
+        classes,
+    }
+    .run(input, top_k, out)
 }

@@ -6,7 +6,7 @@
 use crate::data::folder::ResizeMode;
 use crate::data::PhotoAugment;
 use crate::error::{Error, Result};
-use crate::nn::{Init, VitConfig};
+use crate::nn::{Init, VitConfig, VitOptions};
 use crate::ops::GeluKind;
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +34,9 @@ pub enum ScheduleKind {
 pub struct TrainConfig {
     pub preset: String,
     pub model: VitConfig,
+    /// Architecture options other than timm's (left out of `config.json` at the default).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub model_options: VitOptions,
     pub epochs: usize,
     pub batch_size: usize,
     pub eval_batch_size: usize,
@@ -135,6 +138,7 @@ impl TrainConfig {
                 init: Init::Torch,
                 identical_blocks: true,
             },
+            model_options: VitOptions::default(),
             epochs: 40,
             batch_size: 512,
             eval_batch_size: 512,

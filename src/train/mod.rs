@@ -525,10 +525,41 @@ fn build_optimizer(cfg: &TrainConfig) -> Result<Adam> {
         eps: cfg.eps,
         weight_decay: cfg.weight_decay,
     };
-    Ok(match cfg.optimizer {
+    let adam = match cfg.optimizer {
         OptimizerKind::Adam => Adam::adam(ac)?,
         OptimizerKind::AdamW => Adam::adamw(ac)?.with_no_decay(crate::optim::adam::default_no_decay),
+    };
+    Ok(match cfg.layer_decay {
+        Some(decay) => {
+            let depth = cfg.model.depth;
+            adam.with_lr_scale(move |name| layer_decay_scale(name, depth, decay))
+        }
+        None => adam,
     })
+}
+
+/// Layer-wise learning-rate decay (BEiT, Bao et al. 2021; timm's `param_groups_layer_decay`):
+/// the factor of parameter `name` in a ViT of `depth` blocks is `decay^(depth + 1 − layer)`
+/// with layer 0 the embeddings (`patch_embed`, `cls_token`, `pos_embed`), `i + 1` for
+/// `blocks.i`, and `depth + 1` for the final norm and the head (factor 1): the layers nearest
+/// the input, whose pretrained features are the most general, move the least.
+pub fn layer_decay_scale(name: &str, depth: usize, decay: f64) -> f64 {
+    let layer = if name.starts_with("patch_embed") || name == "cls_token" || name == "pos_embed" {
+        0
+    } else if let Some(rest) = name.strip_prefix("blocks.") {
+        rest.split('.')
+            .next()
+            .and_then(|i| i.parse::<usize>().ok())
+            .map_or(depth + 1, |i| i + 1)
+    } else {
+        depth + 1
+    };
+    decay.powi((depth + 1 - layer) as i32)
+}
+
+/// Whether a parameter trains when the backbone is frozen (`--freeze backbone`): the head only.
+pub fn trains_when_frozen(name: &str) -> bool {
+    name.starts_with("head.")
 }
 
 fn build_schedule(cfg: &TrainConfig, steps_per_epoch: usize) -> Result<LrScheduler> {
@@ -548,7 +579,12 @@ fn build_schedule(cfg: &TrainConfig, steps_per_epoch: usize) -> Result<LrSchedul
 /// Build the model described by `cfg` with freshly initialised parameters.
 pub fn build_model(cfg: &TrainConfig) -> Result<(Vit, ParamStore)> {
     let mut store = ParamStore::new();
-    let vit = Vit::new(cfg.model.clone(), &mut store, derive_seed(cfg.seed, 1))?;
+    let vit = Vit::with_options(
+        cfg.model.clone(),
+        cfg.model_options.clone(),
+        &mut store,
+        derive_seed(cfg.seed, 1),
+    )?;
     Ok((vit, store))
 }
 
@@ -711,6 +747,17 @@ pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions
         );
     }
     let (vit, mut store) = build_model(&cfg)?;
+    if let (Some(path), false) = (&cfg.init_from, opts.resume) {
+        let pre = crate::pretrained::Pretrained::read(path)?;
+        outln!("initialised from {}", path.display());
+        for note in pre.load_into(path, &vit, &mut store)? {
+            outln!("  {note}");
+        }
+    }
+    let frozen: Vec<crate::autograd::ParamId> = store
+        .ids()
+        .filter(|&id| cfg.freeze_backbone && !trains_when_frozen(store.name(id)))
+        .collect();
     let steps_per_epoch = data::loader::batches_per_epoch(train_set.len(), cfg.batch_size, false);
     let mut st = OptimState {
         adam: build_optimizer(&cfg)?,
@@ -839,6 +886,11 @@ pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions
             let x = Tensor::from_vec(batch.images, &batch.shape)?.to_device(opts.device)?;
             let seed = derive_seed(cfg.seed ^ 0xd50, global_step as u64);
             let (loss_t, logits_t) = forward_backward(&vit, &mut store, x, &batch.labels, cfg.label_smoothing, seed)?;
+            if cfg.freeze_backbone {
+                for id in frozen.iter().copied() {
+                    store.clear_grad(id);
+                }
+            }
             // Read after the backward is queued (on the GPU, reading waits for the stream), and
             // before the update: a diverged step must not reach the parameters.
             let loss_value = loss_t.item()? as f64;
