@@ -253,11 +253,28 @@ pub fn make_dataset(what: MakeDatasetWhat) -> Result<()> {
 pub struct PhotoPredict<'a> {
     pub cfg: &'a TrainConfig,
     pub vit: &'a Vit,
-    pub store: &'a ParamStore,
+    pub store: ParamStore,
     pub classes: Vec<String>,
 }
 
-impl PhotoPredict<'_> {
+impl<'a> PhotoPredict<'a> {
+    /// The model with its parameters moved to `--device`'s choice.
+    pub fn on_device(
+        cfg: &'a TrainConfig,
+        vit: &'a Vit,
+        mut store: ParamStore,
+        classes: Vec<String>,
+        device: DeviceChoice,
+    ) -> Result<PhotoPredict<'a>> {
+        store.to_device(pick_device(device)?)?;
+        Ok(PhotoPredict {
+            cfg,
+            vit,
+            store,
+            classes,
+        })
+    }
+
     pub fn run(&self, input: &Path, top_k: usize, out: Option<&Path>) -> Result<()> {
         let k = top_k.clamp(1, self.classes.len());
         let shape = photo_shape(self.cfg);
@@ -318,7 +335,7 @@ impl PhotoPredict<'_> {
         let m = &self.cfg.model;
         let ds = Dataset::new(pixels, None, [m.channels, m.image_height, m.image_width], m.num_classes)?;
         debug_assert_eq!(ds.len(), n);
-        Ok(train::evaluate(self.vit, self.store, &ds, self.cfg, true)?.probabilities)
+        Ok(train::evaluate(self.vit, &self.store, &ds, self.cfg, true)?.probabilities)
     }
 }
 
@@ -347,7 +364,7 @@ pub fn predict_run(
     checkpoint: &str,
     device: DeviceChoice,
 ) -> Result<()> {
-    let (cfg, vit, mut store) = train::load_run(run, checkpoint)?;
+    let (cfg, vit, store) = train::load_run(run, checkpoint)?;
     if classes.len() != cfg.model.num_classes {
         return Err(Error::data(
             run.join(train::CLASSES_FILE),
@@ -359,14 +376,7 @@ pub fn predict_run(
             ),
         ));
     }
-    store.to_device(pick_device(device)?)?;
-    PhotoPredict {
-        cfg: &cfg,
-        vit: &vit,
-        store: &store,
-        classes,
-    }
-    .run(input, top_k, out)
+    PhotoPredict::on_device(&cfg, &vit, store, classes, device)?.run(input, top_k, out)
 }
 
 /// A new `train folder` run's configuration: the preset (`photos` unless another is named), the
@@ -460,13 +470,6 @@ pub fn predict_checkpoint(
     for note in pre.load_into(ckpt, &vit, &mut store)? {
         errln!("{}: {note}", ckpt.display());
     }
-    store.to_device(pick_device(device)?)?;
     let classes = (0..cfg.model.num_classes).map(|c| c.to_string()).collect();
-    PhotoPredict {
-        cfg: &cfg,
-        vit: &vit,
-        store: &store,
-        classes,
-    }
-    .run(input, top_k, out)
+    PhotoPredict::on_device(&cfg, &vit, store, classes, device)?.run(input, top_k, out)
 }
