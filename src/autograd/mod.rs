@@ -324,6 +324,11 @@ impl ParamStore {
         self.values.iter().map(|t| t.numel()).sum()
     }
 
+    /// Forget one parameter's gradient (a frozen parameter: optimisers skip it).
+    pub fn clear_grad(&mut self, id: ParamId) {
+        self.grads[id.0] = None;
+    }
+
     /// Forget all gradients.
     pub fn zero_grad(&mut self) {
         self.grads.iter_mut().for_each(|g| *g = None);

@@ -3,6 +3,7 @@
 //! [`BenchOptions`]; the work itself is in `crate::train`, `crate::bench` and `crate::inspect`
 //! (the commands that look inside a model are in [`see`]).
 
+pub mod photos;
 pub mod see;
 
 use crate::backend::cuda::{resolve_and_report, DeviceChoice};
@@ -35,7 +36,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Train a ViT (MNIST IDX files or a Kaggle digit-recognizer CSV).
+    /// Train a ViT (MNIST IDX files, a Kaggle digit-recognizer CSV, or photos in class folders).
     ///
     /// A run lives in its folder (--out). Ctrl-C or SIGTERM stops it after the current step, saved
     /// with its place in the epoch (exit status 130 or 143; a second Ctrl-C exits at once), and
@@ -73,23 +74,37 @@ pub enum Command {
         device: DeviceChoice,
     },
     /// Predict with a run's best checkpoint: a CSV of images → submission CSV, or one PNG image →
-    /// class and probabilities.
+    /// class and probabilities; for a run trained on class folders, one photo → its top classes,
+    /// or a folder of photos → a CSV.
     ///
-    /// The model expects what MNIST holds: a light digit on a dark background, gray, at the
-    /// model's size (28x28 for MNIST; images are never resized). A PNG is read as a person sees
-    /// it: colour becomes gray, 16 bits become 8, a drawing on a transparent background is taken
-    /// from its alpha channel, and a dark digit on light paper is inverted; each change is said in
-    /// one line on stderr. A blank image is an error.
+    /// Digits: the model expects what MNIST holds: a light digit on a dark background, gray, at
+    /// the model's size (28x28 for MNIST; images are never resized). A PNG is read as a person
+    /// sees it: colour becomes gray, 16 bits become 8, a drawing on a transparent background is
+    /// taken from its alpha channel, and a dark digit on light paper is inverted; each change is
+    /// said in one line on stderr. A blank image is an error.
+    ///
+    /// Photos (a run of `train folder`, or a pretrained CHECKPOINT.safetensors with --heads):
+    /// JPEG or PNG of any size, resized as the run was trained; the class names are the run's.
     Predict {
-        /// The run folder (runs/NAME).
+        /// The run folder (runs/NAME), or a timm / Hugging Face ViT checkpoint
+        /// (`.safetensors`, with --heads) to try before fine-tuning it.
         run: PathBuf,
         /// A Kaggle test.csv (pixel0..pixel783), or one PNG image of a digit (gray, RGB, with or
-        /// without alpha, 8 or 16 bits) at the model's size.
+        /// without alpha, 8 or 16 bits) at the model's size; for photos, one image or a folder.
         #[arg(long)]
         input: PathBuf,
-        /// Where to write `ImageId,Label` (CSV input only). Never one of the input files.
-        #[arg(long, default_value = "submission.csv")]
-        out: PathBuf,
+        /// Where to write the CSV (`ImageId,Label` for a Kaggle CSV [default: submission.csv];
+        /// `file,class,probability,...` for a folder of photos [default: predictions.csv]).
+        /// Never one of the input files.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Photos: how many of the most likely classes to give.
+        #[arg(long, default_value_t = 5)]
+        top_k: usize,
+        /// A bare checkpoint's attention heads (they cannot be read from its tensors: timm's
+        /// ViT-Ti/S/B have 3/6/12).
+        #[arg(long)]
+        heads: Option<usize>,
         /// Keep a PNG's polarity as it is: do not invert an image whose background looks light
         /// (median pixel above 127).
         #[arg(long)]
@@ -123,6 +138,11 @@ pub enum Command {
     /// Rank a run's training images by how likely their label is wrong (area under the margin,
     /// Pleiss et al. 2020): audit.csv and a contact sheet audit.png in the run folder.
     Audit(see::AuditArgs),
+    /// Render a synthetic data set (no download needed).
+    MakeDataset {
+        #[command(subcommand)]
+        what: photos::MakeDatasetWhat,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -204,14 +224,22 @@ pub enum TrainData {
         #[command(flatten)]
         flags: TrainFlags,
     },
+    /// Train on photos in one folder per class (JPEG/PNG of any size; torchvision's ImageFolder
+    /// layout): class names from the folder names (saved in the run folder as classes.json),
+    /// images resized to --image-size, a stratified 80/10/10 split (saved as file lists), photo
+    /// augmentation. Hidden and non-image files are skipped silently; an unreadable image is
+    /// skipped with one line naming it (listed in skipped.txt; --strict makes it an error).
+    Folder(photos::FolderArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum PresetArg {
     /// The original PyTorch MNIST setup (embed 16, 4 layers, FF 2048, Adam 1e-4, batch 512, 40 epochs).
     Seed,
-    /// vitcore's recipe for ≥ 99% test accuracy in minutes on a CPU.
+    /// vitcore's recipe for ≥ 99% test accuracy in minutes on a CPU (for `train folder`: photos).
     Default,
+    /// `train folder`'s default: the default recipe at 64×64 RGB, patch 8, photo augmentation.
+    Photos,
 }
 
 /// Every training setting; each overrides the preset's value.
@@ -301,9 +329,12 @@ pub struct TrainFlags {
     /// GELU form: erf (exact, PyTorch default) or tanh.
     #[arg(long, value_enum)]
     pub gelu: Option<GeluArg>,
-    /// Initialisation: torch (PyTorch defaults) or timm (truncated normal 0.02).
-    #[arg(long, value_enum)]
-    pub init: Option<InitArg>,
+    /// Initialisation: torch (PyTorch defaults), timm (truncated normal 0.02), or a pretrained
+    /// timm / Hugging Face ViT checkpoint (FILE.safetensors, `train folder` only) to fine-tune:
+    /// the model's shape is read from it, its position embedding resampled to --image-size and
+    /// its head replaced when the class count differs.
+    #[arg(long, value_parser = parse_init, value_name = "torch|timm|FILE")]
+    pub init: Option<InitSpec>,
     /// Use only the first N training images (quick experiments).
     #[arg(long)]
     pub train_limit: Option<usize>,
@@ -334,10 +365,22 @@ pub enum GeluArg {
     Erf,
     Tanh,
 }
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum InitArg {
-    Torch,
-    Timm,
+/// `--init`: a scheme, or pretrained weights.
+#[derive(Clone, Debug)]
+pub enum InitSpec {
+    Scheme(Init),
+    Checkpoint(PathBuf),
+}
+
+fn parse_init(s: &str) -> std::result::Result<InitSpec, String> {
+    match s {
+        "torch" => Ok(InitSpec::Scheme(Init::Torch)),
+        "timm" => Ok(InitSpec::Scheme(Init::Timm)),
+        _ if s.ends_with(".safetensors") => Ok(InitSpec::Checkpoint(PathBuf::from(s))),
+        _ => Err(format!(
+            "expected torch, timm or a pretrained checkpoint FILE.safetensors, found `{s}`"
+        )),
+    }
 }
 
 impl PresetArg {
@@ -345,6 +388,7 @@ impl PresetArg {
         match self {
             PresetArg::Seed => "seed",
             PresetArg::Default => "default",
+            PresetArg::Photos => "photos",
         }
     }
 }
@@ -355,6 +399,7 @@ impl TrainFlags {
         self.apply(match self.preset.unwrap_or(PresetArg::Default) {
             PresetArg::Seed => TrainConfig::seed_preset(),
             PresetArg::Default => TrainConfig::default_preset(),
+            PresetArg::Photos => TrainConfig::photos_preset(),
         })
     }
 
@@ -402,11 +447,11 @@ impl TrainFlags {
                 GeluArg::Tanh => GeluKind::Tanh,
             };
         }
-        if let Some(i) = self.init {
-            c.model.init = match i {
-                InitArg::Torch => Init::Torch,
-                InitArg::Timm => Init::Timm,
-            };
+        match &self.init {
+            Some(InitSpec::Scheme(i)) => c.model.init = *i,
+            // Absolute, as the data's path: the run names its starting point wherever it is read.
+            Some(InitSpec::Checkpoint(p)) => c.init_from = Some(std::path::absolute(p).unwrap_or_else(|_| p.clone())),
+            None => {}
         }
         c
     }
@@ -429,6 +474,16 @@ fn pick_device(choice: DeviceChoice) -> Result<Device> {
 }
 
 fn run_train(kind: &'static str, data: Option<PathBuf>, flags: &TrainFlags) -> Result<()> {
+    run_train_with(kind, data, flags, None)
+}
+
+/// [`run_train`], with the class-folder command's own arguments for `train folder`.
+fn run_train_with(
+    kind: &'static str,
+    data: Option<PathBuf>,
+    flags: &TrainFlags,
+    folder: Option<&photos::FolderArgs>,
+) -> Result<()> {
     // A run's real output is its folder: a closed stdout must not stop it (see crate::output).
     output::when_stdout_closed(WhenClosed::Stderr);
     // Before anything is printed: once a line is out, Ctrl-C stops the run cleanly.
@@ -442,7 +497,18 @@ fn run_train(kind: &'static str, data: Option<PathBuf>, flags: &TrainFlags) -> R
                 preset: flags.preset.map(|p| p.name().to_string()),
                 out: flags.out.clone(),
             };
-            match resume::plan(&request, |saved| flags.apply(saved))? {
+            // A photo flag that cannot be parsed is reported before the resume is planned.
+            if let Some(f) = folder {
+                f.photo.apply(flags.apply(TrainConfig::photos_preset()))?;
+            }
+            let apply = |saved: TrainConfig| {
+                let c = flags.apply(saved);
+                match folder {
+                    Some(f) => f.photo.apply(c.clone()).unwrap_or(c),
+                    None => c,
+                }
+            };
+            match resume::plan(&request, apply)? {
                 Plan::NothingToDo(why) => {
                     outln!("{why}");
                     return Ok(());
@@ -451,7 +517,16 @@ fn run_train(kind: &'static str, data: Option<PathBuf>, flags: &TrainFlags) -> R
             }
         }
         None => {
-            let cfg = flags.config();
+            if let (Some(InitSpec::Checkpoint(p)), None) = (&flags.init, folder) {
+                return Err(Error::config(format!(
+                    "--init {}: fine-tuning pretrained weights works with `vitcore train folder` (photos)",
+                    p.display()
+                )));
+            }
+            let cfg = match folder {
+                Some(f) => photos::new_config(f, data.as_deref())?,
+                None => flags.config(),
+            };
             let out = match &flags.out {
                 Some(out) if out.join("last.safetensors").exists() => {
                     return Err(Error::config(format!(
@@ -465,8 +540,13 @@ fn run_train(kind: &'static str, data: Option<PathBuf>, flags: &TrainFlags) -> R
             };
             cfg.validate()?;
             let path = data.unwrap_or_else(|| PathBuf::from("data/mnist"));
-            let source = match kind {
-                "csv" => DataSource::Csv { train: path },
+            let source = match (kind, folder) {
+                (_, Some(f)) => DataSource::Folder {
+                    dir: path,
+                    val: f.val.clone(),
+                    test: f.test.clone(),
+                },
+                ("csv", _) => DataSource::Csv { train: path },
                 _ => DataSource::Mnist { dir: path },
             };
             // Absolute, so that the run folder names its data wherever it is resumed from.
@@ -532,6 +612,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train {
             data: TrainData::Csv { train, flags },
         } => run_train("csv", train, &flags),
+        Command::Train {
+            data: TrainData::Folder(f),
+        } => run_train_with("folder", f.dir.clone(), &f.flags, Some(&f)),
+        Command::MakeDataset { what } => photos::make_dataset(what),
         Command::Eval {
             run,
             data,
@@ -574,10 +658,19 @@ pub fn run(cli: Cli) -> Result<()> {
             run,
             input,
             out,
+            top_k,
+            heads,
             checkpoint,
             device,
             no_auto_invert,
         } => {
+            if run.is_file() || run.extension().is_some_and(|e| e == "safetensors") {
+                return photos::predict_checkpoint(&run, heads, &input, top_k, out.as_deref(), device);
+            }
+            if let Some(classes) = train::read_classes(&run)? {
+                return photos::predict_run(&run, classes, &input, top_k, out.as_deref(), &checkpoint, device);
+            }
+            let out = out.unwrap_or_else(|| PathBuf::from("submission.csv"));
             let is_csv = input.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
             if is_csv {
                 let ckpt = run.join(format!("{checkpoint}.safetensors"));

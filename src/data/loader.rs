@@ -24,7 +24,7 @@ use std::thread::JoinHandle;
 
 use rayon::prelude::*;
 
-use super::{Augment, Dataset};
+use super::{Augment, Dataset, PhotoAugment};
 use crate::error::{Error, Result};
 use crate::rng::{derive_seed, Rng};
 
@@ -44,6 +44,12 @@ pub struct LoaderConfig {
     /// Normalisation: `x = (pixel / 255 - mean) / std`.
     pub mean: f32,
     pub std: f32,
+    /// Per-channel normalisation `[mean, std]` for each channel, used instead of `mean`/`std`
+    /// when set (ImageNet's for a pretrained model, see `crate::data::IMAGENET_NORM`).
+    pub channel_norm: Option<Vec<[f32; 2]>>,
+    /// Photo augmentation (bilinear crop, flip, rotation, colour jitter:
+    /// [`super::photo_augment`]), used instead of `augment` when set.
+    pub photo: Option<PhotoAugment>,
     /// Drop the last batch if it is smaller than `batch_size`.
     pub drop_last: bool,
     /// How many finished batches the worker may keep queued (at least 1).
@@ -64,6 +70,8 @@ impl Default for LoaderConfig {
             augment: None,
             mean: 0.5,
             std: 0.5,
+            channel_norm: None,
+            photo: None,
             drop_last: false,
             prefetch: 2,
             skip: 0,
@@ -95,6 +103,17 @@ impl LoaderConfig {
     fn validate(&self) -> Result<()> {
         if self.batch_size == 0 {
             return Err(Error::config("loader: batch_size must be at least 1, found 0"));
+        }
+        let per_channel = self.channel_norm.iter().flatten().copied();
+        let std_ok = |s: f32| s.is_finite() && s > 0.0;
+        if per_channel.clone().any(|[m, s]| !m.is_finite() || !std_ok(s)) {
+            return Err(Error::config(format!(
+                "loader: per-channel normalisation needs finite means and finite stds > 0, found {:?}",
+                self.channel_norm
+            )));
+        }
+        if let Some(p) = &self.photo {
+            p.validate()?;
         }
         if !self.mean.is_finite() || !self.std.is_finite() || self.std <= 0.0 {
             return Err(Error::config(format!(
@@ -228,13 +247,21 @@ impl Drop for BatchLoader {
 struct BatchBuilder {
     dataset: Arc<Dataset>,
     config: LoaderConfig,
-    /// `normalised[p] = (p / 255 - mean) / std` for every byte value `p`.
-    normalised: [f32; 256],
+    /// `normalised[c][p] = (p / 255 - mean_c) / std_c` for every byte value `p` (one table for
+    /// all channels without per-channel normalisation).
+    normalised: Vec<[f32; 256]>,
 }
 
 impl BatchBuilder {
     fn new(dataset: Arc<Dataset>, config: LoaderConfig) -> BatchBuilder {
-        let normalised = std::array::from_fn(|p| normalise(p as u8, config.mean, config.std));
+        let norms = match &config.channel_norm {
+            Some(per) => per.clone(),
+            None => vec![[config.mean, config.std]],
+        };
+        let normalised = norms
+            .iter()
+            .map(|&[m, s]| std::array::from_fn(|p| normalise(p as u8, m, s)))
+            .collect();
         BatchBuilder {
             dataset,
             config,
@@ -278,13 +305,39 @@ impl BatchBuilder {
     /// Write image `i`, augmented if configured, normalised, into `dst`.
     fn fill_image(&self, i: usize, dst: &mut [f32]) {
         let src = self.dataset.image(i);
-        let lookup = |p: u8| self.normalised[p as usize];
+        let key = (self.config.seed, self.config.epoch, i as u64);
+        if self.normalised.len() > 1 || self.config.photo.is_some() {
+            return self.fill_photo(src, key, dst);
+        }
+        let table = &self.normalised[0];
+        let lookup = |p: u8| table[p as usize];
         match &self.config.augment {
-            Some(aug) => {
-                let key = (self.config.seed, self.config.epoch, i as u64);
-                aug.apply_into(src, self.dataset.image_shape(), key, dst, lookup);
-            }
+            Some(aug) => aug.apply_into(src, self.dataset.image_shape(), key, dst, lookup),
             None => dst.iter_mut().zip(src).for_each(|(d, &p)| *d = lookup(p)),
+        }
+    }
+
+    /// A photo: augmented (bilinear, as [`PhotoAugment::apply`]) or not, normalised per channel.
+    fn fill_photo(&self, src: &[u8], key: (u64, u64, u64), dst: &mut [f32]) {
+        let plane = self.dataset.height * self.dataset.width;
+        let norm = |c: usize| {
+            let per = self.config.channel_norm.as_ref().and_then(|n| n.get(c));
+            per.copied().unwrap_or([self.config.mean, self.config.std])
+        };
+        match &self.config.photo {
+            Some(aug) => {
+                aug.apply(src, self.dataset.image_shape(), key, dst);
+                for (c, plane_px) in dst.chunks_mut(plane).enumerate() {
+                    let [m, s] = norm(c);
+                    plane_px.iter_mut().for_each(|v| *v = (*v / 255.0 - m) / s);
+                }
+            }
+            None => {
+                for (c, (d, s)) in dst.chunks_mut(plane).zip(src.chunks(plane)).enumerate() {
+                    let table = &self.normalised[c.min(self.normalised.len() - 1)];
+                    d.iter_mut().zip(s).for_each(|(d, &p)| *d = table[p as usize]);
+                }
+            }
         }
     }
 }

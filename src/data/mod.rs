@@ -10,6 +10,9 @@
 //! - [`csv`]: Kaggle's "digit-recognizer" `train.csv` / `test.csv`.
 //! - [`image`]: one image for predicting a single digit (read as a person sees it), and a PNG
 //!   writer for debugging.
+//! - [`folder`]: photos in one folder per class (JPEG/PNG of any size and mode), decoded and
+//!   resized in parallel, and their stratified split; [`photo_augment`]: crop, flip, rotation
+//!   and colour jitter for photos.
 //! - [`augment`]: random rotation / translation with nearest-neighbour sampling.
 //! - [`loader`]: shuffled, normalised `f32` batches prepared on a background thread.
 //!
@@ -18,13 +21,20 @@
 
 pub mod augment;
 pub mod csv;
+pub mod folder;
 pub mod idx;
 pub mod image;
 pub mod loader;
+pub mod photo_augment;
 
 pub use augment::{Augment, Transform};
 pub use idx::{load_mnist, load_mnist_test, mnist_paths, read_idx_images, read_idx_labels, IdxImages};
 pub use loader::{Batch, BatchLoader, LoaderConfig};
+pub use photo_augment::PhotoAugment;
+
+/// ImageNet's per-channel `[mean, std]` (R, G, B) of pixels in `[0, 1]`: the normalisation
+/// timm's and torchvision's pretrained ViTs were trained with (`IMAGENET_DEFAULT_MEAN/STD`).
+pub const IMAGENET_NORM: [[f32; 2]; 3] = [[0.485, 0.229], [0.456, 0.224], [0.406, 0.225]];
 
 use crate::error::{Error, Result};
 use crate::rng::Rng;

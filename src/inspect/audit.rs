@@ -71,13 +71,22 @@ pub fn audit_run(run: &Path, data: Option<&Path>) -> Result<Audit> {
     }
     let saved = DataSource::read_json(&run.join("data.json"))?;
     let source = data.map_or(saved.clone(), |p| saved.with_path(p));
-    let train = source.load(&cfg)?.train;
+    let data = source.load(&cfg)?;
+    let train = data.train;
     let labels = train
         .labels
         .clone()
         .ok_or_else(|| Error::data(source.path(), None, "has no labels to audit"))?;
-    let (train_idx, val_idx) = split_indices(train.len(), cfg.val_fraction, cfg.split_seed);
-    let trained = train.split(cfg.val_fraction, cfg.split_seed)?.0;
+    // Class folders come split already (their training images are `train`, in the order of
+    // the run's train_files.txt); other data is split here as the run split it.
+    let (train_idx, val_idx) = match &data.val {
+        Some(val) => ((0..train.len()).collect(), (0..val.len()).collect()),
+        None => split_indices(train.len(), cfg.val_fraction, cfg.split_seed),
+    };
+    let trained = match &data.val {
+        Some(_) => train.clone(),
+        None => train.split(cfg.val_fraction, cfg.split_seed)?.0,
+    };
     if trained != train.subset(&train_idx)? {
         return Err(Error::data(
             source.path(),

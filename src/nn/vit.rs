@@ -102,10 +102,23 @@ impl VitConfig {
     }
 }
 
+/// Architecture options that differ between ViT implementations; the default is timm's
+/// `VisionTransformer`. Kept apart from [`VitConfig`] so every existing configuration (and
+/// checkpoint) means what it meant.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct VitOptions {
+    /// timm's `no_embed_class`: the position embedding covers the patches only (`[1, N, D]`)
+    /// and the class token is prepended after it is added (timm's default: `[1, 1 + N, D]`,
+    /// added after the class token is prepended).
+    #[serde(default)]
+    pub no_embed_class: bool,
+}
+
 /// A ViT: its configuration and its modules, whose parameters live in a [`ParamStore`].
 #[derive(Clone, Debug)]
 pub struct Vit {
     pub cfg: VitConfig,
+    pub opts: VitOptions,
     pub patch_embed: PatchEmbed,
     /// `cls_token [1, 1, D]`: a learned token that attends to every patch; the head reads only it.
     pub cls_token: ParamId,
@@ -127,6 +140,11 @@ fn t(data: Vec<f32>, shape: &[usize]) -> Tensor {
 impl Vit {
     /// Create the parameters in `store` (timm names) and return the model.
     pub fn new(cfg: VitConfig, store: &mut ParamStore, seed: u64) -> Result<Vit> {
+        Vit::with_options(cfg, VitOptions::default(), store, seed)
+    }
+
+    /// [`Vit::new`] with architecture options other than timm's defaults.
+    pub fn with_options(cfg: VitConfig, opts: VitOptions, store: &mut ParamStore, seed: u64) -> Result<Vit> {
         cfg.validate()?;
         let (d, m, c, p) = (cfg.embed_dim, cfg.mlp_dim, cfg.channels, cfg.patch);
         let mut ini = Initialiser {
@@ -135,9 +153,13 @@ impl Vit {
         };
         let (w, b) = (ini.weight(d, c * p * p), ini.bias(d, c * p * p));
         let patch_embed = PatchEmbed::new(store, p, t(w, &[d, c, p, p]), t(b, &[d]))?;
-        let (cls, pos) = ini.embeddings(d, cfg.tokens());
+        let positions = match opts.no_embed_class {
+            true => cfg.num_patches(),
+            false => cfg.tokens(),
+        };
+        let (cls, pos) = ini.embeddings(d, positions);
         let cls_token = store.add("cls_token", t(cls, &[1, 1, d]))?;
-        let pos_embed = store.add("pos_embed", t(pos, &[1, cfg.tokens(), d]))?;
+        let pos_embed = store.add("pos_embed", t(pos, &[1, positions, d]))?;
         let mut blocks = Vec::with_capacity(cfg.depth);
         let mut first: Option<BlockInit> = None;
         for i in 0..cfg.depth {
@@ -167,6 +189,7 @@ impl Vit {
         let head = Linear::new(store, "head", t(w, &[k, d]), t(b, &[k]))?;
         Ok(Vit {
             cfg,
+            opts,
             patch_embed,
             cls_token,
             pos_embed,
@@ -212,9 +235,17 @@ impl Vit {
         let tokens = self.patch_embed.forward(cx, x)?; // [B, N, D]
         let cls = cx.param(self.cls_token);
         let cls = cx.g.broadcast_to(cls, &[b, 1, d])?;
-        let x = cx.g.concat(&[cls, tokens], 1)?; // [B, T, D]
         let pos = cx.param(self.pos_embed);
-        let x = cx.g.add_broadcast(x, pos)?;
+        let x = match self.opts.no_embed_class {
+            false => {
+                let x = cx.g.concat(&[cls, tokens], 1)?; // [B, T, D]
+                cx.g.add_broadcast(x, pos)?
+            }
+            true => {
+                let tokens = cx.g.add_broadcast(tokens, pos)?; // [B, N, D]
+                cx.g.concat(&[cls, tokens], 1)?
+            }
+        };
         let mut x = cx.dropout(x, cfg.dropout)?;
         for block in &self.blocks {
             x = block.forward(cx, x)?;

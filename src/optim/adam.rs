@@ -128,6 +128,9 @@ pub fn default_no_decay(name: &str) -> bool {
 /// A predicate on parameter names: `true` means "do not decay this one".
 pub type NoDecayFn = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
+/// A parameter's learning-rate factor by its name.
+pub type LrScaleFn = Arc<dyn Fn(&str) -> f64 + Send + Sync>;
+
 #[derive(Clone, Debug)]
 struct ParamState {
     step: u64,
@@ -141,6 +144,8 @@ pub struct Adam {
     cfg: AdamConfig,
     mode: DecayMode,
     no_decay: Option<NoDecayFn>,
+    /// Each parameter's learning-rate factor by name (layer-wise decay); `None`: 1 for all.
+    lr_scale: Option<LrScaleFn>,
     /// Indexed by `ParamId.0`; `None` until the parameter's first step.
     state: Vec<Option<ParamState>>,
 }
@@ -226,6 +231,7 @@ impl Adam {
             cfg,
             mode,
             no_decay: None,
+            lr_scale: None,
             state: Vec::new(),
         })
     }
@@ -239,6 +245,14 @@ impl Adam {
     /// `torch.optim.AdamW`: decoupled weight decay.
     pub fn adamw(cfg: AdamConfig) -> Result<Adam> {
         Adam::new(cfg, DecayMode::Decoupled)
+    }
+
+    /// Multiply each parameter's learning rate by `scale(name)` (layer-wise learning-rate decay:
+    /// `train::layer_decay_scale`). Weight decay in AdamW mode is scaled with it, as in a
+    /// PyTorch parameter group with its own `lr`.
+    pub fn with_lr_scale(mut self, scale: impl Fn(&str) -> f64 + Send + Sync + 'static) -> Adam {
+        self.lr_scale = Some(Arc::new(scale));
+        self
     }
 
     /// Exclude the parameters for which `no_decay(name)` is true from weight decay (both modes),
@@ -326,7 +340,16 @@ impl Adam {
                 ));
             }
             st.step += 1;
-            let k = AdamCoeffs::new(&self.cfg, self.mode, decayed, st.step);
+            let k = match &self.lr_scale {
+                None => AdamCoeffs::new(&self.cfg, self.mode, decayed, st.step),
+                Some(scale) => {
+                    let cfg = AdamConfig {
+                        lr: self.cfg.lr * scale(&name),
+                        ..self.cfg.clone()
+                    };
+                    AdamCoeffs::new(&cfg, self.mode, decayed, st.step)
+                }
+            };
             match crate::backend::same_device("Adam::step", &[value, grad, &st.m, &st.v])? {
                 Device::Cpu => update(value.data_mut(), grad.data(), st.m.data_mut(), st.v.data_mut(), k),
                 Device::Cuda => {

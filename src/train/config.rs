@@ -3,8 +3,10 @@
 //! A run is fully described by a [`TrainConfig`]; it is written to `runs/<name>/config.json` so
 //! that `--resume`, `eval` and `predict` rebuild exactly the same model.
 
+use crate::data::folder::ResizeMode;
+use crate::data::PhotoAugment;
 use crate::error::{Error, Result};
-use crate::nn::{Init, VitConfig};
+use crate::nn::{Init, VitConfig, VitOptions};
 use crate::ops::GeluKind;
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +34,9 @@ pub enum ScheduleKind {
 pub struct TrainConfig {
     pub preset: String,
     pub model: VitConfig,
+    /// Architecture options other than timm's (left out of `config.json` at the default).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub model_options: VitOptions,
     pub epochs: usize,
     pub batch_size: usize,
     pub eval_batch_size: usize,
@@ -67,6 +72,48 @@ pub struct TrainConfig {
     pub train_limit: Option<usize>,
     /// Use only the first N test images.
     pub test_limit: Option<usize>,
+
+    // Photos (`train folder`); each is left out of `config.json` at its default, so the digit
+    // presets' files are as before.
+    /// Fraction of a class folder set held out for the test (`--test-fraction`; 0 with `--test DIR`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub test_fraction: f64,
+    /// How a photo of another size or shape becomes the model's input (`--resize`).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub resize: ResizeMode,
+    /// An unreadable image is an error instead of being skipped (`--strict`).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub strict: bool,
+    /// Random resized crop's area range (`--crop-scale LO,HI`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crop_scale: Option<[f32; 2]>,
+    /// Random horizontal flip (`--flip`).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub flip: bool,
+    /// Colour jitter strength (`--jitter`).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub jitter: f32,
+    /// Per-channel `[mean, std]`, replacing `mean`/`std` (`--norm`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_norm: Option<Vec<[f32; 2]>>,
+    /// Start from these pretrained weights (timm or Hugging Face ViT safetensors, `--init FILE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<std::path::PathBuf>,
+    /// Train only the head (`--freeze backbone`: a linear probe).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub freeze_backbone: bool,
+    /// Layer-wise learning-rate decay (`--layer-decay`): block `i` of `L` learns at
+    /// `lr · decay^(L − i)`, the embeddings at `lr · decay^(L + 1)`, the final norm and head at `lr`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_decay: Option<f64>,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 impl TrainConfig {
@@ -91,6 +138,7 @@ impl TrainConfig {
                 init: Init::Torch,
                 identical_blocks: true,
             },
+            model_options: VitOptions::default(),
             epochs: 40,
             batch_size: 512,
             eval_batch_size: 512,
@@ -117,6 +165,16 @@ impl TrainConfig {
             seed: 42,
             train_limit: None,
             test_limit: None,
+            test_fraction: 0.0,
+            resize: ResizeMode::Stretch,
+            strict: false,
+            crop_scale: None,
+            flip: false,
+            jitter: 0.0,
+            channel_norm: None,
+            init_from: None,
+            freeze_backbone: false,
+            layer_decay: None,
         }
     }
 
@@ -149,12 +207,46 @@ impl TrainConfig {
         c
     }
 
+    /// `train folder`'s default: the default recipe at 64×64 RGB with patch 8 (64 patches),
+    /// photo augmentation (random resized crop of 35–100% of the area, flip, ±10° rotation,
+    /// colour jitter 0.2, no shift), and an 80/10/10 stratified split.
+    pub fn photos_preset() -> TrainConfig {
+        let mut c = TrainConfig::default_preset();
+        c.preset = "photos".into();
+        c.model.image_height = 64;
+        c.model.image_width = 64;
+        c.model.channels = 3;
+        c.model.patch = 8;
+        c.epochs = 30;
+        c.batch_size = 64;
+        c.rotate_deg = 10.0;
+        c.shift_px = 0.0;
+        c.crop_scale = Some([0.35, 1.0]);
+        c.flip = true;
+        c.jitter = 0.2;
+        c.test_fraction = 0.1;
+        c
+    }
+
+    /// The photo augmentation this run asks for (`None`: none).
+    pub fn photo_augment(&self) -> Option<PhotoAugment> {
+        let a = PhotoAugment {
+            crop_scale: self.crop_scale,
+            flip: self.flip,
+            rotate_deg: self.rotate_deg,
+            shift_px: self.shift_px,
+            jitter: self.jitter,
+        };
+        (!a.is_identity()).then_some(a)
+    }
+
     pub fn preset(name: &str) -> Result<TrainConfig> {
         match name {
             "seed" => Ok(TrainConfig::seed_preset()),
             "default" => Ok(TrainConfig::default_preset()),
+            "photos" => Ok(TrainConfig::photos_preset()),
             other => Err(Error::config(format!(
-                "unknown preset `{other}` (expected seed or default)"
+                "unknown preset `{other}` (expected seed, default, photos or flowers)"
             ))),
         }
     }
@@ -206,6 +298,24 @@ impl TrainConfig {
         }
         if self.test_limit == Some(0) {
             return bad("--test-limit must be at least 1");
+        }
+        if !(0.0..1.0).contains(&self.test_fraction) || self.val_fraction + self.test_fraction >= 1.0 {
+            return bad("--test-fraction must be in [0, 1) and leave training images beside --val-fraction");
+        }
+        if let Some(a) = self.photo_augment() {
+            a.validate()?;
+        }
+        if let Some(n) = &self.channel_norm {
+            if n.len() != self.model.channels {
+                return Err(Error::config(format!(
+                    "invalid training setting: --norm gives {} channel(s) but the model has {}",
+                    n.len(),
+                    self.model.channels
+                )));
+            }
+        }
+        if self.layer_decay.is_some_and(|d| !(d > 0.0 && d <= 1.0)) {
+            return bad("--layer-decay must be in (0, 1]");
         }
         Ok(())
     }

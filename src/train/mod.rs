@@ -52,35 +52,117 @@ pub enum DataSource {
     /// A Kaggle digit-recognizer `train.csv` (there is no labelled test set: the validation split
     /// is reported in its place).
     Csv { train: PathBuf },
+    /// Photos in one folder per class ([`data::folder`]), split into train / validation / test
+    /// (stratified, seeded), or with separate validation and test folders.
+    Folder {
+        dir: PathBuf,
+        #[serde(default)]
+        val: Option<PathBuf>,
+        #[serde(default)]
+        test: Option<PathBuf>,
+    },
 }
 
-/// Loaded data: train (before the validation split) and an optional labelled test set.
+/// Loaded data: train (before the validation split, unless `val` is given) and an optional
+/// labelled test set.
 pub struct Data {
     pub train: Dataset,
+    /// The validation set when the source has its own (class folders); else it is split off
+    /// `train` by `val_fraction`.
+    pub val: Option<Dataset>,
     pub test: Option<Dataset>,
+    /// Class folders: names and file lists.
+    pub folder: Option<FolderInfo>,
+}
+
+/// What a class-folder run keeps in its folder besides the images: the class names, the files
+/// of each part of the split, and the files that were skipped.
+#[derive(Clone, Debug, Default)]
+pub struct FolderInfo {
+    pub classes: Vec<String>,
+    /// `(root, file names relative to it)` of the train, validation and test parts.
+    pub parts: [(PathBuf, Vec<String>); 3],
+    pub skipped: Vec<(PathBuf, String)>,
+}
+
+/// The class names of a run (`classes.json`), written by `train folder`.
+pub const CLASSES_FILE: &str = "classes.json";
+/// The split's file lists in a class-folder run folder.
+pub const SPLIT_FILES: [&str; 3] = ["train_files.txt", "val_files.txt", "test_files.txt"];
+/// The images a class-folder run skipped, one `file<TAB>why` per line.
+pub const SKIPPED_FILE: &str = "skipped.txt";
+
+impl Data {
+    /// The training and validation sets: `val` when the source has one, else a seeded split of
+    /// `train` (`Dataset::split`).
+    pub fn train_val(&self, cfg: &TrainConfig) -> Result<(Dataset, Dataset)> {
+        match &self.val {
+            Some(v) => Ok((self.train.clone(), v.clone())),
+            None => self.train.split(cfg.val_fraction, cfg.split_seed),
+        }
+    }
+}
+
+impl FolderInfo {
+    /// Write `classes.json`, the file lists and `skipped.txt` into the run folder.
+    pub fn write(&self, out: &Path) -> Result<()> {
+        let classes = serde_json::to_string_pretty(&self.classes).expect("serialises");
+        fsutil::write_atomic(&out.join(CLASSES_FILE), classes.as_bytes())?;
+        for (name, (root, files)) in SPLIT_FILES.iter().zip(&self.parts) {
+            let mut text = format!("# root: {}\n", root.display());
+            for f in files {
+                text += f;
+                text.push('\n');
+            }
+            fsutil::write_atomic(&out.join(name), text.as_bytes())?;
+        }
+        let mut text = String::from("# images skipped: file<TAB>why\n");
+        for (f, why) in &self.skipped {
+            text += &format!("{}\t{why}\n", f.display());
+        }
+        fsutil::write_atomic(&out.join(SKIPPED_FILE), text.as_bytes())
+    }
+}
+
+/// The class names a run saved (`classes.json`), or `None` for a digit run.
+pub fn read_classes(run: &Path) -> Result<Option<Vec<String>>> {
+    let path = run.join(CLASSES_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    serde_json::from_str(&text).map(Some).map_err(|e| {
+        Error::data(
+            &path,
+            Some(e.line()),
+            format!("expected a JSON list of class names: {e}"),
+        )
+    })
 }
 
 impl DataSource {
     /// The folder or file the data comes from (for error messages).
     pub fn path(&self) -> &Path {
         match self {
-            DataSource::Mnist { dir } => dir,
+            DataSource::Mnist { dir } | DataSource::Folder { dir, .. } => dir,
             DataSource::Csv { train } => train,
         }
     }
 
-    /// The data command: `mnist` or `csv`.
+    /// The data command: `mnist`, `csv` or `folder`.
     pub fn kind(&self) -> &'static str {
         match self {
             DataSource::Mnist { .. } => "mnist",
             DataSource::Csv { .. } => "csv",
+            DataSource::Folder { .. } => "folder",
         }
     }
 
-    /// The flag that names the data's place: `--data` or `--train`.
+    /// The flag that names the data's place: `--data`, `--train` or `--data` (a folder run's
+    /// training folder, given as `DIR` when the run starts).
     pub fn flag(&self) -> &'static str {
         match self {
-            DataSource::Mnist { .. } => "--data",
+            DataSource::Mnist { .. } | DataSource::Folder { .. } => "--data",
             DataSource::Csv { .. } => "--train",
         }
     }
@@ -94,22 +176,39 @@ impl DataSource {
             DataSource::Csv { .. } => DataSource::Csv {
                 train: path.to_path_buf(),
             },
+            DataSource::Folder { val, test, .. } => DataSource::Folder {
+                dir: path.to_path_buf(),
+                val: val.clone(),
+                test: test.clone(),
+            },
         }
     }
 
     /// The same place as an absolute path (against the current directory), so that a run folder
     /// names its data wherever it is resumed from.
     pub fn absolute(&self) -> Result<DataSource> {
-        let p = self.path();
-        let abs = std::path::absolute(p).map_err(|e| Error::io(p, e))?;
-        Ok(self.with_path(&abs))
+        let abs = |p: &Path| std::path::absolute(p).map_err(|e| Error::io(p, e));
+        Ok(match self {
+            DataSource::Folder { dir, val, test } => DataSource::Folder {
+                dir: abs(dir)?,
+                val: val.as_deref().map(abs).transpose()?,
+                test: test.as_deref().map(abs).transpose()?,
+            },
+            other => other.with_path(&abs(other.path())?),
+        })
     }
 
-    /// The files this source reads (for refusing to write over them).
+    /// The files this source reads (for refusing to write over them). For class folders, the
+    /// folders themselves: a run folder inside one would add its pictures to a class.
     pub fn input_files(&self) -> Result<Vec<PathBuf>> {
         match self {
             DataSource::Mnist { dir } => data::mnist_paths(dir),
             DataSource::Csv { train } => Ok(vec![train.clone()]),
+            DataSource::Folder { dir, val, test } => Ok([Some(dir), val.as_ref(), test.as_ref()]
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect()),
         }
     }
 
@@ -132,6 +231,7 @@ impl DataSource {
             }
         };
         let (train, test) = match self {
+            DataSource::Folder { dir, val, test } => return load_folder(cfg, dir, val.as_deref(), test.as_deref()),
             DataSource::Mnist { dir } => {
                 let (train, test) = data::load_mnist(dir)?;
                 (train, Some(test))
@@ -154,9 +254,84 @@ impl DataSource {
         };
         Ok(Data {
             train: limit(train, cfg.train_limit)?,
+            val: None,
             test,
+            folder: None,
         })
     }
+}
+
+/// Load class folders as `cfg` says (size, channels, resize, split): see [`data::folder`].
+fn load_folder(cfg: &TrainConfig, dir: &Path, val_dir: Option<&Path>, test_dir: Option<&Path>) -> Result<Data> {
+    use data::folder::{self, split, PhotoShape};
+    let m = &cfg.model;
+    if m.image_height != m.image_width {
+        return Err(Error::config(format!(
+            "class folders are read at a square size, but the model is {}x{}",
+            m.image_height, m.image_width
+        )));
+    }
+    let shape = PhotoShape {
+        size: m.image_height,
+        channels: m.channels,
+        resize: cfg.resize,
+    };
+    let main = folder::scan(dir, None)?;
+    let classes = main.classes.clone();
+    let loaded = folder::load(&main, shape, cfg.strict)?;
+    let labels = loaded.dataset.labels.clone().unwrap_or_default();
+    let fractions = (
+        if val_dir.is_some() { 0.0 } else { cfg.val_fraction },
+        if test_dir.is_some() { 0.0 } else { cfg.test_fraction },
+    );
+    let parts = split::stratified(&labels, classes.len(), fractions.0, fractions.1, cfg.split_seed)?;
+    let mut train_idx = parts.train;
+    if let Some(n) = cfg.train_limit {
+        train_idx.truncate(n);
+    }
+    let names = |root: &Path, files: &[PathBuf], idx: &[usize]| -> Vec<String> {
+        idx.iter().map(|&i| folder::relative_name(root, &files[i])).collect()
+    };
+    let mut skipped = loaded.skipped.clone();
+    let mut info = FolderInfo {
+        classes: classes.clone(),
+        parts: Default::default(),
+        skipped: Vec::new(),
+    };
+    info.parts[0] = (dir.to_path_buf(), names(dir, &loaded.files, &train_idx));
+    let mut other = |i: usize, given: Option<&Path>, idx: &[usize]| -> Result<Option<Dataset>> {
+        let (ds, root, files) = match given {
+            Some(d) => {
+                let f = folder::load(&folder::scan(d, Some(&classes))?, shape, cfg.strict)?;
+                skipped.extend(f.skipped.iter().cloned());
+                let all: Vec<usize> = (0..f.dataset.len()).collect();
+                let files = names(d, &f.files, &all);
+                (f.dataset, d.to_path_buf(), files)
+            }
+            None => (
+                loaded.dataset.subset(idx)?,
+                dir.to_path_buf(),
+                names(dir, &loaded.files, idx),
+            ),
+        };
+        info.parts[i] = (root, files);
+        Ok((!ds.is_empty()).then_some(ds))
+    };
+    let val = other(1, val_dir, &parts.val)?;
+    let mut test = other(2, test_dir, &parts.test)?;
+    if let (Some(t), Some(n)) = (&test, cfg.test_limit) {
+        if n < t.len() {
+            test = Some(t.subset(&(0..n).collect::<Vec<_>>())?);
+        }
+    }
+    info.skipped = skipped;
+    Ok(Data {
+        train: loaded.dataset.subset(&train_idx)?,
+        // An empty validation part (too few images, or --val-fraction 0) is no validation set.
+        val: Some(val.unwrap_or_else(|| loaded.dataset.subset(&[]).expect("an empty subset"))),
+        test,
+        folder: Some(info),
+    })
 }
 
 /// Loss, accuracy, confusion matrix (rows: true class, columns: predicted) and the predictions.
@@ -221,6 +396,7 @@ pub fn evaluate(
         LoaderConfig {
             mean: cfg.mean,
             std: cfg.std,
+            channel_norm: cfg.channel_norm.clone(),
             ..LoaderConfig::eval(cfg.eval_batch_size)
         },
     )?;
@@ -349,10 +525,41 @@ fn build_optimizer(cfg: &TrainConfig) -> Result<Adam> {
         eps: cfg.eps,
         weight_decay: cfg.weight_decay,
     };
-    Ok(match cfg.optimizer {
+    let adam = match cfg.optimizer {
         OptimizerKind::Adam => Adam::adam(ac)?,
         OptimizerKind::AdamW => Adam::adamw(ac)?.with_no_decay(crate::optim::adam::default_no_decay),
+    };
+    Ok(match cfg.layer_decay {
+        Some(decay) => {
+            let depth = cfg.model.depth;
+            adam.with_lr_scale(move |name| layer_decay_scale(name, depth, decay))
+        }
+        None => adam,
     })
+}
+
+/// Layer-wise learning-rate decay (BEiT, Bao et al. 2021; timm's `param_groups_layer_decay`):
+/// the factor of parameter `name` in a ViT of `depth` blocks is `decay^(depth + 1 − layer)`
+/// with layer 0 the embeddings (`patch_embed`, `cls_token`, `pos_embed`), `i + 1` for
+/// `blocks.i`, and `depth + 1` for the final norm and the head (factor 1): the layers nearest
+/// the input, whose pretrained features are the most general, move the least.
+pub fn layer_decay_scale(name: &str, depth: usize, decay: f64) -> f64 {
+    let layer = if name.starts_with("patch_embed") || name == "cls_token" || name == "pos_embed" {
+        0
+    } else if let Some(rest) = name.strip_prefix("blocks.") {
+        rest.split('.')
+            .next()
+            .and_then(|i| i.parse::<usize>().ok())
+            .map_or(depth + 1, |i| i + 1)
+    } else {
+        depth + 1
+    };
+    decay.powi((depth + 1 - layer) as i32)
+}
+
+/// Whether a parameter trains when the backbone is frozen (`--freeze backbone`): the head only.
+pub fn trains_when_frozen(name: &str) -> bool {
+    name.starts_with("head.")
 }
 
 fn build_schedule(cfg: &TrainConfig, steps_per_epoch: usize) -> Result<LrScheduler> {
@@ -372,7 +579,12 @@ fn build_schedule(cfg: &TrainConfig, steps_per_epoch: usize) -> Result<LrSchedul
 /// Build the model described by `cfg` with freshly initialised parameters.
 pub fn build_model(cfg: &TrainConfig) -> Result<(Vit, ParamStore)> {
     let mut store = ParamStore::new();
-    let vit = Vit::new(cfg.model.clone(), &mut store, derive_seed(cfg.seed, 1))?;
+    let vit = Vit::with_options(
+        cfg.model.clone(),
+        cfg.model_options.clone(),
+        &mut store,
+        derive_seed(cfg.seed, 1),
+    )?;
     Ok((vit, store))
 }
 
@@ -499,7 +711,7 @@ pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions
         (resume::DATA_CHECKSUM.to_string(), checksum),
         ("device".to_string(), opts.device.to_string()),
     ]);
-    let (train_set, val_set) = data.train.split(cfg.val_fraction, cfg.split_seed)?;
+    let (train_set, val_set) = data.train_val(&cfg)?;
     if train_set.is_empty() {
         return Err(Error::data(
             source.path(),
@@ -512,10 +724,19 @@ pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions
     let outputs: Vec<(&str, &Path)> = run_files.iter().map(|(f, p)| (*f, p.as_path())).collect();
     let inputs = source.input_files()?;
     fsutil::refuse_overwriting_inputs(&outputs, &inputs.iter().map(PathBuf::as_path).collect::<Vec<_>>())?;
+    if let DataSource::Folder { .. } = source {
+        refuse_run_inside(out, &inputs)?;
+    }
 
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     if !opts.resume {
         outln!("run folder: {}", out.display());
+    }
+    if let Some(info) = &data.folder {
+        for (f, why) in &info.skipped {
+            errln!("skipped {}: {why}", f.display());
+        }
+        info.write(out)?;
     }
     let removed = fsutil::remove_stale_temp_files(out, None);
     if !removed.is_empty() {
@@ -526,6 +747,17 @@ pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions
         );
     }
     let (vit, mut store) = build_model(&cfg)?;
+    if let (Some(path), false) = (&cfg.init_from, opts.resume) {
+        let pre = crate::pretrained::Pretrained::read(path)?;
+        outln!("initialised from {}", path.display());
+        for note in pre.load_into(path, &vit, &mut store)? {
+            outln!("  {note}");
+        }
+    }
+    let frozen: Vec<crate::autograd::ParamId> = store
+        .ids()
+        .filter(|&id| cfg.freeze_backbone && !trains_when_frozen(store.name(id)))
+        .collect();
     let steps_per_epoch = data::loader::batches_per_epoch(train_set.len(), cfg.batch_size, false);
     let mut st = OptimState {
         adam: build_optimizer(&cfg)?,
@@ -608,7 +840,13 @@ pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions
         steps_per_epoch,
         cfg.batch_size
     );
-    let augment = (cfg.rotate_deg > 0.0 || cfg.shift_px > 0.0).then(|| Augment {
+    // Photos are augmented bilinearly (crop, flip, rotation, jitter); digits by the nearest-pixel
+    // rotation and shift of the original MNIST setup.
+    let photo = match source {
+        DataSource::Folder { .. } => cfg.photo_augment(),
+        _ => None,
+    };
+    let augment = (photo.is_none() && (cfg.rotate_deg > 0.0 || cfg.shift_px > 0.0)).then(|| Augment {
         rotate_deg: cfg.rotate_deg,
         shift_px: cfg.shift_px,
         fill: 0,
@@ -628,6 +866,8 @@ pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions
             LoaderConfig {
                 mean: cfg.mean,
                 std: cfg.std,
+                channel_norm: cfg.channel_norm.clone(),
+                photo: photo.clone(),
                 skip: part.step,
                 ..LoaderConfig::train(cfg.batch_size, cfg.seed, epoch as u64, augment.clone())
             },
@@ -646,6 +886,11 @@ pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions
             let x = Tensor::from_vec(batch.images, &batch.shape)?.to_device(opts.device)?;
             let seed = derive_seed(cfg.seed ^ 0xd50, global_step as u64);
             let (loss_t, logits_t) = forward_backward(&vit, &mut store, x, &batch.labels, cfg.label_smoothing, seed)?;
+            if cfg.freeze_backbone {
+                for id in frozen.iter().copied() {
+                    store.clear_grad(id);
+                }
+            }
             // Read after the backward is queued (on the GPU, reading waits for the stream), and
             // before the update: a diverged step must not reach the parameters.
             let loss_value = loss_t.item()? as f64;
@@ -803,6 +1048,41 @@ pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions
         final_eval_on: on,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// A run folder inside a class-folder tree would add its pictures to a class the next time the
+/// folder is read: refused before anything is written.
+pub fn refuse_run_inside(out: &Path, folders: &[PathBuf]) -> Result<()> {
+    let out = std::path::absolute(out).map_err(|e| Error::io(out, e))?;
+    for f in folders {
+        let f = std::path::absolute(f).map_err(|e| Error::io(f, e))?;
+        let canon = |p: &Path| {
+            // The nearest existing ancestor, resolved (symlinks), with the rest appended.
+            let mut base = p.to_path_buf();
+            let mut rest = Vec::new();
+            while !base.exists() {
+                match (base.file_name().map(|n| n.to_os_string()), base.parent()) {
+                    (Some(n), Some(parent)) => {
+                        rest.push(n);
+                        base = parent.to_path_buf();
+                    }
+                    _ => break,
+                }
+            }
+            let mut full = base.canonicalize().unwrap_or(base);
+            full.extend(rest.iter().rev());
+            full
+        };
+        if canon(&out).starts_with(canon(&f)) {
+            return Err(Error::config(format!(
+                "--out {} is inside the image folder {}: its pictures would become training images; \
+                 choose a run folder outside it",
+                out.display(),
+                f.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn append_log(path: &Path, e: &EpochLog) -> Result<()> {

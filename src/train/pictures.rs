@@ -109,9 +109,9 @@ pub fn redraw(run: &Path, data: Option<&Path>, device: Device) -> Result<Vec<Pat
         None => saved,
     };
     let loaded = source.load(&cfg)?;
-    let (set, on) = match loaded.test {
-        Some(t) => (t, "test"),
-        None => (loaded.train.split(cfg.val_fraction, cfg.split_seed)?.1, "validation"),
+    let (set, on) = match &loaded.test {
+        Some(t) => (t.clone(), "test"),
+        None => (loaded.train_val(&cfg)?.1, "validation"),
     };
     let expected = [cfg.model.channels, cfg.model.image_height, cfg.model.image_width];
     if set.image_shape() != expected {

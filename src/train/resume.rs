@@ -58,6 +58,19 @@ pub const RULES: &[(&str, &str, bool)] = &[
     ("model.attn_dropout", "--attn-dropout", false),
     ("model.gelu", "--gelu", false),
     ("model.init", "--init", false),
+    ("init_from", "--init", false),
+    ("model.image_height", "--image-size", false),
+    ("model.image_width", "--image-size", false),
+    ("model.channels", "--channels", false),
+    ("test_fraction", "--test-fraction", false),
+    ("resize", "--resize", false),
+    ("strict", "--strict", false),
+    ("crop_scale", "--crop-scale", false),
+    ("flip", "--flip", false),
+    ("jitter", "--jitter", false),
+    ("channel_norm", "--norm", false),
+    ("freeze_backbone", "--freeze", false),
+    ("layer_decay", "--layer-decay", false),
 ];
 
 /// Flags that apply on `--resume` without being settings of the run.
