@@ -17,7 +17,7 @@ mod cuda_common;
 use cuda_common::{check_tol, rand_tensor, rand_vec, rng};
 use vitcore::autograd::{Graph, ParamStore};
 use vitcore::backend::cuda::cuda_available;
-use vitcore::nn::{Init, Mode, Vit, VitConfig};
+use vitcore::nn::{Init, Mode, Vit, VitConfig, VitOptions};
 use vitcore::ops::dropout::Mask;
 use vitcore::ops::{self, GeluKind};
 use vitcore::optim::{clip_grad_norm, clip_grad_value, default_no_decay, Adam, AdamConfig};
@@ -252,6 +252,19 @@ fn adamw() -> Adam {
     Adam::adamw(cfg).unwrap().with_no_decay(default_no_decay)
 }
 
+/// Every parameter of `gpu` within `OP_TOL` of `cpu`'s (after the same update).
+fn params_match(cpu: &ParamStore, gpu: &ParamStore) {
+    for id in cpu.ids() {
+        let name = cpu.name(id);
+        check_tol(
+            &format!("param {name} after the step"),
+            &gpu.value(id).values().unwrap(),
+            cpu.value(id).data(),
+            OP_TOL,
+        );
+    }
+}
+
 #[test]
 fn vit_training_step_on_gpu_matches_cpu() {
     let dev = gpu_or_skip!();
@@ -305,16 +318,71 @@ fn vit_training_step_on_gpu_matches_cpu() {
     let (mut adam_c, mut adam_g) = (adamw(), adamw());
     adam_c.step(&mut cpu).unwrap();
     adam_g.step(&mut gpu).unwrap();
+    params_match(&cpu, &gpu);
+    drop(dev);
+}
+
+#[test]
+fn flowers_options_step_on_gpu_matches_cpu() {
+    // The flowers preset's architecture at a small size: 3 heads of key width 10 in a 24-wide
+    // model (q, k, v 30 wide), the position embedding on the patches, dropout in the MLP only,
+    // a softmax head, Keras's initialisers and LayerNorm eps, Adam with Keras's epsilon.
+    let _dev = gpu_or_skip!();
+    let mut r = rng("flowers step");
+    let cfg = VitConfig {
+        init: Init::Keras,
+        ln_eps: 1e-3,
+        attn_dropout: 0.0,
+        ..step_config()
+    };
+    let opts = VitOptions {
+        no_embed_class: true,
+        key_dim: Some(10),
+        embed_dropout: Some(0.0),
+        attn_proj_dropout: Some(0.0),
+        softmax_head: true,
+    };
+    let mut cpu = ParamStore::new();
+    let vit = Vit::with_options(cfg, opts, &mut cpu, 77).unwrap();
+    let mut gpu = cpu.clone();
+    gpu.to_device(Device::Cuda).unwrap();
+    let (images, labels) = batch(&mut r, 5);
+    let (loss_c, logits_c) = forward_backward(&vit, &mut cpu, &images, &labels, 3);
+    let (loss_g, logits_g) = forward_backward(&vit, &mut gpu, &images, &labels, 3);
+    check_tol("loss", &loss_g.values().unwrap(), loss_c.data(), OP_TOL);
+    check_tol("logits", &logits_g.values().unwrap(), logits_c.data(), OP_TOL);
     for id in cpu.ids() {
-        let name = cpu.name(id);
+        let (gc, gg) = (cpu.grad(id).unwrap(), gpu.grad(id).unwrap());
         check_tol(
-            &format!("param {name} after the step"),
-            &gpu.value(id).values().unwrap(),
-            cpu.value(id).data(),
-            OP_TOL,
+            &format!("grad {}", cpu.name(id)),
+            &gg.values().unwrap(),
+            gc.data(),
+            STEP_TOL,
         );
     }
-    drop(dev);
+    // The softmax head's output on the device.
+    let probs = |store: &ParamStore| {
+        let mut g = Graph::no_grad();
+        let x = images.to_device(store.device()).unwrap();
+        let logits = vit.forward(&mut g, store, x, Mode::Eval).unwrap();
+        let out = vit.output(&mut g, logits).unwrap();
+        g.value(out).values().unwrap()
+    };
+    check_tol("softmax head", &probs(&gpu), &probs(&cpu), OP_TOL);
+    for id in cpu.ids() {
+        *gpu.grad_mut(id).unwrap() = cpu.grad(id).unwrap().to_device(Device::Cuda).unwrap();
+    }
+    let keras_adam = || {
+        let cfg = AdamConfig {
+            lr: 1e-3,
+            eps: 1e-7,
+            ..AdamConfig::default()
+        };
+        Adam::adam(cfg).unwrap().with_eps_hat(true)
+    };
+    keras_adam().step(&mut cpu).unwrap();
+    keras_adam().step(&mut gpu).unwrap();
+    params_match(&cpu, &gpu);
 }
 
 #[test]

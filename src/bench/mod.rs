@@ -25,6 +25,7 @@ pub mod cases;
 pub mod check;
 pub mod cpu;
 pub mod cuda;
+pub mod loader;
 pub mod peak;
 pub mod shapes;
 pub mod step;
@@ -646,6 +647,16 @@ pub fn cpu_last_level_cache() -> (u64, String) {
         Some((level, size)) => (size, format!("L{level} of cpu0 (sysfs)")),
         None => (32 << 20, "assumed 32 MiB (sysfs has no cache sizes)".to_string()),
     }
+}
+
+/// Print a benchmark's one-line JSON record on stdout and, when asked, write it to `json` too.
+pub fn print_record(record: &impl serde::Serialize, json: Option<&Path>) -> Result<()> {
+    let line = serde_json::to_string(record).map_err(|e| Error::config(format!("serialising the record: {e}")))?;
+    outln!("{line}");
+    if let Some(path) = json {
+        std::fs::write(path, line + "\n").map_err(|e| Error::io(path, e))?;
+    }
+    Ok(())
 }
 
 /// The commit being measured: `$VITCORE_COMMIT` if set (a packed binary far from its

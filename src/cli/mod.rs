@@ -159,11 +159,35 @@ pub enum BenchWhat {
     /// read back. Prints one JSON record in the fields of `benches/torch_train.py`, so vitcore
     /// and PyTorch can be compared side by side on the same machine.
     Step(BenchStepArgs),
+    /// Time `train folder`'s data loading alone: decoding and resizing every photo of DIR (once,
+    /// in parallel), then one augmented, normalised epoch of batches from memory. Prints one JSON
+    /// record with images/s of each, to set beside `bench step`'s.
+    Loader(BenchLoaderArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchLoaderArgs {
+    /// Class folders of JPEG/PNG photos (`vitcore make-dataset inspection DIR` makes some).
+    pub dir: PathBuf,
+    /// The input size, resize, batch, augmentation and normalisation of this preset: photos or
+    /// flowers.
+    #[arg(long, value_enum, default_value = "photos")]
+    pub preset: PresetArg,
+    /// Override the preset's input side in pixels.
+    #[arg(long, value_name = "N")]
+    pub image_size: Option<usize>,
+    /// Override the preset's batch size.
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Also write the JSON record to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchStepArgs {
-    /// The model and batch: seed (the original write-up's), small, or default (`train mnist`'s).
+    /// The model and batch: seed (the original PyTorch write-up's), small, default (`train
+    /// mnist`'s) or flowers (the Keras write-up's 398M-parameter model; about 9 GB).
     #[arg(long, value_enum, default_value = "seed")]
     pub preset: StepPreset,
     /// Device: cpu, cuda, or auto (the GPU when one can be used, else the CPU, saying why).
@@ -240,6 +264,10 @@ pub enum PresetArg {
     Default,
     /// `train folder`'s default: the default recipe at 64×64 RGB, patch 8, photo augmentation.
     Photos,
+    /// The Keras flowers write-up value for value (`train folder`): 200×200 RGB, patch 25, 12
+    /// layers, hidden 768, 12 heads of key width 768, softmax head, Adam 1e-4 clipped by value,
+    /// reduce-on-plateau, early stopping; 398M parameters.
+    Flowers,
 }
 
 /// Every training setting; each overrides the preset's value.
@@ -317,6 +345,9 @@ pub struct TrainFlags {
     /// Attention heads (must divide the embedding width).
     #[arg(long)]
     pub heads: Option<usize>,
+    /// Each attention head's q/k/v width (Keras's `key_dim`); default: embed-dim / heads.
+    #[arg(long)]
+    pub key_dim: Option<usize>,
     /// Hidden width of each block's MLP.
     #[arg(long)]
     pub mlp_dim: Option<usize>,
@@ -329,11 +360,12 @@ pub struct TrainFlags {
     /// GELU form: erf (exact, PyTorch default) or tanh.
     #[arg(long, value_enum)]
     pub gelu: Option<GeluArg>,
-    /// Initialisation: torch (PyTorch defaults), timm (truncated normal 0.02), or a pretrained
+    /// Initialisation: torch (PyTorch defaults), timm (truncated normal 0.02), keras (Keras's
+    /// Glorot-uniform defaults, the flowers preset's), or a pretrained
     /// timm / Hugging Face ViT checkpoint (FILE.safetensors, `train folder` only) to fine-tune:
     /// the model's shape is read from it, its position embedding resampled to --image-size and
     /// its head replaced when the class count differs.
-    #[arg(long, value_parser = parse_init, value_name = "torch|timm|FILE")]
+    #[arg(long, value_parser = parse_init, value_name = "torch|timm|keras|FILE")]
     pub init: Option<InitSpec>,
     /// Use only the first N training images (quick experiments).
     #[arg(long)]
@@ -359,6 +391,8 @@ pub enum SchedArg {
     Constant,
     WarmupCosine,
     Plateau,
+    /// Reduce on plateau by Keras's rule (absolute min_delta 1e-4, lowers on the patience-th bad epoch).
+    PlateauKeras,
 }
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum GeluArg {
@@ -376,19 +410,21 @@ fn parse_init(s: &str) -> std::result::Result<InitSpec, String> {
     match s {
         "torch" => Ok(InitSpec::Scheme(Init::Torch)),
         "timm" => Ok(InitSpec::Scheme(Init::Timm)),
+        "keras" => Ok(InitSpec::Scheme(Init::Keras)),
         _ if s.ends_with(".safetensors") => Ok(InitSpec::Checkpoint(PathBuf::from(s))),
         _ => Err(format!(
-            "expected torch, timm or a pretrained checkpoint FILE.safetensors, found `{s}`"
+            "expected torch, timm, keras or a pretrained checkpoint FILE.safetensors, found `{s}`"
         )),
     }
 }
 
 impl PresetArg {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             PresetArg::Seed => "seed",
             PresetArg::Default => "default",
             PresetArg::Photos => "photos",
+            PresetArg::Flowers => "flowers",
         }
     }
 }
@@ -396,11 +432,8 @@ impl PresetArg {
 impl TrainFlags {
     /// The preset with every given flag applied.
     pub fn config(&self) -> TrainConfig {
-        self.apply(match self.preset.unwrap_or(PresetArg::Default) {
-            PresetArg::Seed => TrainConfig::seed_preset(),
-            PresetArg::Default => TrainConfig::default_preset(),
-            PresetArg::Photos => TrainConfig::photos_preset(),
-        })
+        let name = self.preset.unwrap_or(PresetArg::Default).name();
+        self.apply(TrainConfig::preset(name).expect("every PresetArg names a preset"))
     }
 
     /// `c` with every given flag applied.
@@ -416,6 +449,9 @@ impl TrainFlags {
              dropout => c.model.dropout, attn_dropout => c.model.attn_dropout);
         if let Some(b) = self.batch_size {
             c.eval_batch_size = c.eval_batch_size.max(b);
+        }
+        if self.key_dim.is_some() {
+            c.model_options.key_dim = self.key_dim;
         }
         if self.clip_norm.is_some() {
             c.clip_norm = self.clip_norm;
@@ -439,6 +475,7 @@ impl TrainFlags {
                 SchedArg::Constant => ScheduleKind::Constant,
                 SchedArg::WarmupCosine => ScheduleKind::WarmupCosine,
                 SchedArg::Plateau => ScheduleKind::Plateau,
+                SchedArg::PlateauKeras => ScheduleKind::PlateauKeras,
             };
         }
         if let Some(g) = self.gelu {
@@ -597,6 +634,21 @@ pub fn run(cli: Cli) -> Result<()> {
                 warmup: args.warmup,
                 batch: args.batch,
                 profile: args.profile,
+                json: args.json,
+            })?;
+            Ok(())
+        }
+        Command::Bench {
+            what: BenchWhat::Loader(args),
+        } => {
+            let mut cfg = TrainConfig::preset(args.preset.name())?;
+            if let Some(n) = args.image_size {
+                (cfg.model.image_height, cfg.model.image_width) = (n, n);
+            }
+            cfg.batch_size = args.batch.unwrap_or(cfg.batch_size);
+            bench::loader::run_loader(&bench::loader::LoaderOptions {
+                dir: args.dir,
+                cfg,
                 json: args.json,
             })?;
             Ok(())

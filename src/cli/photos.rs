@@ -386,6 +386,7 @@ pub fn new_config(f: &FolderArgs, dir: Option<&Path>) -> Result<TrainConfig> {
     let base = match f.flags.preset {
         None | Some(PresetArg::Default) | Some(PresetArg::Photos) => TrainConfig::photos_preset(),
         Some(PresetArg::Seed) => TrainConfig::seed_preset(),
+        Some(PresetArg::Flowers) => TrainConfig::flowers_preset(),
     };
     let base = match &f.flags.init {
         Some(super::InitSpec::Checkpoint(p)) => fine_tune_config(base, p, f.flags.heads, f.photo.image_size)?,

@@ -103,8 +103,7 @@ pub fn plot(a: PlotArgs) -> Result<()> {
 pub fn summary(a: SummaryArgs) -> Result<()> {
     let cfg = match (&a.run, a.preset) {
         (Some(run), _) => TrainConfig::from_json_file(&run.join("config.json"))?,
-        (None, Some(PresetArg::Seed)) => TrainConfig::seed_preset(),
-        (None, _) => TrainConfig::default_preset(),
+        (None, p) => TrainConfig::preset(p.unwrap_or(PresetArg::Default).name())?,
     };
     let (vit, store) = train::build_model(&cfg)?;
     let what = a

@@ -32,8 +32,9 @@ pub struct Attention {
 }
 
 impl Attention {
-    /// Register `{prefix}.qkv.*` (weight `[3D, D]`, bias zeros) and `{prefix}.proj.*` (weight
-    /// `[D, D]`, bias zeros).
+    /// Register `{prefix}.qkv.*` (weight `[3·h·Dk, D]`, bias zeros) and `{prefix}.proj.*`
+    /// (weight `[D, h·Dk]`, bias zeros); `h·Dk = D` unless the heads have a key width of their
+    /// own ([`crate::nn::VitOptions::key_dim`]).
     pub fn new(
         store: &mut ParamStore,
         prefix: &str,
@@ -42,10 +43,10 @@ impl Attention {
         proj_weight: Tensor,
         attn_dropout: f32,
     ) -> Result<Attention> {
-        let d = proj_weight.shape()[0];
+        let (d, inner) = (proj_weight.shape()[0], qkv_weight.shape()[0]);
         Ok(Attention {
             heads,
-            qkv: Linear::new(store, &format!("{prefix}.qkv"), qkv_weight, Tensor::zeros(&[3 * d]))?,
+            qkv: Linear::new(store, &format!("{prefix}.qkv"), qkv_weight, Tensor::zeros(&[inner]))?,
             proj: Linear::new(store, &format!("{prefix}.proj"), proj_weight, Tensor::zeros(&[d]))?,
             attn_dropout,
         })
@@ -71,14 +72,16 @@ impl Attention {
         self.proj.forward(cx, o)
     }
 
-    /// The attention op by op, before the output projection: returns `o [B, T, D]` and the
+    /// The attention op by op, before the output projection: returns `o [B, T, h·Dh]` and the
     /// weights `a [B·h, T, T]` (before dropout).
     pub fn composed(&self, cx: &mut Ctx, x: Var) -> Result<(Var, Var)> {
-        let [b, t, d] = *cx.g.shape(x) else {
-            unreachable!("the linear layers before take [B, T, D]")
-        };
-        let (h, dh) = (self.heads, d / self.heads);
         let qkv = self.qkv.forward(cx, x)?;
+        let [b, t, d3] = *cx.g.shape(qkv) else {
+            unreachable!("the linear layer keeps [B, T, ·]")
+        };
+        // d: the width of q (and of k, v): h·Dh.
+        let (h, d) = (self.heads, d3 / 3);
+        let dh = d / h;
         let g = &mut *cx.g;
         // [B,T,3D] → [B,T,3,h,Dh] → [3,B,h,T,Dh]: q, k, v each split into heads.
         let qkv = g.reshape(qkv, &[b, t, 3, h, dh])?;

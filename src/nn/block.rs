@@ -11,7 +11,7 @@
 use super::attention::Attention;
 use super::layers::{Ctx, LayerNorm};
 use super::mlp::{Mlp, MlpInit};
-use super::VitConfig;
+use super::{VitConfig, VitOptions};
 use crate::autograd::{ParamStore, Var};
 use crate::error::Result;
 use crate::tensor::Tensor;
@@ -22,7 +22,9 @@ pub struct Block {
     pub attn: Attention,
     pub norm2: LayerNorm,
     pub mlp: Mlp,
-    /// Dropout on each branch before its residual add.
+    /// Dropout on the attention branch before its residual add.
+    pub attn_proj_dropout: f32,
+    /// Dropout on the MLP branch before its residual add.
     pub dropout: f32,
 }
 
@@ -30,9 +32,9 @@ pub struct Block {
 /// γ = 1, β = 0 and the attention biases at 0.
 #[derive(Clone)]
 pub struct BlockInit {
-    /// `[3D, D]`.
+    /// `[3·h·Dk, D]` (`[3D, D]` when `h·Dk = D`).
     pub qkv: Tensor,
-    /// `[D, D]`.
+    /// `[D, h·Dk]`.
     pub proj: Tensor,
     pub mlp: MlpInit,
 }
@@ -40,7 +42,13 @@ pub struct BlockInit {
 impl Block {
     /// Register the block's 12 tensors as `{prefix}.norm1.*`, `{prefix}.attn.*`,
     /// `{prefix}.norm2.*`, `{prefix}.mlp.*` (in that order).
-    pub fn new(store: &mut ParamStore, prefix: &str, cfg: &VitConfig, init: BlockInit) -> Result<Block> {
+    pub fn new(
+        store: &mut ParamStore,
+        prefix: &str,
+        cfg: &VitConfig,
+        opts: &VitOptions,
+        init: BlockInit,
+    ) -> Result<Block> {
         let d = cfg.embed_dim;
         Ok(Block {
             norm1: LayerNorm::new(store, &format!("{prefix}.norm1"), d, cfg.ln_eps)?,
@@ -54,6 +62,7 @@ impl Block {
             )?,
             norm2: LayerNorm::new(store, &format!("{prefix}.norm2"), d, cfg.ln_eps)?,
             mlp: Mlp::new(store, &format!("{prefix}.mlp"), init.mlp, cfg.gelu, cfg.dropout)?,
+            attn_proj_dropout: opts.attn_proj_dropout.unwrap_or(cfg.dropout),
             dropout: cfg.dropout,
         })
     }
@@ -63,7 +72,7 @@ impl Block {
         let n = self.norm1.forward(cx, x)?;
         let a = self.attn.forward(cx, n)?;
         // x + drop(a), fused: one pass over the residual stream instead of two.
-        let (p, seed) = cx.drop.next(self.dropout);
+        let (p, seed) = cx.drop.next(self.attn_proj_dropout);
         let x = cx.g.dropout_add(x, a, p, seed)?;
         let n = self.norm2.forward(cx, x)?;
         let m = self.mlp.forward(cx, n)?;

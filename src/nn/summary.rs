@@ -30,6 +30,8 @@ pub struct Layer {
 pub fn layers(vit: &Vit, store: &ParamStore) -> Vec<Layer> {
     let cfg = &vit.cfg;
     let (n, t, d, m, h) = (cfg.num_patches(), cfg.tokens(), cfg.embed_dim, cfg.mlp_dim, cfg.heads);
+    // q, k and v are each h·Dk wide (D unless the heads have a key width of their own).
+    let inner = h * vit.key_dim();
     let numel = |ids: &[ParamId]| ids.iter().map(|&id| store.value(id).numel()).sum::<usize>();
     let row = |name: &str, kind: &str, output: Vec<usize>, params, flops: usize| Layer {
         name: name.to_string(),
@@ -49,24 +51,36 @@ pub fn layers(vit: &Vit, store: &ParamStore) -> Vec<Layer> {
     let mut rows = vec![
         linear("patch_embed.proj", "PatchEmbed", &vit.patch_embed.proj, n, (cpp, d)),
         row("cls_token", "Parameter", vec![1, d], numel(&[vit.cls_token]), 0),
-        row("pos_embed", "Parameter", vec![t, d], numel(&[vit.pos_embed]), 0),
+        // [T, D], or [N, D] when it covers the patches only.
+        row(
+            "pos_embed",
+            "Parameter",
+            store.value(vit.pos_embed).shape()[1..].to_vec(),
+            numel(&[vit.pos_embed]),
+            0,
+        ),
     ];
     for (i, b) in vit.blocks.iter().enumerate() {
         let p = |s: &str| format!("blocks.{i}.{s}");
-        let core = format!("softmax(q·kᵀ/√Dh)·v, {h} heads");
+        let core = format!("softmax(q·kᵀ/√Dh)·v, {h} heads of {}", vit.key_dim());
         rows.extend([
             norm(&p("norm1"), "LayerNorm", &b.norm1, vec![t, d]),
-            linear(&p("attn.qkv"), "Linear", &b.attn.qkv, t, (d, 3 * d)),
-            // q·kᵀ and a·v: 2·T·T·Dh each per head, 2·T·T·D over the heads.
-            row(&p("attn"), &core, vec![t, d], 0, 2 * 2 * t * t * d),
-            linear(&p("attn.proj"), "Linear", &b.attn.proj, t, (d, d)),
+            linear(&p("attn.qkv"), "Linear", &b.attn.qkv, t, (d, 3 * inner)),
+            // q·kᵀ and a·v: 2·T·T·Dh each per head, 2·T·T·h·Dh over the heads.
+            row(&p("attn"), &core, vec![t, inner], 0, 2 * 2 * t * t * inner),
+            linear(&p("attn.proj"), "Linear", &b.attn.proj, t, (inner, d)),
             norm(&p("norm2"), "LayerNorm", &b.norm2, vec![t, d]),
             linear(&p("mlp.fc1"), "Linear + GELU", &b.mlp.fc1, t, (d, m)),
             linear(&p("mlp.fc2"), "Linear", &b.mlp.fc2, t, (m, d)),
         ]);
     }
     rows.push(norm("norm", "LayerNorm (class token)", &vit.norm, vec![d]));
-    rows.push(linear("head", "Linear", &vit.head, 1, (d, cfg.num_classes)));
+    let head = if vit.opts.softmax_head {
+        "Linear + softmax"
+    } else {
+        "Linear"
+    };
+    rows.push(linear("head", head, &vit.head, 1, (d, cfg.num_classes)));
     rows
 }
 

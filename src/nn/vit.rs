@@ -18,6 +18,10 @@
 //! ```
 //! Applying the final norm to the class token alone equals timm's norm-all-then-select (layernorm
 //! works per token) and skips N tokens of work.
+//!
+//! [`VitOptions`] names where other ViTs differ: heads of their own width Dk (then q, k, v are
+//! `[.., h·Dk]` and `proj` maps h·Dk → D), the position embedding on the patches only, which
+//! dropout sites exist, and a softmax after the head.
 
 use super::block::{Block, BlockInit};
 use super::init::{Init, Initialiser};
@@ -65,8 +69,15 @@ impl VitConfig {
         self.embed_dim / self.heads
     }
 
-    /// Reject configurations that cannot be built, saying which value is wrong.
+    /// Reject configurations that cannot be built (with timm's options), saying which value
+    /// is wrong.
     pub fn validate(&self) -> Result<()> {
+        self.validate_with(&VitOptions::default())
+    }
+
+    /// [`VitConfig::validate`] for a model built with `opts`.
+    pub fn validate_with(&self, opts: &VitOptions) -> Result<()> {
+        opts.validate()?;
         let positive = [
             ("image height", self.image_height),
             ("image width", self.image_width),
@@ -87,9 +98,10 @@ impl VitConfig {
                 self.patch, self.image_height, self.image_width
             )));
         }
-        if self.embed_dim % self.heads != 0 {
+        if opts.key_dim.is_none() && self.embed_dim % self.heads != 0 {
             return Err(Error::config(format!(
-                "model: embed_dim {} must be a multiple of heads {}",
+                "model: embed_dim {} must be a multiple of heads {} (or give the heads a width of \
+                 their own with --key-dim)",
                 self.embed_dim, self.heads
             )));
         }
@@ -104,14 +116,55 @@ impl VitConfig {
 
 /// Architecture options that differ between ViT implementations; the default is timm's
 /// `VisionTransformer`. Kept apart from [`VitConfig`] so every existing configuration (and
-/// checkpoint) means what it meant.
+/// checkpoint) means what it meant. `--preset flowers` sets all of them to what the Keras
+/// flowers write-up's model does (Keras's `MultiHeadAttention` and layers).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct VitOptions {
     /// timm's `no_embed_class`: the position embedding covers the patches only (`[1, N, D]`)
     /// and the class token is prepended after it is added (timm's default: `[1, 1 + N, D]`,
     /// added after the class token is prepended).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub no_embed_class: bool,
+    /// Each head's q/k/v width `Dk` (Keras's `MultiHeadAttention(key_dim=...)`), so q, k and v
+    /// are `h·Dk` wide and `attn.proj` maps `h·Dk → D`; `None`: `D / h` (timm), the heads
+    /// splitting the embedding between them. The scores are scaled by `1/√Dk` either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_dim: Option<usize>,
+    /// Dropout after the embedding (position embedding added, class token prepended); `None`:
+    /// the model's `dropout` (timm's `pos_drop` = `drop_rate`). Keras's model has none there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embed_dropout: Option<f32>,
+    /// Dropout on the attention branch before its residual add; `None`: the model's `dropout`
+    /// (timm's `proj_drop`). Keras's `MultiHeadAttention` has none there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attn_proj_dropout: Option<f32>,
+    /// The head ends in a softmax (Keras's `Dense(num_classes, activation="softmax")`):
+    /// [`Vit::output`] gives probabilities instead of logits. Training is unchanged: the loss
+    /// is the cross-entropy of the logits beneath it, as Keras computes it for a softmax output.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub softmax_head: bool,
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
+}
+
+impl VitOptions {
+    /// Reject options that cannot be built, saying which value is wrong.
+    pub fn validate(&self) -> Result<()> {
+        if self.key_dim == Some(0) {
+            return Err(Error::config("model: key_dim must be positive"));
+        }
+        for (name, p) in [
+            ("embed_dropout", self.embed_dropout),
+            ("attn_proj_dropout", self.attn_proj_dropout),
+        ] {
+            if let Some(p) = p.filter(|p| !(0.0..1.0).contains(p)) {
+                return Err(Error::config(format!("model: {name} must be in [0, 1), got {p}")));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A ViT: its configuration and its modules, whose parameters live in a [`ParamStore`].
@@ -145,8 +198,9 @@ impl Vit {
 
     /// [`Vit::new`] with architecture options other than timm's defaults.
     pub fn with_options(cfg: VitConfig, opts: VitOptions, store: &mut ParamStore, seed: u64) -> Result<Vit> {
-        cfg.validate()?;
+        cfg.validate_with(&opts)?;
         let (d, m, c, p) = (cfg.embed_dim, cfg.mlp_dim, cfg.channels, cfg.patch);
+        let (h, dk) = (cfg.heads, opts.key_dim.unwrap_or(cfg.embed_dim / cfg.heads));
         let mut ini = Initialiser {
             init: cfg.init,
             rng: Rng::new(seed),
@@ -166,13 +220,13 @@ impl Vit {
             let init = match (&first, cfg.identical_blocks) {
                 (Some(v), true) => v.clone(),
                 _ => {
-                    let qkv = ini.qkv(d);
-                    let proj = ini.weight(d, d);
+                    let qkv = ini.qkv(d, h, dk);
+                    let proj = ini.proj(d, h, dk);
                     let (fc1_w, fc1_b) = (ini.weight(m, d), ini.bias(m, d));
                     let (fc2_w, fc2_b) = (ini.weight(d, m), ini.bias(d, m));
                     BlockInit {
-                        qkv: t(qkv, &[3 * d, d]),
-                        proj: t(proj, &[d, d]),
+                        qkv: t(qkv, &[3 * h * dk, d]),
+                        proj: t(proj, &[d, h * dk]),
                         mlp: MlpInit {
                             fc1: (t(fc1_w, &[m, d]), t(fc1_b, &[m])),
                             fc2: (t(fc2_w, &[d, m]), t(fc2_b, &[d])),
@@ -181,7 +235,7 @@ impl Vit {
                 }
             };
             first.get_or_insert_with(|| init.clone());
-            blocks.push(Block::new(store, &format!("blocks.{i}"), &cfg, init)?);
+            blocks.push(Block::new(store, &format!("blocks.{i}"), &cfg, &opts, init)?);
         }
         let norm = LayerNorm::new(store, "norm", d, cfg.ln_eps)?;
         let k = cfg.num_classes;
@@ -198,6 +252,32 @@ impl Vit {
             head,
             fused_attention: true,
         })
+    }
+
+    /// Each head's q/k/v width `Dk` (`D / h` unless [`VitOptions::key_dim`] sets it).
+    pub fn key_dim(&self) -> usize {
+        self.opts.key_dim.unwrap_or(self.cfg.embed_dim / self.cfg.heads)
+    }
+
+    /// The model's output from its logits `[B, K]`: the logits themselves, or their softmax
+    /// with [`VitOptions::softmax_head`] (what the Keras model returns).
+    pub fn output(&self, g: &mut Graph, logits: Var) -> Result<Var> {
+        match self.opts.softmax_head {
+            true => g.softmax(logits),
+            false => Ok(logits),
+        }
+    }
+
+    /// The class probabilities of one row of the model's [`Vit::output`]: its softmax, or the
+    /// row as it is when the head already ends in one (never a softmax applied twice).
+    pub fn probabilities(&self, output: &[f32]) -> Vec<f32> {
+        if self.opts.softmax_head {
+            return output.to_vec();
+        }
+        let m = output.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let e: Vec<f32> = output.iter().map(|&v| (v - m).exp()).collect();
+        let s: f32 = e.iter().sum();
+        e.iter().map(|v| v / s).collect()
     }
 
     /// The logits `[B, num_classes]` of a batch of images `[B, C, H, W]`.
@@ -246,7 +326,7 @@ impl Vit {
                 cx.g.concat(&[cls, tokens], 1)?
             }
         };
-        let mut x = cx.dropout(x, cfg.dropout)?;
+        let mut x = cx.dropout(x, self.opts.embed_dropout.unwrap_or(cfg.dropout))?;
         for block in &self.blocks {
             x = block.forward(cx, x)?;
         }

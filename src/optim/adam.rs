@@ -18,6 +18,13 @@
 //!
 //! The last line is computed as PyTorch does, folding the corrections into two scalars:
 //! `step_size = lr / (1 − β1ᵗ)`, `denom = √v / √(1 − β2ᵗ) + eps`, `p ← p − step_size · m / denom`.
+//!
+//! TensorFlow/Keras's Adam adds its epsilon to `√v` *before* the bias correction (the "ε̂" of
+//! Kingma & Ba, in the formula just before their §2.1, as Keras's documentation says):
+//! `p ← p − lr·√(1 − β2ᵗ)/(1 − β1ᵗ) · m / (√v + ε̂)`, which is the line above with
+//! `eps = ε̂ / √(1 − β2ᵗ)`. [`Adam::with_eps_hat`] takes `eps` as ε̂ and computes that per-step
+//! `eps`, so both devices' kernels run unchanged. The two differ in the first steps (at t = 1 the
+//! effective eps is 32·ε̂ with β2 = 0.999) and for parameters whose gradients are about eps.
 //! The scalars are computed in f64 (PyTorch computes them as Python floats) and rounded to f32
 //! once; the element-wise work is f32 in the same order of operations as PyTorch's CPU kernels.
 //!
@@ -146,6 +153,8 @@ pub struct Adam {
     no_decay: Option<NoDecayFn>,
     /// Each parameter's learning-rate factor by name (layer-wise decay); `None`: 1 for all.
     lr_scale: Option<LrScaleFn>,
+    /// `cfg.eps` is Keras's ε̂ (see the module documentation).
+    eps_hat: bool,
     /// Indexed by `ParamId.0`; `None` until the parameter's first step.
     state: Vec<Option<ParamState>>,
 }
@@ -156,6 +165,7 @@ impl fmt::Debug for Adam {
             .field("cfg", &self.cfg)
             .field("mode", &self.mode)
             .field("no_decay", &self.no_decay.as_ref().map(|_| "<predicate>"))
+            .field("eps_hat", &self.eps_hat)
             .field("params_with_state", &self.state.iter().flatten().count())
             .finish()
     }
@@ -232,6 +242,7 @@ impl Adam {
             mode,
             no_decay: None,
             lr_scale: None,
+            eps_hat: false,
             state: Vec::new(),
         })
     }
@@ -252,6 +263,13 @@ impl Adam {
     /// PyTorch parameter group with its own `lr`.
     pub fn with_lr_scale(mut self, scale: impl Fn(&str) -> f64 + Send + Sync + 'static) -> Adam {
         self.lr_scale = Some(Arc::new(scale));
+        self
+    }
+
+    /// Take `eps` as TensorFlow/Keras's ε̂, added to `√v` before the bias correction instead of
+    /// after it (see the module documentation).
+    pub fn with_eps_hat(mut self, eps_hat: bool) -> Adam {
+        self.eps_hat = eps_hat;
         self
     }
 
@@ -340,7 +358,7 @@ impl Adam {
                 ));
             }
             st.step += 1;
-            let k = match &self.lr_scale {
+            let mut k = match &self.lr_scale {
                 None => AdamCoeffs::new(&self.cfg, self.mode, decayed, st.step),
                 Some(scale) => {
                     let cfg = AdamConfig {
@@ -350,6 +368,9 @@ impl Adam {
                     AdamCoeffs::new(&cfg, self.mode, decayed, st.step)
                 }
             };
+            if self.eps_hat {
+                k.eps = (self.cfg.eps / (1.0 - self.cfg.betas.1.powf(st.step as f64)).sqrt()) as f32;
+            }
             match crate::backend::same_device("Adam::step", &[value, grad, &st.m, &st.v])? {
                 Device::Cpu => update(value.data_mut(), grad.data(), st.m.data_mut(), st.v.data_mut(), k),
                 Device::Cuda => {
@@ -632,6 +653,42 @@ mod tests {
             3.0 - 0.1 * 1e-3 / (1e-3 + 1e-8),
         ];
         assert_close(params.value(id).data(), &want, 1e-6, "p");
+    }
+
+    #[test]
+    fn eps_hat_is_keras_epsilon_added_before_the_bias_correction() {
+        // TensorFlow/Keras: p ← p − lr·√(1 − β2ᵗ)/(1 − β1ᵗ) · m/(√v + ε̂), in f64, with gradients
+        // small enough next to ε̂ that where it is added shows.
+        let (lr, (b1, b2), eps) = (0.1, (0.9, 0.999), 1e-3);
+        let mut params = ParamStore::new();
+        let id = params.add("w", Tensor::from_vec(vec![1.0; 3], &[3]).unwrap()).unwrap();
+        let cfg = AdamConfig {
+            lr,
+            betas: (b1, b2),
+            eps,
+            weight_decay: 0.0,
+        };
+        let mut opt = Adam::adam(cfg).unwrap().with_eps_hat(true);
+        let (mut p, mut m, mut v) = ([1f64; 3], [0f64; 3], [0f64; 3]);
+        for t in 1..=4 {
+            let g = [1e-3 * t as f64, -2e-3, 5e-4];
+            params.zero_grad();
+            set_grad(&mut params, id, g.iter().map(|&x| x as f32).collect());
+            opt.step(&mut params).unwrap();
+            let alpha = lr * (1.0 - b2.powi(t)).sqrt() / (1.0 - b1.powi(t));
+            for i in 0..3 {
+                m[i] = b1 * m[i] + (1.0 - b1) * g[i];
+                v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
+                p[i] -= alpha * m[i] / (v[i].sqrt() + eps);
+            }
+            assert_close(params.value(id).data(), &p, 1e-6, &format!("step {t}"));
+        }
+        // PyTorch's placement takes other steps from the same gradients.
+        let mut torch = ParamStore::new();
+        let tid = torch.add("w", Tensor::from_vec(vec![1.0; 3], &[3]).unwrap()).unwrap();
+        set_grad(&mut torch, tid, vec![1e-3, -2e-3, 5e-4]);
+        Adam::adam(cfg).unwrap().step(&mut torch).unwrap();
+        assert!((torch.value(tid).data()[2] - (1.0 - 0.1 * 5e-4 / (5e-4 + 1e-3)) as f32).abs() < 1e-6);
     }
 
     #[test]

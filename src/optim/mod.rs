@@ -22,7 +22,7 @@ pub mod schedule;
 
 pub use adam::{default_no_decay, Adam, AdamConfig, DecayMode};
 pub use clip::{clip_grad_norm, clip_grad_value, grad_norm};
-pub use schedule::{warmup_cosine, EarlyStopping, LrScheduler, Schedule};
+pub use schedule::{warmup_cosine, EarlyStopping, LrScheduler, PlateauRule, Schedule};
 
 /// Names of checkpoint tensors and metadata keys that hold optimiser (and scheduler) state start
 /// with this prefix. [`crate::checkpoint::load_into`] skips them, so one file can hold both the

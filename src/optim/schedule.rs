@@ -33,6 +33,16 @@
 //! So with `patience = 2` the lr drops at the end of the third epoch in a row without an
 //! improvement larger than `threshold` (1e-4 = 0.01 % in PyTorch's default).
 //!
+//! [`PlateauRule::Keras`] is Keras's `ReduceLROnPlateau` (`mode='min'`, `min_delta=1e-4`,
+//! `cooldown=0`) instead, which differs in three places:
+//! ```text
+//!     if x < best − min_delta:        best = x; bad = 0     // absolute improvement
+//!     else:                           bad += 1
+//!         if bad ≥ patience and lr > min_lr:                 // the patience-th bad epoch
+//!             lr = max(lr · factor, min_lr); bad = 0         // no 1e-8 floor on the change
+//! ```
+//! so with the same `patience` Keras lowers the rate one epoch sooner than PyTorch.
+//!
 //! # Early stopping
 //! ```text
 //! each epoch, validation loss x:
@@ -61,8 +71,20 @@ pub enum Schedule {
         factor: f64,
         patience: usize,
         min_lr: f64,
+        /// The improvement that counts: relative (PyTorch's `threshold`) or absolute (Keras's
+        /// `min_delta`), by `rule`.
         threshold: f64,
+        rule: PlateauRule,
     },
+}
+
+/// Whose reduce-on-plateau to follow (see the module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlateauRule {
+    /// `torch.optim.lr_scheduler.ReduceLROnPlateau`.
+    Torch,
+    /// `keras.callbacks.ReduceLROnPlateau`.
+    Keras,
 }
 
 impl Schedule {
@@ -73,6 +95,18 @@ impl Schedule {
             patience,
             min_lr,
             threshold: 1e-4,
+            rule: PlateauRule::Torch,
+        }
+    }
+
+    /// Reduce on plateau as Keras does, with its default `min_delta` of 1e-4 (absolute).
+    pub fn reduce_on_plateau_keras(factor: f64, patience: usize, min_lr: f64) -> Schedule {
+        Schedule::ReduceOnPlateau {
+            factor,
+            patience,
+            min_lr,
+            threshold: 1e-4,
+            rule: PlateauRule::Keras,
         }
     }
 }
@@ -202,24 +236,37 @@ impl LrScheduler {
             patience,
             min_lr,
             threshold,
+            rule,
         } = self.schedule
         else {
             return false;
         };
-        // NaN compares false: a NaN epoch counts as a bad one, as in PyTorch.
-        if metric < self.best * (1.0 - threshold) {
+        let improved = match rule {
+            PlateauRule::Torch => metric < self.best * (1.0 - threshold),
+            PlateauRule::Keras => metric < self.best - threshold,
+        };
+        // NaN compares false: a NaN epoch counts as a bad one, as in PyTorch and Keras.
+        if improved {
             self.best = metric;
             self.bad_epochs = 0;
-        } else {
-            self.bad_epochs += 1;
+            return false;
         }
-        if self.bad_epochs > patience {
-            self.bad_epochs = 0;
-            let new_lr = (self.plateau_lr * factor).max(min_lr);
-            if self.plateau_lr - new_lr > PLATEAU_EPS {
+        self.bad_epochs += 1;
+        let new_lr = (self.plateau_lr * factor).max(min_lr);
+        match rule {
+            PlateauRule::Torch if self.bad_epochs > patience => {
+                self.bad_epochs = 0;
+                if self.plateau_lr - new_lr > PLATEAU_EPS {
+                    self.plateau_lr = new_lr;
+                    return true;
+                }
+            }
+            PlateauRule::Keras if self.bad_epochs >= patience && self.plateau_lr > min_lr => {
+                self.bad_epochs = 0;
                 self.plateau_lr = new_lr;
                 return true;
             }
+            _ => {}
         }
         false
     }
@@ -448,6 +495,33 @@ mod tests {
             assert!(!s.step_epoch(0.6));
         }
         assert_eq!(s.lr(0), 0.2);
+    }
+
+    #[test]
+    fn keras_plateau_lowers_on_the_patience_th_bad_epoch_by_absolute_improvement() {
+        let mut s = LrScheduler::new(1.0, Schedule::reduce_on_plateau_keras(0.1, 2, 2e-3)).unwrap();
+        assert!(!s.step_epoch(1.0)); // best = 1.0
+        assert!(!s.step_epoch(0.99995)); // not below best − 1e-4: bad 1
+        assert!(s.step_epoch(0.99992)); // bad 2 = patience: Keras lowers now (PyTorch: one later)
+        assert!(close(s.lr(0), 0.1));
+        assert!(!s.step_epoch(0.9)); // an improvement of 0.1 resets
+        assert!(!s.step_epoch(0.9));
+        assert!(s.step_epoch(0.9));
+        assert!(close(s.lr(0), 0.01));
+        assert!(!s.step_epoch(0.9));
+        assert!(s.step_epoch(0.9)); // 0.001 clamped to min_lr, then no further change
+        assert_eq!(s.lr(0), 2e-3);
+        for _ in 0..5 {
+            assert!(!s.step_epoch(0.9));
+        }
+        // Down to min_lr even when the change is under PyTorch's 1e-8 floor.
+        let mut tiny = LrScheduler::new(1e-8, Schedule::reduce_on_plateau_keras(0.1, 0, 1e-10)).unwrap();
+        assert!(!tiny.step_epoch(1.0));
+        assert!(tiny.step_epoch(1.0) && tiny.step_epoch(1.0));
+        assert!((tiny.lr(0) - 1e-10).abs() < 1e-20);
+        let mut torch = LrScheduler::new(1e-8, Schedule::reduce_on_plateau(0.1, 0, 1e-10)).unwrap();
+        assert!(!torch.step_epoch(1.0) && !torch.step_epoch(1.0));
+        assert_eq!(torch.lr(0), 1e-8);
     }
 
     #[test]

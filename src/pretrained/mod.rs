@@ -228,7 +228,13 @@ impl Pretrained {
             identical_blocks: false,
         };
         cfg.validate()?;
-        Ok((cfg, VitOptions { no_embed_class }))
+        Ok((
+            cfg,
+            VitOptions {
+                no_embed_class,
+                ..VitOptions::default()
+            },
+        ))
     }
 
     /// Put these weights into `vit`'s parameters (its config from [`Pretrained::vit_config`],

@@ -28,6 +28,16 @@ pub enum ScheduleKind {
     WarmupCosine,
     /// Multiply the lr by `plateau_factor` when the validation loss stalls for `plateau_patience`.
     Plateau,
+    /// `Plateau` with Keras's `ReduceLROnPlateau` rule (absolute `min_delta`, lowering on the
+    /// `patience`-th bad epoch; see `optim::schedule`).
+    PlateauKeras,
+}
+
+impl ScheduleKind {
+    /// Whether the rate follows the validation loss (stepped once an epoch).
+    pub fn on_plateau(self) -> bool {
+        matches!(self, ScheduleKind::Plateau | ScheduleKind::PlateauKeras)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -44,6 +54,10 @@ pub struct TrainConfig {
     pub lr: f64,
     pub betas: (f64, f64),
     pub eps: f64,
+    /// `eps` is TensorFlow/Keras's ε̂, added to `√v` before Adam's bias correction rather than
+    /// after it (`optim::adam`); left out of `config.json` when false.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub eps_hat: bool,
     pub weight_decay: f64,
     pub schedule: ScheduleKind,
     pub warmup_epochs: f64,
@@ -146,6 +160,7 @@ impl TrainConfig {
             lr: 1e-4,
             betas: (0.9, 0.999),
             eps: 1e-8,
+            eps_hat: false,
             weight_decay: 0.0,
             schedule: ScheduleKind::Constant,
             warmup_epochs: 0.0,
@@ -228,6 +243,64 @@ impl TrainConfig {
         c
     }
 
+    /// The Keras flowers write-up (QEUR23_VTRANS2) value for value: 200×200 RGB stretched
+    /// (`cv2.resize`) and scaled to [0, 1], patch 25 (64 patches), 12 layers, hidden 768, MLP
+    /// 3072, 12 heads each with a key width of 768 (`MultiHeadAttention(num_heads=12,
+    /// key_dim=768)`), the position embedding on the patches only, dropout 0.1 in the MLP only,
+    /// a softmax head, Keras's initialisers and LayerNorm epsilon 1e-3; batch 16, Adam 1e-4
+    /// with Keras's epsilon 1e-7 (ε̂) and clipping by value at 1.0, reduce-on-plateau (val
+    /// loss, factor 0.1, patience 10, min 1e-10, Keras's rule), early stopping (patience 50),
+    /// 20 epochs, an 80/10/10 split, no augmentation. 398,281,733 parameters
+    /// (`tests/flowers_preset.rs` derives the count from the Keras layers).
+    pub fn flowers_preset() -> TrainConfig {
+        let mut c = TrainConfig::seed_preset();
+        c.preset = "flowers".into();
+        c.model = VitConfig {
+            image_height: 200,
+            image_width: 200,
+            channels: 3,
+            patch: 25,
+            embed_dim: 768,
+            depth: 12,
+            heads: 12,
+            mlp_dim: 3072,
+            num_classes: 5,
+            dropout: 0.1,
+            attn_dropout: 0.0,
+            ln_eps: 1e-3,
+            gelu: GeluKind::Erf,
+            init: Init::Keras,
+            identical_blocks: false,
+        };
+        c.model_options = VitOptions {
+            no_embed_class: true,
+            key_dim: Some(768),
+            embed_dropout: Some(0.0),
+            attn_proj_dropout: Some(0.0),
+            softmax_head: true,
+        };
+        c.epochs = 20;
+        c.batch_size = 16;
+        c.eval_batch_size = 16;
+        c.optimizer = OptimizerKind::Adam;
+        c.lr = 1e-4;
+        c.eps = 1e-7;
+        c.eps_hat = true;
+        c.schedule = ScheduleKind::PlateauKeras;
+        c.plateau_factor = 0.1;
+        c.plateau_patience = 10;
+        c.min_lr = 1e-10;
+        c.clip_value = Some(1.0);
+        c.early_stopping = Some(50);
+        c.rotate_deg = 0.0;
+        c.mean = 0.0;
+        c.std = 1.0;
+        c.val_fraction = 0.1;
+        c.test_fraction = 0.1;
+        c.resize = ResizeMode::Stretch;
+        c
+    }
+
     /// The photo augmentation this run asks for (`None`: none).
     pub fn photo_augment(&self) -> Option<PhotoAugment> {
         let a = PhotoAugment {
@@ -245,6 +318,7 @@ impl TrainConfig {
             "seed" => Ok(TrainConfig::seed_preset()),
             "default" => Ok(TrainConfig::default_preset()),
             "photos" => Ok(TrainConfig::photos_preset()),
+            "flowers" => Ok(TrainConfig::flowers_preset()),
             other => Err(Error::config(format!(
                 "unknown preset `{other}` (expected seed, default, photos or flowers)"
             ))),
@@ -252,7 +326,7 @@ impl TrainConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        self.model.validate()?;
+        self.model.validate_with(&self.model_options)?;
         let bad = |what: &str| Err(Error::config(format!("invalid training setting: {what}")));
         if self.epochs == 0 {
             return bad("--epochs must be at least 1");

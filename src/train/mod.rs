@@ -374,14 +374,6 @@ fn argmax(row: &[f32]) -> usize {
         .fold(0, |best, (i, &v)| if v > row[best] { i } else { best })
 }
 
-/// Softmax of one row of logits (for reporting probabilities).
-fn probabilities(row: &[f32]) -> Vec<f32> {
-    let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-    let e: Vec<f32> = row.iter().map(|&v| (v - m).exp()).collect();
-    let s: f32 = e.iter().sum();
-    e.iter().map(|v| v / s).collect()
-}
-
 /// Run the model over a dataset (no gradients, dropout off), on the parameters' device.
 pub fn evaluate(
     vit: &Vit,
@@ -413,6 +405,12 @@ pub fn evaluate(
             let loss = g.cross_entropy(logits, &batch.labels, 0.0)?;
             loss_sum += g.value(loss).item()? as f64 * n as f64;
         }
+        // The model's output (probabilities when its head ends in a softmax), read once.
+        let output = vit.output(&mut g, logits)?;
+        let output = match keep_probs {
+            true => g.value(output).values()?,
+            false => Vec::new(),
+        };
         for (i, row) in g.value(logits).values()?.chunks(k).enumerate() {
             if let Some(bad) = row.iter().find(|v| !v.is_finite()) {
                 return Err(Error::config(format!(
@@ -424,7 +422,7 @@ pub fn evaluate(
             let p = argmax(row);
             predictions.push(p as u32);
             if keep_probs {
-                probs.push(probabilities(row));
+                probs.push(vit.probabilities(&output[i * k..(i + 1) * k]));
             }
             if let Some(&t) = batch.labels.get(i) {
                 confusion[t as usize][p] += 1;
@@ -528,7 +526,8 @@ fn build_optimizer(cfg: &TrainConfig) -> Result<Adam> {
     let adam = match cfg.optimizer {
         OptimizerKind::Adam => Adam::adam(ac)?,
         OptimizerKind::AdamW => Adam::adamw(ac)?.with_no_decay(crate::optim::adam::default_no_decay),
-    };
+    }
+    .with_eps_hat(cfg.eps_hat);
     Ok(match cfg.layer_decay {
         Some(decay) => {
             let depth = cfg.model.depth;
@@ -572,6 +571,9 @@ fn build_schedule(cfg: &TrainConfig, steps_per_epoch: usize) -> Result<LrSchedul
             min_lr: cfg.min_lr,
         },
         ScheduleKind::Plateau => Schedule::reduce_on_plateau(cfg.plateau_factor, cfg.plateau_patience, cfg.min_lr),
+        ScheduleKind::PlateauKeras => {
+            Schedule::reduce_on_plateau_keras(cfg.plateau_factor, cfg.plateau_patience, cfg.min_lr)
+        }
     };
     LrScheduler::new(cfg.lr, schedule)
 }
@@ -985,7 +987,7 @@ pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions
             (Some(e), true) => e.should_stop(val_loss),
             _ => false,
         };
-        if cfg.schedule == ScheduleKind::Plateau && val.is_some() && st.sched.step_epoch(val_loss) {
+        if cfg.schedule.on_plateau() && val.is_some() && st.sched.step_epoch(val_loss) {
             outln!(
                 "validation loss stalled: learning rate reduced to {:.2e}",
                 st.sched.lr(global_step)

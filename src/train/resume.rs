@@ -54,6 +54,7 @@ pub const RULES: &[(&str, &str, bool)] = &[
     ("model.depth", "--depth", false),
     ("model.heads", "--heads", false),
     ("model.mlp_dim", "--mlp-dim", false),
+    ("model_options.key_dim", "--key-dim", false),
     ("model.dropout", "--dropout", false),
     ("model.attn_dropout", "--attn-dropout", false),
     ("model.gelu", "--gelu", false),
