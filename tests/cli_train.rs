@@ -314,3 +314,135 @@ fn train_csv_without_a_validation_split_does_not_report_an_accuracy_of_nothing()
         );
     }
 }
+
+#[test]
+fn the_step_budget_sets_the_epochs_from_the_data_size_between_15_and_27() {
+    use vitcore::train::{StepBudget, TrainConfig};
+    let budget = TrainConfig::default_preset()
+        .step_budget
+        .expect("the default preset has a budget");
+    let expected = StepBudget {
+        steps: 6330,
+        max_epochs: 27,
+        warmup_steps: 120,
+    };
+    assert_eq!(budget, expected);
+    // Batch 128: MNIST's 54,000 training images (422 steps an epoch) keep the 15 epochs they
+    // always had; 42,000 Kaggle rows (37,800 after validation: 296 steps) get 22; 5,400 rows
+    // (4,860: 38 steps) would need 167 and get the cap, 27.
+    for (train_images, epochs) in [(54_000usize, 15), (37_800, 22), (4_860, 27), (1, 27), (1_000_000, 15)] {
+        let per_epoch = train_images.div_ceil(128);
+        assert_eq!(budget.epochs(per_epoch, 15), epochs, "{train_images} images");
+    }
+    // The warm-up: one epoch (the preset's) while an epoch has 120 steps or more, longer below,
+    // at most a fifth of the run.
+    assert_eq!(budget.warmup_epochs(422, 1.0, 15), 1.0);
+    assert_eq!(budget.warmup_epochs(120, 1.0, 15), 1.0);
+    assert_eq!(budget.warmup_epochs(38, 1.0, 27), 120.0 / 38.0);
+    assert_eq!(budget.warmup_epochs(2, 1.0, 27), 0.2 * 27.0);
+    // A preset minimum above the cap wins; no preset but the default has a budget.
+    let small = StepBudget {
+        steps: 10,
+        max_epochs: 5,
+        warmup_steps: 0,
+    };
+    assert_eq!(small.epochs(1, 8), 8);
+    for p in ["seed", "photos", "flowers"] {
+        assert_eq!(TrainConfig::preset(p).unwrap().step_budget, None, "{p}");
+    }
+}
+
+#[test]
+fn without_epochs_a_run_takes_its_length_from_the_budget_and_a_given_epochs_always_wins() {
+    let tmp = TempDir::new("budget");
+    // 100 images, 90 after the validation split: 2 steps an epoch at batch 64, so the budget
+    // asks for thousands of epochs and the cap gives 27.
+    let run = tmp.join("auto");
+    let r = vitcore(args_with(
+        &format!("train mnist {TINY_MODEL} --train-limit 100 --test-limit 50 --out"),
+        &[&run],
+    ))
+    .ok();
+    assert!(
+        r.stdout
+            .contains("epochs: 27 (2 steps each for 90 training images: the step budget of 6330 steps"),
+        "{}",
+        r.stdout
+    );
+    // 120 steps of warm-up at 2 steps an epoch would be 60 epochs: a fifth of the run, 5.4.
+    assert!(
+        r.stdout
+            .contains("warm-up: 5.400 epochs (the budget's 120 steps, at most a fifth"),
+        "{}",
+        r.stdout
+    );
+    let cfg = read_json(&run.join("config.json"));
+    assert_eq!(cfg["epochs"].as_u64(), Some(27));
+    assert!((cfg["warmup_epochs"].as_f64().unwrap() - 5.4).abs() < 1e-12, "{cfg}");
+    assert!(
+        cfg.get("step_budget").is_none(),
+        "the run saves the epochs it chose: {cfg}"
+    );
+    assert_eq!(log_rows(&run).len(), 27);
+    // Resuming it keeps its 27 epochs: nothing left to do.
+    let again = vitcore(args_with("train mnist --quiet --resume", &[&run])).ok();
+    assert!(
+        again.stdout.contains("has trained 27 epoch(s), and 27 were asked for"),
+        "{}",
+        again.stdout
+    );
+
+    let given = tmp.join("given");
+    let r = vitcore(args_with(
+        &format!("train mnist {TINY_MODEL} --train-limit 100 --test-limit 50 --epochs 2 --out"),
+        &[&given],
+    ))
+    .ok();
+    assert!(!r.stdout.contains("step budget"), "{}", r.stdout);
+    assert_eq!(read_json(&given.join("config.json"))["epochs"].as_u64(), Some(2));
+    assert_eq!(log_rows(&given).len(), 2);
+
+    // A given --warmup-epochs wins over the budget's warm-up, not over its epochs.
+    let warm = tmp.join("warm");
+    let r = vitcore(args_with(
+        &format!("train mnist {TINY_MODEL} --train-limit 100 --test-limit 50 --warmup-epochs 2 --out"),
+        &[&warm],
+    ))
+    .ok();
+    assert!(
+        r.stdout.contains("epochs: 27") && !r.stdout.contains("warm-up:"),
+        "{}",
+        r.stdout
+    );
+    let cfg = read_json(&warm.join("config.json"));
+    assert_eq!(
+        (cfg["epochs"].as_u64(), cfg["warmup_epochs"].as_f64()),
+        (Some(27), Some(2.0))
+    );
+}
+
+/// `scripts/mnist_to_csv.py`, which makes the Kaggle-format CSVs `scripts/accuracy.sh` trains
+/// on, writes exactly the rows vitcore reads from the IDX files, and never overwrites a file.
+#[test]
+fn mnist_to_csv_writes_the_idx_rows_as_a_kaggle_csv() {
+    let tmp = TempDir::new("mnist-to-csv");
+    let out = tmp.join("rows.csv");
+    let script = repo_root().join("scripts/mnist_to_csv.py");
+    let run = || {
+        std::process::Command::new("python3")
+            .arg(&script)
+            .arg(mnist_dir())
+            .args(["7", "--start", "5"])
+            .arg(&out)
+            .output()
+            .expect("python3 runs")
+    };
+    let first = run();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let (train, _) = mnist();
+    assert_eq!(fs::read_to_string(&out).unwrap(), kaggle_csv(train, 5..12, true));
+    let second = run();
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("not overwriting"));
+    assert_eq!(fs::read_to_string(&out).unwrap(), kaggle_csv(train, 5..12, true));
+}

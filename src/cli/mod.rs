@@ -284,8 +284,8 @@ pub struct TrainFlags {
     /// for data that has moved) may differ from the run's; any other is refused.
     #[arg(long, value_name = "RUN")]
     pub resume: Option<PathBuf>,
-    /// Number of epochs (passes over the training images). Applies on --resume: extends or
-    /// shortens the run.
+    /// Number of epochs (passes over the training images) [default preset: from the data size,
+    /// 15 to 27: enough for about 6,330 steps]. Applies on --resume: extends or shortens the run.
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Images per training step.
@@ -306,7 +306,8 @@ pub struct TrainFlags {
     /// Learning-rate schedule.
     #[arg(long, value_enum)]
     pub schedule: Option<SchedArg>,
-    /// Epochs of linear warmup (warmup-cosine schedule).
+    /// Epochs of linear warmup (warmup-cosine schedule) [default preset: 1, or longer to last
+    /// 120 steps when the epochs come from the step budget].
     #[arg(long)]
     pub warmup_epochs: Option<f64>,
     /// Final / minimum learning rate (warmup-cosine and plateau schedules). Applies on --resume.
@@ -449,6 +450,11 @@ impl TrainFlags {
              dropout => c.model.dropout, attn_dropout => c.model.attn_dropout);
         if let Some(b) = self.batch_size {
             c.eval_batch_size = c.eval_batch_size.max(b);
+        }
+        match (self.epochs, &mut c.step_budget, self.warmup_epochs) {
+            (Some(_), _, _) => c.step_budget = None,        // a given --epochs always wins
+            (None, Some(b), Some(_)) => b.warmup_steps = 0, // and so does --warmup-epochs
+            _ => {}
         }
         if self.key_dim.is_some() {
             c.model_options.key_dim = self.key_dim;

@@ -40,6 +40,45 @@ impl ScheduleKind {
     }
 }
 
+/// Training length from a step budget, used when `--epochs` is not given: small data sets
+/// get more epochs, so they get enough optimiser steps to learn, and a warm-up of enough steps.
+///
+/// `epochs = clamp(⌈steps / steps_per_epoch⌉, min_epochs, max_epochs)` where `min_epochs` is
+/// the preset's `epochs`; the warm-up lasts at least `warmup_steps` (unless `--warmup-epochs`
+/// is given). The default preset's budget is the 6,330 steps its 15 epochs make on MNIST's
+/// 54,000 training images (batch 128), so that run is unchanged; smaller sets train longer, up
+/// to 27 epochs, which keeps their wall time within twice what 15 epochs take on them (30
+/// epochs measured 2.05× the CPU time of 15 on 5,400 rows: validation and checkpoints come
+/// with every epoch). Its warm-up of at least 120 steps (2% of the budget) is one epoch down to 15,360
+/// training images and longer below (up to a fifth of the run): 3.2 epochs of the 38 steps
+/// 5,400 rows make, where one
+/// epoch's 38 steps let the rate reach its peak before the first attention patterns form.
+/// Measured in BENCHMARKS.md ("Accuracy at every data size").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepBudget {
+    pub steps: usize,
+    pub max_epochs: usize,
+    /// The warm-up's least length in steps.
+    #[serde(default)]
+    pub warmup_steps: usize,
+}
+
+impl StepBudget {
+    /// The epochs to train when an epoch is `steps_per_epoch` steps, at least `min_epochs`.
+    pub fn epochs(&self, steps_per_epoch: usize, min_epochs: usize) -> usize {
+        let wanted = self.steps.div_ceil(steps_per_epoch.max(1));
+        wanted.clamp(min_epochs, self.max_epochs.max(min_epochs))
+    }
+
+    /// The warm-up in epochs of a run of `epochs`: `warmup_epochs`, or longer to last
+    /// `warmup_steps`, but not past a fifth of the run (a tiny data set's epochs are a step or
+    /// two: 120 steps would be most of its training).
+    pub fn warmup_epochs(&self, steps_per_epoch: usize, warmup_epochs: f64, epochs: usize) -> f64 {
+        let wanted = self.warmup_steps as f64 / steps_per_epoch.max(1) as f64;
+        warmup_epochs.max(wanted.min(0.2 * epochs as f64))
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     pub preset: String,
@@ -47,7 +86,12 @@ pub struct TrainConfig {
     /// Architecture options other than timm's (left out of `config.json` at the default).
     #[serde(default, skip_serializing_if = "is_default")]
     pub model_options: VitOptions,
+    /// Epochs to train (the least, under a `step_budget`).
     pub epochs: usize,
+    /// When set, a new run picks its epochs from its data size ([`StepBudget`]) and saves the
+    /// result in `epochs` (and this as `None`) in its `config.json`; `--epochs` clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_budget: Option<StepBudget>,
     pub batch_size: usize,
     pub eval_batch_size: usize,
     pub optimizer: OptimizerKind,
@@ -154,6 +198,7 @@ impl TrainConfig {
             },
             model_options: VitOptions::default(),
             epochs: 40,
+            step_budget: None,
             batch_size: 512,
             eval_batch_size: 512,
             optimizer: OptimizerKind::Adam,
@@ -208,6 +253,12 @@ impl TrainConfig {
         c.model.init = Init::Timm;
         c.model.identical_blocks = false;
         c.epochs = 15;
+        // 15 epochs of 422 steps: the MNIST run's length, now a budget every data size gets.
+        c.step_budget = Some(StepBudget {
+            steps: 6330,
+            max_epochs: 27,
+            warmup_steps: 120,
+        });
         c.batch_size = 128;
         c.optimizer = OptimizerKind::AdamW;
         c.lr = 2e-3;
@@ -228,6 +279,7 @@ impl TrainConfig {
     pub fn photos_preset() -> TrainConfig {
         let mut c = TrainConfig::default_preset();
         c.preset = "photos".into();
+        c.step_budget = None;
         c.model.image_height = 64;
         c.model.image_width = 64;
         c.model.channels = 3;

@@ -22,7 +22,7 @@ pub mod margins;
 pub mod pictures;
 pub mod resume;
 
-pub use config::{OptimizerKind, ScheduleKind, TrainConfig};
+pub use config::{OptimizerKind, ScheduleKind, StepBudget, TrainConfig};
 pub use interrupt::Interrupt;
 pub use margins::Margins;
 pub use resume::{Plan, Position, ResumeRequest};
@@ -722,6 +722,29 @@ pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions
         ));
     }
     let train_set = Arc::new(train_set);
+    // A new run without --epochs takes its length from its data size, saved as `epochs`.
+    let mut cfg = cfg;
+    if let (Some(budget), false) = (cfg.step_budget.take(), opts.resume) {
+        let per_epoch = data::loader::batches_per_epoch(train_set.len(), cfg.batch_size, false);
+        let chosen = budget.epochs(per_epoch, cfg.epochs);
+        outln!(
+            "epochs: {chosen} ({per_epoch} steps each for {} training images: the step budget of {} steps, \
+             {} to {} epochs; --epochs N sets it)",
+            train_set.len(),
+            budget.steps,
+            cfg.epochs,
+            budget.max_epochs
+        );
+        cfg.epochs = chosen;
+        let warmup = budget.warmup_epochs(per_epoch, cfg.warmup_epochs, chosen);
+        if warmup > cfg.warmup_epochs {
+            outln!(
+                "warm-up: {warmup:.3} epochs (the budget's {} steps, at most a fifth of the run; --warmup-epochs X sets it)",
+                budget.warmup_steps
+            );
+            cfg.warmup_epochs = warmup;
+        }
+    }
     let run_files = RUN_FILES.map(|f| (f, out.join(f)));
     let outputs: Vec<(&str, &Path)> = run_files.iter().map(|(f, p)| (*f, p.as_path())).collect();
     let inputs = source.input_files()?;
