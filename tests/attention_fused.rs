@@ -2,23 +2,15 @@
 //! and without attention dropout), and the whole ViT with either path.
 //! Tolerance: relative error ≤ 1e-5 (both are f32; only summation order differs).
 
+mod common;
+
+use common::rel_err_f32;
 use vitcore::nn::{Mode, Vit};
 use vitcore::rng::Rng;
 use vitcore::train::TrainConfig;
 use vitcore::{Graph, ParamStore, Tensor, Var};
 
 const TOL: f64 = 1e-5;
-
-fn rel_err(a: &[f32], b: &[f32]) -> f64 {
-    let num: f64 = a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum();
-    let den: f64 = b.iter().map(|&y| (y as f64).powi(2)).sum();
-    let e = (num / den.max(1e-300)).sqrt();
-    if e.is_nan() || a.len() != b.len() {
-        f64::INFINITY
-    } else {
-        e
-    }
-}
 
 /// The composed attention core on `qkv [B,T,3D]`, as in `nn::vit` (dropout seed as the op's).
 fn composed(g: &mut Graph, qkv: Var, b: usize, t: usize, heads: usize, dh: usize, p: f32, seed: u64) -> Var {
@@ -68,8 +60,8 @@ fn fused_attention_equals_composed_forward_and_backward() {
             let grads = g.backward_with(y, upstream.clone()).unwrap();
             outs.push((g.value(y).to_vec(), grads.get(x).unwrap().to_vec()));
         }
-        let ef = rel_err(&outs[0].0, &outs[1].0);
-        let eb = rel_err(&outs[0].1, &outs[1].1);
+        let ef = rel_err_f32(&outs[0].0, &outs[1].0);
+        let eb = rel_err_f32(&outs[0].1, &outs[1].1);
         assert!(
             ef <= TOL && eb <= TOL,
             "b{b} t{t} h{heads} dh{dh} p{p}: forward {ef}, backward {eb}"
@@ -102,6 +94,6 @@ fn vit_with_fused_attention_equals_composed_in_training_mode() {
         let all: Vec<f32> = s.ids().flat_map(|id| s.grad(id).unwrap().to_vec()).collect();
         results.push((g.value(logits).to_vec(), all));
     }
-    assert!(rel_err(&results[0].0, &results[1].0) <= TOL);
-    assert!(rel_err(&results[0].1, &results[1].1) <= TOL);
+    assert!(rel_err_f32(&results[0].0, &results[1].0) <= TOL);
+    assert!(rel_err_f32(&results[0].1, &results[1].1) <= TOL);
 }

@@ -252,6 +252,16 @@ fn adamw() -> Adam {
     Adam::adamw(cfg).unwrap().with_no_decay(default_no_decay)
 }
 
+/// Every parameter's gradient in `gpu` on the GPU and within `STEP_TOL` of `cpu`'s.
+fn grads_match(cpu: &ParamStore, gpu: &ParamStore) {
+    for id in cpu.ids() {
+        let name = cpu.name(id);
+        let (gc, gg) = (cpu.grad(id).unwrap(), gpu.grad(id).unwrap());
+        assert_eq!(gg.device(), Device::Cuda, "{name}");
+        check_tol(&format!("grad {name}"), &gg.values().unwrap(), gc.data(), STEP_TOL);
+    }
+}
+
 /// Every parameter of `gpu` within `OP_TOL` of `cpu`'s (after the same update).
 fn params_match(cpu: &ParamStore, gpu: &ParamStore) {
     for id in cpu.ids() {
@@ -280,12 +290,7 @@ fn vit_training_step_on_gpu_matches_cpu() {
     let (loss_g, logits_g) = forward_backward(&vit, &mut gpu, &images, &labels, 31);
     check_tol("loss", &loss_g.values().unwrap(), loss_c.data(), OP_TOL);
     check_tol("logits", &logits_g.values().unwrap(), logits_c.data(), OP_TOL);
-    for id in cpu.ids() {
-        let name = cpu.name(id);
-        let (gc, gg) = (cpu.grad(id).unwrap(), gpu.grad(id).unwrap());
-        assert_eq!(gg.device(), Device::Cuda, "{name}");
-        check_tol(&format!("grad {name}"), &gg.values().unwrap(), gc.data(), STEP_TOL);
-    }
+    grads_match(&cpu, &gpu);
 
     // Clipping by value, on copies.
     let (mut cpu_v, mut gpu_v) = (cpu.clone(), gpu.clone());
@@ -351,15 +356,7 @@ fn flowers_options_step_on_gpu_matches_cpu() {
     let (loss_g, logits_g) = forward_backward(&vit, &mut gpu, &images, &labels, 3);
     check_tol("loss", &loss_g.values().unwrap(), loss_c.data(), OP_TOL);
     check_tol("logits", &logits_g.values().unwrap(), logits_c.data(), OP_TOL);
-    for id in cpu.ids() {
-        let (gc, gg) = (cpu.grad(id).unwrap(), gpu.grad(id).unwrap());
-        check_tol(
-            &format!("grad {}", cpu.name(id)),
-            &gg.values().unwrap(),
-            gc.data(),
-            STEP_TOL,
-        );
-    }
+    grads_match(&cpu, &gpu);
     // The softmax head's output on the device.
     let probs = |store: &ParamStore| {
         let mut g = Graph::no_grad();

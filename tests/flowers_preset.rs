@@ -5,8 +5,10 @@
 //! the preset end to end. Nothing here trains the 398M-parameter model itself.
 
 mod cli_common;
+mod common;
 
 use cli_common::*;
+use common::rel_err_f32;
 use vitcore::data::Dataset;
 use vitcore::nn::{Mode, Vit, VitConfig, VitOptions};
 use vitcore::rng::Rng;
@@ -169,12 +171,6 @@ fn small(opts: VitOptions, dropout: f32) -> (Vit, ParamStore, Tensor) {
     (vit, store, x)
 }
 
-fn rel_err(a: &[f32], b: &[f32]) -> f64 {
-    let num: f64 = a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum();
-    let den: f64 = b.iter().map(|&y| (y as f64).powi(2)).sum();
-    (num / den.max(1e-300)).sqrt()
-}
-
 #[test]
 fn heads_of_their_own_width_train_alike_fused_and_composed() {
     // key_dim 5 with 3 heads: q, k, v of 15 features in a 12-wide model.
@@ -199,8 +195,8 @@ fn heads_of_their_own_width_train_alike_fused_and_composed() {
         let all: Vec<f32> = s.ids().flat_map(|id| s.grad(id).unwrap().to_vec()).collect();
         results.push((g.value(logits).to_vec(), all));
     }
-    assert!(rel_err(&results[0].0, &results[1].0) <= 1e-5);
-    assert!(rel_err(&results[0].1, &results[1].1) <= 1e-5);
+    assert!(rel_err_f32(&results[0].0, &results[1].0) <= 1e-5);
+    assert!(rel_err_f32(&results[0].1, &results[1].1) <= 1e-5);
     // The attention maps come from the composed path: [B, h, T, T], rows summing to 1.
     let (_, weights) = vit.forward_with_attention(&store, x).unwrap();
     assert_eq!(weights[0].shape(), &[3, 3, 10, 10]);
@@ -271,7 +267,7 @@ fn a_softmax_head_outputs_probabilities_with_the_same_loss_and_predictions() {
     for (logits, probs) in outputs[0].chunks(5).zip(outputs[1].chunks(5)) {
         assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-6, "{probs:?}");
         let from_logits = plain.0.probabilities(logits);
-        assert!(rel_err(probs, &from_logits) < 1e-6);
+        assert!(rel_err_f32(probs, &from_logits) < 1e-6);
         // Never softmaxed twice.
         assert_eq!(softmax.0.probabilities(probs), probs);
     }
@@ -285,7 +281,7 @@ fn a_softmax_head_outputs_probabilities_with_the_same_loss_and_predictions() {
     let b = train::evaluate(&softmax.0, &softmax.1, &ds, &cfg, true).unwrap();
     assert_eq!((a.loss, &a.predictions), (b.loss, &b.predictions));
     for (p, q) in a.probabilities.iter().zip(&b.probabilities) {
-        assert!(rel_err(q, p) < 1e-6, "{p:?} {q:?}");
+        assert!(rel_err_f32(q, p) < 1e-6, "{p:?} {q:?}");
     }
 }
 

@@ -7,6 +7,9 @@
 //! loads those weights, runs the same batch, and must match all of it.
 //! Tolerance: relative error ≤ 1e-4 (f32 engine vs f64 reference), per tensor.
 
+mod common;
+
+use common::rel_err_f32;
 use std::collections::HashMap;
 use vitcore::checkpoint;
 use vitcore::nn::{Mode, Vit};
@@ -14,18 +17,6 @@ use vitcore::train::TrainConfig;
 use vitcore::{Graph, ParamStore, Tensor};
 
 const TOL: f64 = 1e-4;
-
-fn rel_err(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let num: f64 = a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum();
-    let den: f64 = b.iter().map(|&y| (y as f64).powi(2)).sum();
-    let e = (num / den.max(1e-300)).sqrt();
-    if e.is_nan() {
-        f64::INFINITY
-    } else {
-        e
-    }
-}
 
 fn fixture() -> HashMap<String, Tensor> {
     let root = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
@@ -53,9 +44,9 @@ fn seed_preset_matches_pytorch_logits_loss_and_every_gradient() {
     let logits = vit.forward(&mut g, &store, input, Mode::Eval).unwrap();
     let loss = g.cross_entropy(logits, &labels, 0.0).unwrap();
 
-    let e = rel_err(g.value(logits).data(), fx["logits"].data());
+    let e = rel_err_f32(g.value(logits).data(), fx["logits"].data());
     assert!(e <= TOL, "logits rel err {e}");
-    let e = rel_err(g.value(loss).data(), fx["loss"].data());
+    let e = rel_err_f32(g.value(loss).data(), fx["loss"].data());
     assert!(e <= TOL, "loss rel err {e}");
 
     let grads = g.backward(loss).unwrap();
@@ -66,7 +57,7 @@ fn seed_preset_matches_pytorch_logits_loss_and_every_gradient() {
         let got = store.grad(id).unwrap_or_else(|| panic!("no gradient for {name}"));
         let want = &fx[&format!("grad.{name}")];
         assert_eq!(got.shape(), want.shape(), "{name}");
-        let e = rel_err(got.data(), want.data());
+        let e = rel_err_f32(got.data(), want.data());
         assert!(e <= TOL, "gradient of {name}: rel err {e}");
         checked += 1;
     }

@@ -51,10 +51,6 @@ impl StepPreset {
     /// The training configuration (model, batch size, learning rate) of the preset.
     pub fn config(self) -> TrainConfig {
         match self {
-            StepPreset::Seed => TrainConfig::seed_preset(),
-            StepPreset::Default => TrainConfig::default_preset(),
-            StepPreset::Flowers => TrainConfig::flowers_preset(),
-            StepPreset::Photos => TrainConfig::photos_preset(),
             StepPreset::Small => {
                 let mut cfg = TrainConfig::seed_preset();
                 cfg.model.embed_dim = 64;
@@ -66,6 +62,8 @@ impl StepPreset {
                 cfg.batch_size = 256;
                 cfg
             }
+            // The others are training presets of the same name.
+            _ => TrainConfig::preset(self.name()).expect("a training preset of this name"),
         }
     }
 }

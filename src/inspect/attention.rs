@@ -83,9 +83,6 @@ pub fn class_attention(vit: &Vit, store: &ParamStore, img: &InputImage, mean: f3
     let x = Tensor::from_vec(x, &[1, 1, img.height, img.width])?;
     let (logits, weights) = vit.forward_with_attention(store, x)?;
     let logits = logits.values()?;
-    let m = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-    let e: Vec<f32> = logits.iter().map(|v| (v - m).exp()).collect();
-    let s: f32 = e.iter().sum();
     let (h, t) = (cfg.heads, cfg.tokens());
     let blocks: Vec<Vec<f32>> = weights.iter().map(|w| w.values()).collect::<Result<_>>()?;
     let last = blocks.last().expect("a ViT has at least one block");
@@ -97,7 +94,7 @@ pub fn class_attention(vit: &Vit, store: &ParamStore, img: &InputImage, mean: f3
         .collect();
     let r = rollout(&blocks, h, t);
     Ok(ClassAttention {
-        probabilities: e.iter().map(|v| v / s).collect(),
+        probabilities: crate::ops::softmax::probabilities(&logits),
         heads,
         rollout: r[1..t].to_vec(),
         grid: (cfg.image_height / cfg.patch, cfg.image_width / cfg.patch),

@@ -150,6 +150,11 @@ fn is_false(v: &bool) -> bool {
 }
 
 impl VitOptions {
+    /// Each head's q/k/v width in a model of `cfg`: `key_dim`, else `D / h`.
+    pub fn key_dim_of(&self, cfg: &VitConfig) -> usize {
+        self.key_dim.unwrap_or(cfg.embed_dim / cfg.heads)
+    }
+
     /// Reject options that cannot be built, saying which value is wrong.
     pub fn validate(&self) -> Result<()> {
         if self.key_dim == Some(0) {
@@ -200,7 +205,7 @@ impl Vit {
     pub fn with_options(cfg: VitConfig, opts: VitOptions, store: &mut ParamStore, seed: u64) -> Result<Vit> {
         cfg.validate_with(&opts)?;
         let (d, m, c, p) = (cfg.embed_dim, cfg.mlp_dim, cfg.channels, cfg.patch);
-        let (h, dk) = (cfg.heads, opts.key_dim.unwrap_or(cfg.embed_dim / cfg.heads));
+        let (h, dk) = (cfg.heads, opts.key_dim_of(&cfg));
         let mut ini = Initialiser {
             init: cfg.init,
             rng: Rng::new(seed),
@@ -256,7 +261,7 @@ impl Vit {
 
     /// Each head's q/k/v width `Dk` (`D / h` unless [`VitOptions::key_dim`] sets it).
     pub fn key_dim(&self) -> usize {
-        self.opts.key_dim.unwrap_or(self.cfg.embed_dim / self.cfg.heads)
+        self.opts.key_dim_of(&self.cfg)
     }
 
     /// The model's output from its logits `[B, K]`: the logits themselves, or their softmax
@@ -271,13 +276,10 @@ impl Vit {
     /// The class probabilities of one row of the model's [`Vit::output`]: its softmax, or the
     /// row as it is when the head already ends in one (never a softmax applied twice).
     pub fn probabilities(&self, output: &[f32]) -> Vec<f32> {
-        if self.opts.softmax_head {
-            return output.to_vec();
+        match self.opts.softmax_head {
+            true => output.to_vec(),
+            false => crate::ops::softmax::probabilities(output),
         }
-        let m = output.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-        let e: Vec<f32> = output.iter().map(|&v| (v - m).exp()).collect();
-        let s: f32 = e.iter().sum();
-        e.iter().map(|v| v / s).collect()
     }
 
     /// The logits `[B, num_classes]` of a batch of images `[B, C, H, W]`.

@@ -60,6 +60,15 @@ pub fn forward(x: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// The softmax of one row of logits, on the host with the standard `exp` (for reporting a
+/// prediction's class probabilities, not for training).
+pub fn probabilities(row: &[f32]) -> Vec<f32> {
+    let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let e: Vec<f32> = row.iter().map(|&v| (v - m).exp()).collect();
+    let s: f32 = e.iter().sum();
+    e.iter().map(|v| v / s).collect()
+}
+
 /// `dx = y ⊙ (G − ⟨G, y⟩)` row by row.
 pub fn backward(g: &Tensor, y: &Tensor) -> Result<Tensor> {
     let n = row_len(y)?;

@@ -724,11 +724,11 @@ pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions
     let train_set = Arc::new(train_set);
     // A new run without --epochs takes its length from its data size, saved as `epochs`.
     let mut cfg = cfg;
+    let steps_per_epoch = data::loader::batches_per_epoch(train_set.len(), cfg.batch_size, false);
     if let (Some(budget), false) = (cfg.step_budget.take(), opts.resume) {
-        let per_epoch = data::loader::batches_per_epoch(train_set.len(), cfg.batch_size, false);
-        let chosen = budget.epochs(per_epoch, cfg.epochs);
+        let chosen = budget.epochs(steps_per_epoch, cfg.epochs);
         outln!(
-            "epochs: {chosen} ({per_epoch} steps each for {} training images: the step budget of {} steps, \
+            "epochs: {chosen} ({steps_per_epoch} steps each for {} training images: the step budget of {} steps, \
              {} to {} epochs; --epochs N sets it)",
             train_set.len(),
             budget.steps,
@@ -736,7 +736,7 @@ pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions
             budget.max_epochs
         );
         cfg.epochs = chosen;
-        let warmup = budget.warmup_epochs(per_epoch, cfg.warmup_epochs, chosen);
+        let warmup = budget.warmup_epochs(steps_per_epoch, cfg.warmup_epochs, chosen);
         if warmup > cfg.warmup_epochs {
             outln!(
                 "warm-up: {warmup:.3} epochs (the budget's {} steps, at most a fifth of the run; --warmup-epochs X sets it)",
@@ -783,7 +783,6 @@ pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions
         .ids()
         .filter(|&id| cfg.freeze_backbone && !trains_when_frozen(store.name(id)))
         .collect();
-    let steps_per_epoch = data::loader::batches_per_epoch(train_set.len(), cfg.batch_size, false);
     let mut st = OptimState {
         adam: build_optimizer(&cfg)?,
         sched: build_schedule(&cfg, steps_per_epoch)?,

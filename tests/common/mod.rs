@@ -96,6 +96,17 @@ pub fn to_f64(x: &[f32]) -> Vec<f64> {
     x.iter().map(|&v| v as f64).collect()
 }
 
+/// [`rel_err`] of an f32 output against an f32 reference, for comparing two engine results (fused
+/// against composed, vitcore against PyTorch). An all-zero reference is an error, not a pass,
+/// unless the output is all zeros too: these comparisons never expect one.
+pub fn rel_err_f32(out: &[f32], reference: &[f32]) -> f64 {
+    let (o, r) = (to_f64(out), to_f64(reference));
+    if r.iter().all(|&v| v == 0.0) && o.iter().any(|&v| v != 0.0) {
+        return f64::INFINITY;
+    }
+    rel_err(&o, &r)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Inputs
 // ---------------------------------------------------------------------------------------------
