@@ -14,8 +14,9 @@
 #
 # Flags after `--` go to every `train` command (`-- --epochs 30 --batch-size 64`), so one
 # recipe change is one call; --label names it in the results. Prints one line per run and
-# appends it to DIR/results.tsv (default target/accuracy/): label, size, seed, test accuracy,
-# wall seconds, the flags. Runs one at a time: the machine's cores are the trainer's.
+# appends it to DIR/results.tsv (default target/accuracy/): label, size, seed, test accuracy of
+# a single pass and with test-time augmentation (`eval --tta`), wall seconds, the flags. Runs
+# one at a time: the machine's cores are the trainer's.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -36,10 +37,13 @@ done
 flags=("$@")
 mnist="$root/data/mnist"
 cargo build --release --quiet
-bin="${CARGO_TARGET_DIR:-$root/target}/release/vitcore"
-mkdir -p "$out/data"
+# A copy, so that a build during the runs (the next change being written) cannot change them.
+mkdir -p "$out/data" "$out/bin"
+bin="$out/bin/vitcore-$label-$$"
+cp "${CARGO_TARGET_DIR:-$root/target}/release/vitcore" "$bin"
+trap 'rm -f "$bin"' EXIT
 results="$out/results.tsv"
-[ -f "$results" ] || printf 'label\tsize\tseed\ttest_accuracy\twall_s\tcommit\tflags\n' > "$results"
+[ -f "$results" ] || printf 'label\tsize\tseed\ttest_accuracy\ttta_accuracy\twall_s\tcommit\tflags\n' > "$results"
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
 for size in $sizes; do
@@ -60,9 +64,11 @@ for size in $sizes; do
         || { echo "accuracy.sh: training failed, see $run.log" >&2; exit 1; }
     fi
     t1=$(date +%s.%N)
-    acc=$("$bin" eval "$run" --data "$mnist" --device cpu 2>>"$run.log" | sed -n 's/.*accuracy \([0-9.]*\)%.*/\1/p')
+    score() { "$bin" eval "$run" --data "$mnist" --device cpu --tta "$1" 2>>"$run.log" | sed -n 's/.*accuracy \([0-9.]*\)%.*/\1/p'; }
+    acc=$(score false)
+    tta=$(score true)
     wall=$(python3 -c "print(round($t1 - $t0, 1))")
-    line=$(printf '%s\t%s\t%s\t%s\t%s\t%s\t%s' "$label" "$size" "$seed" "$acc" "$wall" "$commit" "${flags[*]:-}")
+    line=$(printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s' "$label" "$size" "$seed" "$acc" "$tta" "$wall" "$commit" "${flags[*]:-}")
     echo "$line" | tee -a "$results"
   done
 done

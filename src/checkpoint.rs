@@ -30,7 +30,8 @@
 //! mismatched checkpoint leaves the model as it was, and the error lists every problem: each
 //! parameter with both shapes, the missing names and the unexpected ones. Tensors and metadata
 //! under [`STATE_PREFIX`] (`optim.`) are optimiser / scheduler state and are skipped here; see
-//! [`crate::optim::Adam::load_state`].
+//! [`crate::optim::Adam::load_state`]. So are the weights' moving average (`ema.`,
+//! [`crate::optim::Ema`]) and the label audit's margins (`margins.`).
 //!
 //! [safetensors]: https://github.com/huggingface/safetensors
 
@@ -258,7 +259,10 @@ pub fn assign_params(path: impl AsRef<Path>, tensors: &[(String, Tensor)], param
     let mut by_name: HashMap<&str, &Tensor> = HashMap::new();
     let mut duplicated = Vec::new();
     for (name, t) in tensors {
-        if name.starts_with(STATE_PREFIX) || name.starts_with(crate::train::margins::PREFIX) {
+        if name.starts_with(STATE_PREFIX)
+            || name.starts_with(crate::train::margins::PREFIX)
+            || name.starts_with(crate::optim::ema::PREFIX)
+        {
             continue;
         }
         if by_name.insert(name.as_str(), t).is_some() {

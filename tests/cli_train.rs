@@ -213,6 +213,73 @@ fn resume_continues_an_interrupted_run_exactly() {
 }
 
 #[test]
+fn ema_and_the_affine_and_elastic_augmentation_resume_exactly_and_best_holds_the_average() {
+    // Interrupted after epoch 1 and resumed: the same run as an uninterrupted one, so the
+    // moving average is saved and restored, and the new augmentation's draws are repeatable.
+    // No validation split: best.safetensors is written every epoch, so it is the last one's.
+    let tmp = TempDir::new("ema");
+    let (whole, parts) = (tmp.join("whole"), tmp.join("parts"));
+    let flags = "--schedule constant --seed 3 --val-fraction 0 --ema 0.9 --scale 0.1 --shear 10 --elastic 8,3";
+    train_small(&whole, &format!("{flags} --epochs 2"));
+    train_small(&parts, &format!("{flags} --epochs 1"));
+    vitcore(args_with("train mnist --quiet --epochs 2 --resume", &[&parts])).ok();
+    assert_same_run(&parts, &whole);
+
+    let config = read_json(&whole.join("config.json"));
+    assert_eq!(config["ema"], 0.9);
+    assert_eq!(config["elastic"], serde_json::json!([8.0, 3.0]));
+    let (last, last_meta) = checkpoint_contents(&whole.join("last.safetensors"));
+    let (best, _) = checkpoint_contents(&whole.join("best.safetensors"));
+    let get = |set: &[(String, Vec<usize>, Vec<u32>)], name: &str| {
+        set.iter()
+            .find(|(n, _, _)| n == name)
+            .unwrap_or_else(|| panic!("no {name}"))
+            .2
+            .clone()
+    };
+    assert_eq!(last_meta["ema.updates"], (2 * 600usize.div_ceil(64)).to_string());
+    for name in ["head.weight", "blocks.0.attn.qkv.weight", "cls_token"] {
+        let (raw, avg) = (get(&last, name), get(&last, &format!("ema.{name}")));
+        assert_ne!(raw, avg, "{name}: the average is the weights themselves");
+        assert_eq!(get(&best, name), avg, "{name}: best.safetensors is not the average");
+    }
+    // A run without --ema keeps no average and writes none.
+    let plain = tmp.join("plain");
+    train_small(&plain, "--epochs 1 --val-fraction 0");
+    let (t, meta) = checkpoint_contents(&plain.join("last.safetensors"));
+    assert!(!t.iter().any(|(n, _, _)| n.starts_with("ema.")) && !meta.contains_key("ema.updates"));
+    assert!(read_json(&plain.join("config.json")).get("ema").is_none());
+}
+
+#[test]
+fn bad_augmentation_and_ema_values_are_refused_before_anything_is_written() {
+    let tmp = TempDir::new("bad-aug");
+    for (flags, says) in [
+        ("--elastic 34", "expected two numbers"),
+        ("--elastic 34,0", "--elastic ALPHA,SIGMA needs"),
+        ("--scale 1.5", "--scale must be in [0, 1)"),
+        ("--shear=-3", "--shear must be between 0 and 90"),
+        ("--ema 1", "--ema must be a decay"),
+    ] {
+        let out = tmp.join("run");
+        let r = vitcore(args_with(&format!("train mnist --quiet {flags} --out"), &[&out]));
+        r.fails_mentioning(&[says]);
+        assert!(!out.exists(), "{flags}: a run folder was written");
+    }
+    // Photos have their own augmentation: the digits' is refused, not ignored.
+    let photos = tmp.join("photos");
+    vitcore(args_with(
+        "make-dataset inspection --per-class 2 --size 24 --mislabeled 0",
+        &[&photos],
+    ))
+    .ok();
+    let out = tmp.join("photo-run");
+    let r = vitcore(args_with("train folder --quiet --elastic 34,4 --out", &[&out, &photos]));
+    r.fails_mentioning(&["--elastic", "train folder"]);
+    assert!(!out.exists());
+}
+
+#[test]
 fn out_pointing_at_an_existing_run_is_refused_and_the_run_is_untouched() {
     let tmp = TempDir::new("exists");
     let run_dir = tmp.join("run");
@@ -316,30 +383,37 @@ fn train_csv_without_a_validation_split_does_not_report_an_accuracy_of_nothing()
 }
 
 #[test]
-fn the_step_budget_sets_the_epochs_from_the_data_size_between_15_and_27() {
+fn the_step_budget_sets_the_epochs_from_the_data_size_between_15_and_24() {
     use vitcore::train::{StepBudget, TrainConfig};
-    let budget = TrainConfig::default_preset()
-        .step_budget
-        .expect("the default preset has a budget");
+    let preset = TrainConfig::default_preset();
+    let budget = preset.step_budget.expect("the default preset has a budget");
     let expected = StepBudget {
-        steps: 6330,
-        max_epochs: 27,
-        warmup_steps: 120,
+        steps: 20_256,
+        max_epochs: 24,
+        warmup_steps: 240,
     };
     assert_eq!(budget, expected);
-    // Batch 128: MNIST's 54,000 training images (422 steps an epoch) keep the 15 epochs they
-    // always had; 42,000 Kaggle rows (37,800 after validation: 296 steps) get 22; 5,400 rows
-    // (4,860: 38 steps) would need 167 and get the cap, 27.
-    for (train_images, epochs) in [(54_000usize, 15), (37_800, 22), (4_860, 27), (1, 27), (1_000_000, 15)] {
-        let per_epoch = train_images.div_ceil(128);
+    assert_eq!((preset.batch_size, preset.epochs), (64, 15));
+    // Batch 64: MNIST's 54,000 training images (844 steps an epoch) get 24 epochs, and so do
+    // 42,000 Kaggle rows (37,800 after validation: 591 steps) and 5,400 rows (4,860: 76 steps),
+    // capped; 64,000 images (1,000 steps) get 21, and a million the preset's least, 15.
+    for (train_images, epochs) in [
+        (54_000usize, 24),
+        (37_800, 24),
+        (4_860, 24),
+        (1, 24),
+        (64_000, 21),
+        (1_000_000, 15),
+    ] {
+        let per_epoch = train_images.div_ceil(64);
         assert_eq!(budget.epochs(per_epoch, 15), epochs, "{train_images} images");
     }
-    // The warm-up: one epoch (the preset's) while an epoch has 120 steps or more, longer below,
+    // The warm-up: one epoch (the preset's) while an epoch has 240 steps or more, longer below,
     // at most a fifth of the run.
-    assert_eq!(budget.warmup_epochs(422, 1.0, 15), 1.0);
-    assert_eq!(budget.warmup_epochs(120, 1.0, 15), 1.0);
-    assert_eq!(budget.warmup_epochs(38, 1.0, 27), 120.0 / 38.0);
-    assert_eq!(budget.warmup_epochs(2, 1.0, 27), 0.2 * 27.0);
+    assert_eq!(budget.warmup_epochs(844, 1.0, 24), 1.0);
+    assert_eq!(budget.warmup_epochs(240, 1.0, 24), 1.0);
+    assert_eq!(budget.warmup_epochs(76, 1.0, 24), 240.0 / 76.0);
+    assert_eq!(budget.warmup_epochs(2, 1.0, 24), 0.2 * 24.0);
     // A preset minimum above the cap wins; no preset but the default has a budget.
     let small = StepBudget {
         steps: 10,
@@ -356,7 +430,7 @@ fn the_step_budget_sets_the_epochs_from_the_data_size_between_15_and_27() {
 fn without_epochs_a_run_takes_its_length_from_the_budget_and_a_given_epochs_always_wins() {
     let tmp = TempDir::new("budget");
     // 100 images, 90 after the validation split: 2 steps an epoch at batch 64, so the budget
-    // asks for thousands of epochs and the cap gives 27.
+    // asks for thousands of epochs and the cap gives 24.
     let run = tmp.join("auto");
     let r = vitcore(args_with(
         &format!("train mnist {TINY_MODEL} --train-limit 100 --test-limit 50 --out"),
@@ -365,29 +439,29 @@ fn without_epochs_a_run_takes_its_length_from_the_budget_and_a_given_epochs_alwa
     .ok();
     assert!(
         r.stdout
-            .contains("epochs: 27 (2 steps each for 90 training images: the step budget of 6330 steps"),
+            .contains("epochs: 24 (2 steps each for 90 training images: the step budget of 20256 steps"),
         "{}",
         r.stdout
     );
-    // 120 steps of warm-up at 2 steps an epoch would be 60 epochs: a fifth of the run, 5.4.
+    // 240 steps of warm-up at 2 steps an epoch would be 120 epochs: a fifth of the run, 4.8.
     assert!(
         r.stdout
-            .contains("warm-up: 5.400 epochs (the budget's 120 steps, at most a fifth"),
+            .contains("warm-up: 4.800 epochs (the budget's 240 steps, at most a fifth"),
         "{}",
         r.stdout
     );
     let cfg = read_json(&run.join("config.json"));
-    assert_eq!(cfg["epochs"].as_u64(), Some(27));
-    assert!((cfg["warmup_epochs"].as_f64().unwrap() - 5.4).abs() < 1e-12, "{cfg}");
+    assert_eq!(cfg["epochs"].as_u64(), Some(24));
+    assert!((cfg["warmup_epochs"].as_f64().unwrap() - 4.8).abs() < 1e-12, "{cfg}");
     assert!(
         cfg.get("step_budget").is_none(),
         "the run saves the epochs it chose: {cfg}"
     );
-    assert_eq!(log_rows(&run).len(), 27);
-    // Resuming it keeps its 27 epochs: nothing left to do.
+    assert_eq!(log_rows(&run).len(), 24);
+    // Resuming it keeps its 24 epochs: nothing left to do.
     let again = vitcore(args_with("train mnist --quiet --resume", &[&run])).ok();
     assert!(
-        again.stdout.contains("has trained 27 epoch(s), and 27 were asked for"),
+        again.stdout.contains("has trained 24 epoch(s), and 24 were asked for"),
         "{}",
         again.stdout
     );
@@ -410,14 +484,14 @@ fn without_epochs_a_run_takes_its_length_from_the_budget_and_a_given_epochs_alwa
     ))
     .ok();
     assert!(
-        r.stdout.contains("epochs: 27") && !r.stdout.contains("warm-up:"),
+        r.stdout.contains("epochs: 24") && !r.stdout.contains("warm-up:"),
         "{}",
         r.stdout
     );
     let cfg = read_json(&warm.join("config.json"));
     assert_eq!(
         (cfg["epochs"].as_u64(), cfg["warmup_epochs"].as_f64()),
-        (Some(27), Some(2.0))
+        (Some(24), Some(2.0))
     );
 }
 

@@ -19,9 +19,9 @@ use std::path::Path;
 const MODEL: &str = "--patch 7 --embed-dim 16 --depth 2 --heads 2 --mlp-dim 32 --dropout 0.1 \
                      --batch-size 32 --train-limit 200 --test-limit 100 --epochs 2 --seed 7 --quiet";
 
-fn train(device: &str, out: &Path) -> String {
+fn train(device: &str, extra: &str, out: &Path) -> String {
     let run = vitcore(args_with(
-        &format!("train mnist {MODEL} --device {device} --out"),
+        &format!("train mnist {MODEL} {extra} --device {device} --out"),
         &[out],
     ))
     .ok();
@@ -38,13 +38,24 @@ fn close(what: &str, gpu: f64, cpu: f64) {
 
 #[test]
 fn training_on_the_gpu_matches_the_cpu_run() {
+    runs_match("");
+}
+
+/// The weights' moving average is updated on the device (scale and add kernels) and is what
+/// the validation and the test see; zoom, shear and elastic distortion run in the loader.
+#[test]
+fn training_with_ema_and_elastic_augmentation_on_the_gpu_matches_the_cpu_run() {
+    runs_match("--ema 0.9 --scale 0.1 --shear 10 --elastic 8,3");
+}
+
+fn runs_match(extra: &str) {
     if cuda_common::gpu().is_none() {
         return; // printed why
     }
     let dir = TempDir::new("cuda_train");
     let (cpu, gpu) = (dir.join("cpu"), dir.join("gpu"));
-    train("cpu", &cpu);
-    let gpu_stderr = train("cuda", &gpu);
+    train("cpu", extra, &cpu);
+    let gpu_stderr = train("cuda", extra, &gpu);
     assert!(
         gpu_stderr.contains("device: cuda"),
         "the GPU run did not use the GPU:\n{gpu_stderr}"

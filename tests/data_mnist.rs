@@ -263,6 +263,7 @@ fn rotation_matches_pillow_on_a_real_digit() {
             angle_deg,
             shift_x,
             shift_y,
+            ..Transform::identity()
         };
         let got = t.warp_u8(five, [1, 28, 28], 0);
         assert_eq!(got, from_hex_rows(expected), "{t:?}");

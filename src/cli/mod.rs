@@ -43,8 +43,9 @@ pub enum Command {
     /// `--resume RUN` continues it from there.
     ///
     /// On --resume these flags apply, each with a line saying what changed, and are saved with
-    /// the run: --epochs (extend or shorten it), --lr, --min-lr, --early-stopping, --device,
-    /// --quiet, and --data/--train for data that has moved (checked to be the same images). Any
+    /// the run: --epochs (extend or shorten it), --lr, --min-lr, --early-stopping, --tta,
+    /// --device, --quiet, and --data/--train for data that has moved (checked to be the same
+    /// images). Any
     /// other setting (model shape, data set, batch size, seed, optimiser, augmentation, ...)
     /// given with another value than the run's is refused, naming its saved value: it would make
     /// a different run.
@@ -69,6 +70,11 @@ pub enum Command {
         /// Which checkpoint: best or last.
         #[arg(long, default_value = "best")]
         checkpoint: String,
+        /// Test-time augmentation: average the class probabilities over the image and its
+        /// one-pixel shifts left, right, up and down (five forward passes) [default: the run's
+        /// setting, on for the default preset's runs]; `--tta false` turns it off.
+        #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+        tta: Option<bool>,
         /// Device: auto (the GPU when one can be used, else the CPU, saying why), cpu or cuda.
         #[arg(long, value_enum, default_value = "auto")]
         device: DeviceChoice,
@@ -112,6 +118,11 @@ pub enum Command {
         /// Which checkpoint: best or last.
         #[arg(long, default_value = "best")]
         checkpoint: String,
+        /// Test-time augmentation: average the class probabilities over the image and its
+        /// one-pixel shifts left, right, up and down (five forward passes) [default: the run's
+        /// setting, on for the default preset's runs]; `--tta false` turns it off.
+        #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+        tta: Option<bool>,
         /// Device: auto (the GPU when one can be used, else the CPU, saying why), cpu or cuda.
         #[arg(long, value_enum, default_value = "auto")]
         device: DeviceChoice,
@@ -285,7 +296,8 @@ pub struct TrainFlags {
     #[arg(long, value_name = "RUN")]
     pub resume: Option<PathBuf>,
     /// Number of epochs (passes over the training images) [default preset: from the data size,
-    /// 15 to 27: enough for about 6,330 steps]. Applies on --resume: extends or shortens the run.
+    /// 15 to 24: enough for about 20,256 steps, so 24 up to MNIST's size]. Applies on --resume:
+    /// extends or shortens the run.
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Images per training step.
@@ -307,7 +319,7 @@ pub struct TrainFlags {
     #[arg(long, value_enum)]
     pub schedule: Option<SchedArg>,
     /// Epochs of linear warmup (warmup-cosine schedule) [default preset: 1, or longer to last
-    /// 120 steps when the epochs come from the step budget].
+    /// 240 steps when the epochs come from the step budget].
     #[arg(long)]
     pub warmup_epochs: Option<f64>,
     /// Final / minimum learning rate (warmup-cosine and plateau schedules). Applies on --resume.
@@ -331,6 +343,25 @@ pub struct TrainFlags {
     /// Random shift range in pixels.
     #[arg(long)]
     pub shift: Option<f32>,
+    /// Random zoom of digits: the factor is uniform in [1 - S, 1 + S] (e.g. 0.1).
+    #[arg(long, value_name = "S")]
+    pub scale: Option<f32>,
+    /// Random shear of digits along x, in degrees (uniform in [-DEG, DEG]).
+    #[arg(long, value_name = "DEG")]
+    pub shear: Option<f32>,
+    /// Elastic distortion of digits (Simard et al. 2003): displacement ALPHA and smoothing SIGMA
+    /// in pixels, e.g. 34,4 (sampled bilinearly).
+    #[arg(long, value_name = "ALPHA,SIGMA", value_parser = parse_pair)]
+    pub elastic: Option<[f32; 2]>,
+    /// Validate and keep (best.safetensors) an exponential moving average of the weights with
+    /// this decay per step, e.g. 0.999 (TensorFlow's warm-up: min(decay, (1+t)/(10+t))).
+    #[arg(long, value_name = "DECAY")]
+    pub ema: Option<f64>,
+    /// Score the test set (and later `eval` / `predict` of the run) by test-time augmentation:
+    /// the mean probabilities of each image and its four one-pixel shifts [default preset: on;
+    /// others: off]. Applies on --resume.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub tta: Option<bool>,
     /// Fraction of the training images held out for validation.
     #[arg(long)]
     pub val_fraction: Option<f64>,
@@ -407,6 +438,15 @@ pub enum InitSpec {
     Checkpoint(PathBuf),
 }
 
+/// `A,B`: two numbers (`--elastic 34,4`).
+fn parse_pair(s: &str) -> std::result::Result<[f32; 2], String> {
+    let v: Vec<Option<f32>> = s.split(',').map(|v| v.trim().parse().ok()).collect();
+    match v[..] {
+        [Some(a), Some(b)] => Ok([a, b]),
+        _ => Err(format!("expected two numbers A,B (e.g. 34,4), found `{s}`")),
+    }
+}
+
 fn parse_init(s: &str) -> std::result::Result<InitSpec, String> {
     match s {
         "torch" => Ok(InitSpec::Scheme(Init::Torch)),
@@ -445,6 +485,7 @@ impl TrainFlags {
         set!(epochs => c.epochs, batch_size => c.batch_size, lr => c.lr, seed => c.seed,
              weight_decay => c.weight_decay, warmup_epochs => c.warmup_epochs, min_lr => c.min_lr,
              label_smoothing => c.label_smoothing, rotate => c.rotate_deg, shift => c.shift_px,
+             scale => c.scale, shear => c.shear_deg,
              val_fraction => c.val_fraction, patch => c.model.patch, embed_dim => c.model.embed_dim,
              depth => c.model.depth, heads => c.model.heads, mlp_dim => c.model.mlp_dim,
              dropout => c.model.dropout, attn_dropout => c.model.attn_dropout);
@@ -467,6 +508,15 @@ impl TrainFlags {
         }
         if self.early_stopping.is_some() {
             c.early_stopping = self.early_stopping;
+        }
+        if self.elastic.is_some() {
+            c.elastic = self.elastic;
+        }
+        if self.ema.is_some() {
+            c.ema = self.ema;
+        }
+        if let Some(t) = self.tta {
+            c.tta = t;
         }
         c.train_limit = self.train_limit.or(c.train_limit);
         c.test_limit = self.test_limit.or(c.test_limit);
@@ -679,6 +729,7 @@ pub fn run(cli: Cli) -> Result<()> {
             data,
             csv,
             checkpoint,
+            tta,
             device,
         } => {
             let (cfg, vit, mut store) = train::load_run(&run, &checkpoint)?;
@@ -698,9 +749,15 @@ pub fn run(cli: Cli) -> Result<()> {
                 ));
             }
             check_image_shape(&cfg, ds.image_shape(), csv.as_deref().unwrap_or(&data))?;
-            let r = train::evaluate(&vit, &store, &ds, &cfg, false)?;
+            let tta = tta.unwrap_or(cfg.tta);
+            let r = train::tta::evaluate_maybe_tta(&vit, &store, &ds, &cfg, false, tta)?;
             outln!(
-                "{name}: accuracy {:.2}% ({}/{}), loss {:.4}",
+                "{name}{}: accuracy {:.2}% ({}/{}), loss {:.4}",
+                if tta {
+                    " with test-time augmentation (5 views)"
+                } else {
+                    ""
+                },
                 100.0 * r.accuracy,
                 r.correct,
                 r.total,
@@ -719,14 +776,23 @@ pub fn run(cli: Cli) -> Result<()> {
             top_k,
             heads,
             checkpoint,
+            tta,
             device,
             no_auto_invert,
         } => {
             if run.is_file() || run.extension().is_some_and(|e| e == "safetensors") {
-                return photos::predict_checkpoint(&run, heads, &input, top_k, out.as_deref(), device);
+                return photos::predict_checkpoint(
+                    &run,
+                    heads,
+                    &input,
+                    top_k,
+                    out.as_deref(),
+                    device,
+                    tta.unwrap_or(false),
+                );
             }
             if let Some(classes) = train::read_classes(&run)? {
-                return photos::predict_run(&run, classes, &input, top_k, out.as_deref(), &checkpoint, device);
+                return photos::predict_run(&run, classes, &input, top_k, out.as_deref(), &checkpoint, device, tta);
             }
             let out = out.unwrap_or_else(|| PathBuf::from("submission.csv"));
             let is_csv = input.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
@@ -736,10 +802,11 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             let (cfg, vit, mut store) = train::load_run(&run, &checkpoint)?;
             store.to_device(pick_device(device)?)?;
+            let tta = tta.unwrap_or(cfg.tta);
             if is_csv {
                 let ds = data::csv::load_kaggle_csv(&input)?;
                 check_image_shape(&cfg, ds.image_shape(), &input)?;
-                let r = train::evaluate(&vit, &store, &ds, &cfg, false)?;
+                let r = train::tta::evaluate_maybe_tta(&vit, &store, &ds, &cfg, false, tta)?;
                 let mut text = String::from("ImageId,Label\n");
                 for (i, p) in r.predictions.iter().enumerate() {
                     text += &format!("{},{p}\n", i + 1);
@@ -767,7 +834,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 if !notes.is_empty() {
                     errln!("{}: {}", input.display(), notes.join("; "));
                 }
-                let r = train::evaluate(&vit, &store, &ds, &cfg, true)?;
+                let r = train::tta::evaluate_maybe_tta(&vit, &store, &ds, &cfg, true, tta)?;
                 outln!("{}: class {}", input.display(), r.predictions[0]);
                 for (c, p) in r.probabilities[0].iter().enumerate() {
                     outln!("  {c}: {:6.2}%", 100.0 * p);

@@ -255,6 +255,8 @@ pub struct PhotoPredict<'a> {
     pub vit: &'a Vit,
     pub store: ParamStore,
     pub classes: Vec<String>,
+    /// Average over shifted copies (`--tta`, [`train::tta`]).
+    pub tta: bool,
 }
 
 impl<'a> PhotoPredict<'a> {
@@ -272,6 +274,7 @@ impl<'a> PhotoPredict<'a> {
             vit,
             store,
             classes,
+            tta: false,
         })
     }
 
@@ -335,7 +338,7 @@ impl<'a> PhotoPredict<'a> {
         let m = &self.cfg.model;
         let ds = Dataset::new(pixels, None, [m.channels, m.image_height, m.image_width], m.num_classes)?;
         debug_assert_eq!(ds.len(), n);
-        Ok(train::evaluate(self.vit, &self.store, &ds, self.cfg, true)?.probabilities)
+        Ok(train::tta::evaluate_maybe_tta(self.vit, &self.store, &ds, self.cfg, true, self.tta)?.probabilities)
     }
 }
 
@@ -363,8 +366,10 @@ pub fn predict_run(
     out: Option<&Path>,
     checkpoint: &str,
     device: DeviceChoice,
+    tta: Option<bool>,
 ) -> Result<()> {
     let (cfg, vit, store) = train::load_run(run, checkpoint)?;
+    let tta = tta.unwrap_or(cfg.tta);
     if classes.len() != cfg.model.num_classes {
         return Err(Error::data(
             run.join(train::CLASSES_FILE),
@@ -376,7 +381,9 @@ pub fn predict_run(
             ),
         ));
     }
-    PhotoPredict::on_device(&cfg, &vit, store, classes, device)?.run(input, top_k, out)
+    let mut p = PhotoPredict::on_device(&cfg, &vit, store, classes, device)?;
+    p.tta = tta;
+    p.run(input, top_k, out)
 }
 
 /// A new `train folder` run's configuration: the preset (`photos` unless another is named), the
@@ -451,6 +458,7 @@ pub fn predict_checkpoint(
     top_k: usize,
     out: Option<&Path>,
     device: DeviceChoice,
+    tta: bool,
 ) -> Result<()> {
     let pre = crate::pretrained::Pretrained::read(ckpt)?;
     let heads = heads.ok_or_else(|| {
@@ -472,5 +480,7 @@ pub fn predict_checkpoint(
         errln!("{}: {note}", ckpt.display());
     }
     let classes = (0..cfg.model.num_classes).map(|c| c.to_string()).collect();
-    PhotoPredict::on_device(&cfg, &vit, store, classes, device)?.run(input, top_k, out)
+    let mut p = PhotoPredict::on_device(&cfg, &vit, store, classes, device)?;
+    p.tta = tta;
+    p.run(input, top_k, out)
 }

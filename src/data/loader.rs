@@ -508,7 +508,7 @@ mod tests {
                 Some(Augment {
                     rotate_deg: 30.0,
                     shift_px: 1.0,
-                    fill: 0,
+                    ..Augment::default()
                 }),
             )
         };

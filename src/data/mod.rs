@@ -27,7 +27,7 @@ pub mod image;
 pub mod loader;
 pub mod photo_augment;
 
-pub use augment::{Augment, Transform};
+pub use augment::{Augment, Elastic, Transform};
 pub use idx::{load_mnist, load_mnist_test, mnist_paths, read_idx_images, read_idx_labels, IdxImages};
 pub use loader::{Batch, BatchLoader, LoaderConfig};
 pub use photo_augment::PhotoAugment;

@@ -14,14 +14,17 @@
 //! * [`adam`]: Adam (L2 decay folded into the gradient) and AdamW (decoupled decay), bias-corrected,
 //!   following `torch.optim.Adam` / `torch.optim.AdamW`, with state that saves into a checkpoint.
 //! * [`clip`]: clipping gradients by value and by global L2 norm.
+//! * [`ema`]: an exponential moving average of the weights, validated and saved instead of them.
 //! * [`schedule`]: constant, warmup + cosine and reduce-on-plateau learning rates, early stopping.
 
 pub mod adam;
 pub mod clip;
+pub mod ema;
 pub mod schedule;
 
 pub use adam::{default_no_decay, Adam, AdamConfig, DecayMode};
 pub use clip::{clip_grad_norm, clip_grad_value, grad_norm};
+pub use ema::Ema;
 pub use schedule::{warmup_cosine, EarlyStopping, LrScheduler, PlateauRule, Schedule};
 
 /// Names of checkpoint tensors and metadata keys that hold optimiser (and scheduler) state start

@@ -6,10 +6,13 @@
 //! - `log.csv` — one row per epoch: `epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds`;
 //! - `last.safetensors` — parameters + optimiser state + [`Position`] (the epoch, and the step
 //!   inside the next one when interrupted there) + the data's checksum + every training image's
-//!   margins so far ([`margins`], for `vitcore audit`), written after every epoch and when a
-//!   signal stops the run ([`interrupt`]);
-//! - `best.safetensors` — the parameters with the lowest validation loss so far;
-//! - `test_metrics.json` — the final test accuracy and confusion matrix;
+//!   margins so far ([`margins`], for `vitcore audit`) + the weights' moving average with
+//!   `--ema` ([`crate::optim::ema`]), written after every epoch and when a signal stops the run
+//!   ([`interrupt`]);
+//! - `best.safetensors` — the parameters (with `--ema`, their moving average) with the lowest
+//!   validation loss so far;
+//! - `test_metrics.json` — the final test accuracy and confusion matrix (by test-time
+//!   augmentation when the run's config asks for it: [`tta`]);
 //! - `curves.png`, `confusion.png`, `predictions.png` — the run in pictures ([`pictures`]).
 //!
 //! Every file is written atomically (temporary file, then rename: [`crate::fsutil`]), so an
@@ -21,6 +24,7 @@ pub mod interrupt;
 pub mod margins;
 pub mod pictures;
 pub mod resume;
+pub mod tta;
 
 pub use config::{OptimizerKind, ScheduleKind, StepBudget, TrainConfig};
 pub use interrupt::Interrupt;
@@ -30,11 +34,11 @@ pub use resume::{Plan, Position, ResumeRequest};
 use crate::autograd::{Graph, ParamStore};
 use crate::backend::Device;
 use crate::checkpoint;
-use crate::data::{self, Augment, BatchLoader, Dataset, LoaderConfig};
+use crate::data::{self, BatchLoader, Dataset, LoaderConfig};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::nn::{Mode, Vit};
-use crate::optim::{clip, Adam, AdamConfig, EarlyStopping, LrScheduler, Schedule};
+use crate::optim::{clip, Adam, AdamConfig, EarlyStopping, Ema, LrScheduler, Schedule};
 use crate::rng::derive_seed;
 use crate::tensor::Tensor;
 use std::collections::HashMap;
@@ -631,6 +635,8 @@ struct OptimState {
     run_meta: HashMap<String, String>,
     /// Every training image's margins so far (the label audit's evidence).
     margins: Margins,
+    /// The weights' moving average (`--ema`).
+    ema: Option<Ema>,
 }
 
 impl OptimState {
@@ -646,6 +652,11 @@ impl OptimState {
         meta.extend(self.run_meta.clone());
         let mut extra = self.adam.state_tensors(store);
         extra.extend(self.margins.tensors()?);
+        if let Some(ema) = &self.ema {
+            let (tensors, m) = ema.state(store);
+            extra.extend(tensors);
+            meta.extend(m);
+        }
         checkpoint::save_params(path, store, &extra, &meta)
     }
 }
@@ -675,6 +686,13 @@ fn interrupted(signal: i32, pos: &Position, steps_per_epoch: usize, out: &Path, 
 pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions) -> Result<TrainSummary> {
     let started = Instant::now();
     cfg.validate()?;
+    if let (DataSource::Folder { .. }, true) =
+        (&source, cfg.scale > 0.0 || cfg.shear_deg > 0.0 || cfg.elastic.is_some())
+    {
+        return Err(Error::config(
+            "--scale, --shear and --elastic are the digits' augmentation; photos (train folder) use --crop-scale, --flip, --rotate and --jitter",
+        ));
+    }
     let ckpt_last = out.join("last.safetensors");
     let ckpt_best = out.join("best.safetensors");
     // A resumed run's state is read (not yet used) before anything is written.
@@ -793,6 +811,7 @@ pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions
         best_val: f64::INFINITY,
         run_meta,
         margins: Margins::new(train_set.len(), cfg.model.num_classes),
+        ema: None,
     };
     let mut history: Vec<EpochLog> = Vec::new();
     let mut last_epoch = cfg.epochs;
@@ -812,6 +831,13 @@ pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions
         }
         if pos.step == 0 && resume::stopped_early(meta, &cfg).is_some() {
             last_epoch = pos.epoch; // only the final evaluation is left
+        }
+        if let Some(decay) = cfg.ema {
+            let mut ema = Ema::new(decay, &store)?;
+            if !ema.load_state(&ckpt_last, &store, tensors, meta)? {
+                outln!("note: this run's checkpoint has no moving average: it starts from the current weights");
+            }
+            st.ema = Some(ema);
         }
         st.best_val = meta
             .get("best_val_loss")
@@ -853,8 +879,14 @@ pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions
         fsutil::write_atomic(&out.join("data.json"), source.to_json().as_bytes())?;
         fsutil::write_atomic(&out.join("log.csv"), format!("{LOG_HEADER}\n").as_bytes())?;
     }
+    if let (Some(decay), None) = (cfg.ema, &st.ema) {
+        st.ema = Some(Ema::new(decay, &store)?);
+    }
     store.to_device(opts.device)?;
     st.adam.to_device(opts.device)?;
+    if let Some(ema) = st.ema.as_mut() {
+        ema.to_device(opts.device)?;
+    }
     outln!(
         "training ViT ({} parameters) on {} images, validating on {}, {} epochs of {} steps (batch {})",
         store.numel(),
@@ -865,16 +897,12 @@ pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions
         cfg.batch_size
     );
     // Photos are augmented bilinearly (crop, flip, rotation, jitter); digits by the nearest-pixel
-    // rotation and shift of the original MNIST setup.
-    let photo = match source {
-        DataSource::Folder { .. } => cfg.photo_augment(),
-        _ => None,
+    // rotation and shift of the original MNIST setup, with zoom, shear and elastic distortion
+    // when asked for.
+    let (photo, augment) = match source {
+        DataSource::Folder { .. } => (cfg.photo_augment(), None),
+        _ => (None, cfg.digit_augment()),
     };
-    let augment = (photo.is_none() && (cfg.rotate_deg > 0.0 || cfg.shift_px > 0.0)).then(|| Augment {
-        rotate_deg: cfg.rotate_deg,
-        shift_px: cfg.shift_px,
-        fill: 0,
-    });
 
     let mut global_step = pos.global_step;
     let mut epochs_done = pos.epoch;
@@ -932,6 +960,9 @@ pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions
             lr = st.sched.lr(global_step);
             st.adam.set_lr(lr);
             st.adam.step(&mut store)?;
+            if let Some(ema) = st.ema.as_mut() {
+                ema.update(&store)?;
+            }
             let logits = logits_t.values()?;
             for (row, &t) in logits.chunks(cfg.model.num_classes).zip(&batch.labels) {
                 correct += (argmax(row) == t as usize) as usize;
@@ -966,6 +997,10 @@ pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions
             ));
         }
         pb.finish_and_clear();
+        // With --ema the average is what is validated and kept as best.safetensors.
+        if let Some(ema) = st.ema.as_mut() {
+            ema.swap(&mut store);
+        }
         let val = if val_set.is_empty() {
             None
         } else {
@@ -1005,6 +1040,9 @@ pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions
                 &HashMap::from([("epoch".to_string(), epoch.to_string())]),
             )?;
         }
+        if let Some(ema) = st.ema.as_mut() {
+            ema.swap(&mut store);
+        }
         let stop = match (st.early.as_mut(), val.is_some()) {
             (Some(e), true) => e.should_stop(val_loss),
             _ => false,
@@ -1041,9 +1079,10 @@ pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions
         None => (&val_set, "validation"),
     };
     // With probabilities: predictions.png shows the most confident mistakes first.
-    let final_eval = evaluate(&vit, &store, eval_set, &cfg, true)?;
+    let final_eval = tta::evaluate_maybe_tta(&vit, &store, eval_set, &cfg, true, cfg.tta)?;
     outln!(
-        "{on} accuracy (best.safetensors): {:.2}% ({}/{})",
+        "{on} accuracy (best.safetensors{}): {:.2}% ({}/{})",
+        if cfg.tta { ", test-time augmentation" } else { "" },
         100.0 * final_eval.accuracy,
         final_eval.correct,
         final_eval.total
@@ -1056,6 +1095,7 @@ pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions
     let metrics = serde_json::json!({
         "evaluated_on": on,
         "checkpoint": "best.safetensors",
+        "test_time_augmentation": cfg.tta,
         "trained_epochs": epochs_done,
         "result": final_eval,
     });

@@ -7,7 +7,7 @@
 //! - `predictions.png` — test images titled with their predicted and true class, the most
 //!   confident mistakes first (framed red), then correctly classified ones.
 
-use super::{evaluate, load_run, read_log, DataSource, EpochLog, EvalResult};
+use super::{load_run, read_log, DataSource, EpochLog, EvalResult};
 use crate::backend::Device;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
@@ -125,7 +125,7 @@ pub fn redraw(run: &Path, data: Option<&Path>, device: Device) -> Result<Vec<Pat
         ));
     }
     store.to_device(device)?;
-    let result = evaluate(&vit, &store, &set, &cfg, true)?;
+    let result = super::tta::evaluate_maybe_tta(&vit, &store, &set, &cfg, true, cfg.tta)?;
     draw(run, &history, &result, &set, on)?;
     Ok(PICTURES.iter().map(|p| run.join(p)).collect())
 }

@@ -46,6 +46,11 @@ pub const RULES: &[(&str, &str, bool)] = &[
     ("clip_value", "--clip-value", false),
     ("rotate_deg", "--rotate", false),
     ("shift_px", "--shift", false),
+    ("scale", "--scale", false),
+    ("shear_deg", "--shear", false),
+    ("elastic", "--elastic", false),
+    ("ema", "--ema", false),
+    ("tta", "--tta", true),
     ("val_fraction", "--val-fraction", false),
     ("train_limit", "--train-limit", false),
     ("test_limit", "--test-limit", false),
@@ -463,14 +468,14 @@ mod tests {
     fn reconcile_applies_allowed_changes_and_refuses_the_others_once_per_flag() {
         let saved = TrainConfig::default_preset();
         let mut asked = saved.clone();
-        asked.lr = 1e-3;
+        asked.lr = 2e-3;
         asked.epochs = 20;
         let (notes, refused) = reconcile(&saved, &asked);
         assert_eq!(
             notes,
             [
                 "resume: --epochs 20 replaces the run's 15 (saved in config.json)",
-                "resume: --lr 0.001 replaces the run's 0.002 (saved in config.json)"
+                "resume: --lr 0.002 replaces the run's 0.001 (saved in config.json)"
             ]
         );
         assert!(refused.is_empty());
@@ -481,7 +486,7 @@ mod tests {
         assert_eq!(
             refused,
             [
-                "--batch-size 1024: the run has batch_size = 128",
+                "--batch-size 1024: the run has batch_size = 64",
                 "--depth 2: the run has model.depth = 6"
             ]
         );
