@@ -751,13 +751,12 @@ pub fn run(cli: Cli) -> Result<()> {
             check_image_shape(&cfg, ds.image_shape(), csv.as_deref().unwrap_or(&data))?;
             let tta = tta.unwrap_or(cfg.tta);
             let r = train::tta::evaluate_maybe_tta(&vit, &store, &ds, &cfg, false, tta)?;
+            let how = match tta {
+                true => format!(" with test-time augmentation ({} views)", train::tta::views().len()),
+                false => String::new(),
+            };
             outln!(
-                "{name}{}: accuracy {:.2}% ({}/{}), loss {:.4}",
-                if tta {
-                    " with test-time augmentation (5 views)"
-                } else {
-                    ""
-                },
+                "{name}{how}: accuracy {:.2}% ({}/{}), loss {:.4}",
                 100.0 * r.accuracy,
                 r.correct,
                 r.total,

@@ -466,9 +466,6 @@ impl TrainConfig {
         {
             return bad("--elastic ALPHA,SIGMA needs ALPHA >= 0 and SIGMA > 0 pixels");
         }
-        if let Some(a) = self.digit_augment() {
-            a.validate()?;
-        }
         if self.ema.is_some_and(|d| !(d.is_finite() && (0.0..1.0).contains(&d))) {
             return bad("--ema must be a decay in [0, 1), such as 0.999");
         }

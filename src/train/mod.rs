@@ -832,13 +832,6 @@ pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions
         if pos.step == 0 && resume::stopped_early(meta, &cfg).is_some() {
             last_epoch = pos.epoch; // only the final evaluation is left
         }
-        if let Some(decay) = cfg.ema {
-            let mut ema = Ema::new(decay, &store)?;
-            if !ema.load_state(&ckpt_last, &store, tensors, meta)? {
-                outln!("note: this run's checkpoint has no moving average: it starts from the current weights");
-            }
-            st.ema = Some(ema);
-        }
         st.best_val = meta
             .get("best_val_loss")
             .and_then(|v| v.parse().ok())
@@ -879,8 +872,15 @@ pub fn train(cfg: TrainConfig, source: DataSource, out: &Path, opts: &RunOptions
         fsutil::write_atomic(&out.join("data.json"), source.to_json().as_bytes())?;
         fsutil::write_atomic(&out.join("log.csv"), format!("{LOG_HEADER}\n").as_bytes())?;
     }
-    if let (Some(decay), None) = (cfg.ema, &st.ema) {
-        st.ema = Some(Ema::new(decay, &store)?);
+    // The moving average starts at the weights as they are now, or is the resumed run's.
+    if let Some(decay) = cfg.ema {
+        let mut ema = Ema::new(decay, &store)?;
+        if let Some((tensors, meta)) = &resumed {
+            if !ema.load_state(&ckpt_last, &store, tensors, meta)? {
+                outln!("note: this run's checkpoint has no moving average: it starts from the current weights");
+            }
+        }
+        st.ema = Some(ema);
     }
     store.to_device(opts.device)?;
     st.adam.to_device(opts.device)?;
