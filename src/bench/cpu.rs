@@ -291,12 +291,15 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
         peak::measure(0.1, 5)
     };
     let nominal = match cpu.clock_mhz {
-        Some(mhz) if cfg!(target_arch = "x86_64") => format!(
-            "; the nominal figure from {:.3} GHz ({}) x 2 FMA pipes x 8 lanes x 2 flop would be {:.1}",
-            mhz / 1e3,
-            cpu.clock_source,
-            nominal_peak_gflops(threads, mhz)
-        ),
+        Some(mhz) if cfg!(target_arch = "x86_64") => {
+            let lanes = peak::lanes(crate::backend::cpu::gemm::Isa::best());
+            format!(
+                "; the nominal figure from {:.3} GHz ({}) x 2 FMA pipes x {lanes} lanes x 2 flop would be {:.1}",
+                mhz / 1e3,
+                cpu.clock_source,
+                nominal_peak_gflops(threads, mhz, lanes)
+            )
+        }
         _ => String::new(),
     };
     say(&format!(

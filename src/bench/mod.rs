@@ -611,11 +611,11 @@ pub fn cpu_info() -> CpuInfo {
 }
 
 /// The nominal f32 peak in GFLOP/s that the clock /proc/cpuinfo reports implies: threads × 2 FMA
-/// pipes × 8 lanes (AVX2) × 2 flops (a fused multiply-add) × clock. Printed beside the measured
+/// pipes × `lanes` (8 for AVX2, 16 for AVX-512) × 2 flops (a fused multiply-add) × clock. Printed beside the measured
 /// peak for context only: a CPU that boosts above its nominal clock exceeds it, and threads that
 /// share cores fall short of it.
-pub fn nominal_peak_gflops(threads: usize, clock_mhz: f64) -> f64 {
-    threads as f64 * 2.0 * 8.0 * 2.0 * clock_mhz / 1e3
+pub fn nominal_peak_gflops(threads: usize, clock_mhz: f64, lanes: usize) -> f64 {
+    threads as f64 * 2.0 * lanes as f64 * 2.0 * clock_mhz / 1e3
 }
 
 /// Parse a sysfs cache size (`32768K`, `1M`, `512`).
@@ -815,7 +815,8 @@ mod tests {
         assert!(c.clock_source.contains("bogomips"));
         assert_eq!(parse_cpuinfo("").clock_mhz, None);
         // 2 threads x 2 pipes x 8 lanes x 2 flops x 2.45 GHz.
-        assert!((nominal_peak_gflops(2, 2450.0) - 156.8).abs() < 1e-9);
+        assert!((nominal_peak_gflops(2, 2450.0, 8) - 156.8).abs() < 1e-9);
+        assert!((nominal_peak_gflops(2, 2450.0, 16) - 313.6).abs() < 1e-9);
     }
 
     #[test]

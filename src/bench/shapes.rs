@@ -71,8 +71,8 @@ impl VitShape {
     }
 }
 
-/// The seed preset (the original PyTorch write-up) and the small config; with `quick`, the seed
-/// preset's widths at a batch of 4 only.
+/// The seed preset (the original PyTorch write-up), the small config and the default recipe's
+/// model; with `quick`, the seed preset's widths at a batch of 4 only.
 pub fn vit_shapes(quick: bool) -> Vec<VitShape> {
     let seed = VitShape {
         name: "seed",
@@ -95,7 +95,17 @@ pub fn vit_shapes(quick: bool) -> Vec<VitShape> {
         patch: 4,
         depth: 6,
     };
-    vec![seed, small]
+    // The default recipe's model (`vitcore train mnist`): patch 7, so 17 tokens per image.
+    let default = VitShape {
+        name: "default",
+        batch: 64,
+        embed: 64,
+        heads: 4,
+        mlp: 256,
+        patch: 7,
+        depth: 6,
+    };
+    vec![seed, small, default]
 }
 
 /// One large shape per op family.

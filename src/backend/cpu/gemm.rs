@@ -19,10 +19,14 @@
 //!
 //! Packing also absorbs transposition: A and B are read through (row stride, column stride), so
 //! `Aᵀ` is the same matrix with its strides swapped and costs nothing extra.
-//! The micro-kernel uses AVX2+FMA when the CPU has them (checked at run time, so one binary runs
-//! everywhere) and a portable version otherwise.
+//! The micro-kernel is chosen at run time ([`Isa::best`], so one binary runs everywhere):
+//! AVX-512 when the CPU has it (a 6 × 32 tile over two neighbouring B panels in 12 zmm
+//! registers: twice the arithmetic per instruction of AVX2 on a core with two 512-bit FMA
+//! units), else AVX2+FMA (6 × 16 in 12 ymm registers), else a portable loop the compiler
+//! vectorises.
 
 use rayon::prelude::*;
+use std::cell::Cell;
 
 /// Micro-kernel rows.
 pub const MR: usize = 6;
@@ -61,8 +65,64 @@ struct SendPtr(*mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
-/// Whether the AVX2+FMA micro-kernel runs here (checked once; `false` off x86-64). The measured
-/// peak of `vitcore bench kernels` uses the same instructions when this holds.
+/// The instruction sets a micro-kernel is written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    /// Plain Rust; the compiler vectorises the NR-wide inner loop.
+    Portable,
+    /// 256-bit AVX2 + FMA (`_mm256_fmadd_ps`): a 6 × 16 tile.
+    Avx2,
+    /// 512-bit AVX-512F (`_mm512_fmadd_ps`): 6 × 32 tiles over two B panels, 6 × 16 at an edge.
+    Avx512,
+}
+
+impl Isa {
+    /// The fastest this CPU runs (checked once): what [`gemm`] uses and what `vitcore bench
+    /// kernels` measures its peak with.
+    pub fn best() -> Isa {
+        if has_avx512f() {
+            Isa::Avx512
+        } else if has_avx2_fma() {
+            Isa::Avx2
+        } else {
+            Isa::Portable
+        }
+    }
+
+    /// Every kernel this CPU can run, portable first (the tests check each against the naive
+    /// product).
+    pub fn available() -> Vec<Isa> {
+        let mut v = vec![Isa::Portable];
+        if has_avx2_fma() {
+            v.push(Isa::Avx2);
+        }
+        if has_avx512f() {
+            v.push(Isa::Avx512);
+        }
+        v
+    }
+
+    /// Whether a vector kernel with strided A (the direct path) runs.
+    fn simd(self) -> bool {
+        self != Isa::Portable
+    }
+}
+
+/// Whether the CPU has AVX-512F (checked once; `false` off x86-64).
+pub(crate) fn has_avx512f() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static HAS: OnceLock<bool> = OnceLock::new();
+        *HAS.get_or_init(|| has_avx2_fma() && std::is_x86_feature_detected!("avx512f"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether the AVX2+FMA micro-kernel can run here (checked once; `false` off x86-64).
 pub(crate) fn has_avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -90,7 +150,7 @@ pub fn gemm(
     accumulate: bool,
     parallel: bool,
 ) {
-    gemm_with(m, n, k, a, b, c, ldc, accumulate, parallel, has_avx2_fma())
+    gemm_with(m, n, k, a, b, c, ldc, accumulate, parallel, Isa::best())
 }
 
 /// `C[m x n] = A[m x k] · B[k x n] + bias` with `bias[j]` added to every row: a linear layer's
@@ -108,10 +168,10 @@ pub fn gemm_bias(
     parallel: bool,
 ) {
     assert!(bias.len() >= n, "gemm: bias is shorter than n");
-    gemm_impl(m, n, k, a, b, c, ldc, Init::Bias(bias), parallel, has_avx2_fma())
+    gemm_impl(m, n, k, a, b, c, ldc, Init::Bias(bias), parallel, Isa::best())
 }
 
-/// [`gemm`] with the micro-kernel chosen by the caller (tests run the portable one too).
+/// [`gemm`] with the micro-kernel chosen by the caller (tests run every [`Isa::available`]).
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_with(
     m: usize,
@@ -123,10 +183,10 @@ pub fn gemm_with(
     ldc: usize,
     accumulate: bool,
     parallel: bool,
-    simd: bool,
+    isa: Isa,
 ) {
     let init = if accumulate { Init::Keep } else { Init::Zero };
-    gemm_impl(m, n, k, a, b, c, ldc, init, parallel, simd)
+    gemm_impl(m, n, k, a, b, c, ldc, init, parallel, isa)
 }
 
 /// What C starts from before `A·B` is added.
@@ -172,7 +232,7 @@ fn gemm_impl(
     ldc: usize,
     init: Init,
     parallel: bool,
-    simd: bool,
+    isa: Isa,
 ) {
     if m == 0 || n == 0 {
         return;
@@ -193,7 +253,7 @@ fn gemm_impl(
     // Short, wide C (e.g. the weight gradient 16 x 2048 of the seed preset's fc2): every element
     // of B would be packed for only m multiply-adds. Compute Cᵀ = op(B)ᵀ·op(A)ᵀ instead, which is
     // thin and takes the direct path below, then add it back transposed (m·n is small).
-    if simd && m <= 2 * NR && n > 2 * NR && cfg!(target_arch = "x86_64") {
+    if isa.simd() && m <= 2 * NR && n > 2 * NR && cfg!(target_arch = "x86_64") {
         let (at, bt) = (
             MatRef {
                 data: a.data,
@@ -207,7 +267,7 @@ fn gemm_impl(
             },
         );
         let mut ct = vec![0.0f32; n * m];
-        gemm_with(n, m, k, bt, at, &mut ct, m, false, parallel, simd);
+        gemm_with(n, m, k, bt, at, &mut ct, m, false, parallel, isa);
         for i in 0..m {
             let row = &mut c[i * ldc..i * ldc + n];
             for (j, x) in row.iter_mut().enumerate() {
@@ -239,7 +299,7 @@ fn gemm_impl(
                         data: &b.data[p0 * b.rs..],
                         ..b
                     };
-                    gemm_with(m, n, p1 - p0, a_s, b_s, &mut part, n, false, false, simd);
+                    gemm_with(m, n, p1 - p0, a_s, b_s, &mut part, n, false, false, isa);
                 }
                 part
             })
@@ -258,9 +318,9 @@ fn gemm_impl(
     // costs a large share of the arithmetic. Full A panels are read in place by a strided
     // micro-kernel instead (AVX2 only); an MR × KC strip of A stays in L1 across the panels.
     // (Measured side by side: 64-wide products 90-100 → 120-150 GFLOP/s.)
-    let direct = simd && n <= 4 * NR && cfg!(target_arch = "x86_64");
+    let direct = isa.simd() && n <= 4 * NR && cfg!(target_arch = "x86_64");
     let n_panels = n.div_ceil(NR);
-    let mut bp = vec![0.0f32; n_panels * NR * KC.min(k)];
+    let mut bp = scratch_take(&PACK_B, n_panels * NR * KC.min(k));
     let cptr = SendPtr(c.as_mut_ptr());
     // Column width of one task: the whole of N when there are enough row blocks to share out,
     // else N is cut so every thread gets work (e.g. dW of fc2: M = 16 rows, N = 2048).
@@ -318,7 +378,7 @@ fn gemm_impl(
             // Pack A[i0..i0+mc, pc..pc+kc] into row panels: panel i holds kc columns of MR floats.
             // With `direct`, full panels are read in place and only a partial last panel is packed.
             let m_panels = mc.div_ceil(MR);
-            let mut ap = vec![0.0f32; if direct { MR * kc } else { m_panels * MR * kc }];
+            let mut ap = scratch_take(&PACK_A, if direct { MR * kc } else { m_panels * MR * kc });
             for ip in 0..m_panels {
                 let r0 = i0 + ip * MR;
                 let mr = MR.min(i0 + mc - r0);
@@ -341,29 +401,48 @@ fn gemm_impl(
                 }
             }
             let cp = cptr;
-            for jp in (j0 / NR)..((j0 + ncols).div_ceil(NR)) {
-                let bpanel = &bp_k[jp * NR * kc..(jp + 1) * NR * kc];
-                let nr = NR.min(n - jp * NR);
+            let (jp_end, mut jp) = ((j0 + ncols).div_ceil(NR), j0 / NR);
+            while jp < jp_end {
+                // Two full panels side by side make one AVX-512 6 × 32 tile.
+                let pair = isa == Isa::Avx512 && jp + 1 < jp_end && n >= (jp + 2) * NR;
+                let width = if pair { 2 } else { 1 };
                 let store = first_store(jp * NR);
                 for ip in 0..m_panels {
                     let r0 = i0 + ip * MR;
                     let mr = MR.min(i0 + mc - r0);
-                    // SAFETY: tasks own disjoint (row block, column block) tiles of C, and the
-                    // tile [r0..r0+mr, jp*NR..jp*NR+nr] lies inside C (checked above); a direct
-                    // panel's rows r0..r0+MR and columns pc..pc+kc lie inside A (checked above).
-                    unsafe {
-                        let ct = cp.0.add(r0 * ldc + jp * NR);
-                        if direct && mr == MR {
-                            let a0 = a.data.as_ptr().add(r0 * a.rs + pc * a.cs);
-                            micro_tile_direct(kc, a0, a.rs, a.cs, bpanel, ct, ldc, nr, store);
-                        } else {
-                            let slot = if direct { 0 } else { ip };
-                            let apanel = &ap[slot * MR * kc..(slot + 1) * MR * kc];
-                            micro_tile(kc, apanel, bpanel, ct, ldc, mr, nr, store, simd);
+                    let slot = if direct { 0 } else { ip };
+                    let apanel = &ap[slot * MR * kc..(slot + 1) * MR * kc];
+                    // A's panel: in place (direct) or packed (element (i, p) at p*MR + i).
+                    let (a0, rs, cs) = if direct && mr == MR {
+                        // SAFETY: rows r0..r0+MR and columns pc..pc+kc lie inside A (checked above).
+                        (unsafe { a.data.as_ptr().add(r0 * a.rs + pc * a.cs) }, a.rs, a.cs)
+                    } else {
+                        (apanel.as_ptr(), 1, MR)
+                    };
+                    for q in 0..width {
+                        let jq = jp + q;
+                        let bpanel = &bp_k[jq * NR * kc..(jq + 1) * NR * kc];
+                        let nr = NR.min(n - jq * NR);
+                        // SAFETY: tasks own disjoint (row block, column block) tiles of C, and
+                        // the tile [r0..r0+mr, jq*NR..jq*NR+nr] lies inside C (checked above);
+                        // (a0, rs, cs) reads MR × kc elements inside A or the packed panel; a
+                        // pair's second panel follows the first in `bp_k`.
+                        unsafe {
+                            let ct = cp.0.add(r0 * ldc + jq * NR);
+                            if pair && mr == MR {
+                                if q == 0 {
+                                    micro_tile_x2(kc, a0, rs, cs, bpanel.as_ptr(), NR, kc * NR, ct, ldc, store);
+                                }
+                                continue;
+                            }
+                            let store = if q == 0 { store } else { first_store(jq * NR) };
+                            micro_tile(kc, a0, rs, cs, bpanel, ct, ldc, mr, nr, store, isa);
                         }
                     }
                 }
+                jp += width;
             }
+            PACK_A.set(ap);
         };
         let tasks = m_blocks * n_blocks;
         if parallel && tasks > 1 && (m as u64 * n as u64 * kc as u64) > 1 << 16 {
@@ -373,6 +452,28 @@ fn gemm_impl(
         }
         pc += kc;
     }
+    PACK_B.set(bp);
+}
+
+thread_local! {
+    /// This thread's A-panel packing buffer, kept between calls: a fresh allocation of this size
+    /// per call and K-slice was a fresh mapping from the kernel (page faults, zeroing and TLB
+    /// shoot-downs took over a third of a linear layer's weight-gradient product).
+    static PACK_A: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    /// This thread's B-panel packing buffer (the caller's; the tasks share it read-only).
+    static PACK_B: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+/// A scratch buffer of at least `len` floats from `key`, with stale contents: the packing
+/// writes every element it later reads. It is taken out of the thread-local (and put back with
+/// `set`), so a nested call on the same thread finds it empty and allocates its own instead of
+/// aliasing it.
+fn scratch_take(key: &'static std::thread::LocalKey<Cell<Vec<f32>>>, len: usize) -> Vec<f32> {
+    let mut v = key.take();
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+    v
 }
 
 /// `C[m × n] = A[m × k] · B[k × n]` for small matrices laid out for the micro-kernel, with no
@@ -400,17 +501,26 @@ pub fn gemm_padded(m: usize, n: usize, k: usize, a: MatRef, b: &[f32], ldb: usiz
         a.data.len() > (m - 1) * a.rs + (k - 1) * a.cs && ldb >= n && b.len() >= (k - 1) * ldb + n,
         "gemm_padded: A or B is smaller than its shape"
     );
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
+    let isa = Isa::best();
+    if isa.simd() {
         for i0 in (0..m).step_by(MR) {
-            for j0 in (0..n).step_by(NR) {
+            let mut j0 = 0;
+            while j0 < n {
+                let pair = isa == Isa::Avx512 && j0 + 2 * NR <= n;
                 // SAFETY: rows i0..i0+MR < m and columns < k of A, rows < k and columns
-                // j0..j0+NR ≤ n of B, and the C tile lie inside their slices (asserted above).
+                // j0..j0+NR (a pair: j0+2·NR) ≤ n of B, and the C tile lie inside their slices
+                // (asserted above).
                 unsafe {
                     let ap = a.data.as_ptr().add(i0 * a.rs);
                     let cp = c.as_mut_ptr().add(i0 * ldc + j0);
-                    micro_kernel_avx2(k, ap, a.rs, a.cs, b.as_ptr().add(j0), ldb, cp, ldc, Store::Overwrite);
+                    let bp = b.as_ptr().add(j0);
+                    if pair {
+                        micro_tile_x2(k, ap, a.rs, a.cs, bp, ldb, NR, cp, ldc, Store::Overwrite);
+                    } else {
+                        micro_kernel(isa, k, ap, a.rs, a.cs, bp, ldb, cp, ldc, Store::Overwrite);
+                    }
                 }
+                j0 += if pair { 2 * NR } else { NR };
             }
         }
         return;
@@ -420,7 +530,7 @@ pub fn gemm_padded(m: usize, n: usize, k: usize, a: MatRef, b: &[f32], ldb: usiz
         rs: ldb,
         cs: 1,
     };
-    gemm_with(m, n, k, a, bm, c, ldc, false, false, false);
+    gemm_with(m, n, k, a, bm, c, ldc, false, false, Isa::Portable);
 }
 
 /// Store the top-left `mr x nr` part of a full micro-tile result into C.
@@ -438,10 +548,11 @@ unsafe fn store_partial(tmp: &[f32; MR * NR], c: *mut f32, ldc: usize, mr: usize
     }
 }
 
-/// One MR-row tile of C with A read in place (element (i, p) at `a[i*rs + p*cs]`); a partial
-/// column range goes through a local buffer.
+/// One MR × NR tile of C, of which the top-left `mr × nr` is stored (a partial tile goes
+/// through a local buffer). A's element (i, p) is at `a[i*rs + p*cs]`: a packed panel is
+/// `rs = 1, cs = MR`, the direct path passes A's own strides. `b` is a packed NR-wide panel.
 #[allow(clippy::too_many_arguments)]
-unsafe fn micro_tile_direct(
+unsafe fn micro_tile(
     kc: usize,
     a: *const f32,
     rs: usize,
@@ -449,68 +560,108 @@ unsafe fn micro_tile_direct(
     b: &[f32],
     c: *mut f32,
     ldc: usize,
-    nr: usize,
-    store: Store,
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if nr == NR {
-            return micro_kernel_avx2(kc, a, rs, cs, b.as_ptr(), NR, c, ldc, store);
-        }
-        let mut tmp = [0.0f32; MR * NR];
-        micro_kernel_avx2(kc, a, rs, cs, b.as_ptr(), NR, tmp.as_mut_ptr(), NR, Store::Overwrite);
-        store_partial(&tmp, c, ldc, MR, nr, store);
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (kc, a, rs, cs, b, c, ldc, nr, store);
-        unreachable!("direct mode is only chosen on x86_64");
-    }
-}
-
-/// One MR x NR tile of C from a packed A panel; partial tiles go through a local buffer.
-#[allow(clippy::too_many_arguments)]
-unsafe fn micro_tile(
-    kc: usize,
-    a: &[f32],
-    b: &[f32],
-    c: *mut f32,
-    ldc: usize,
     mr: usize,
     nr: usize,
     store: Store,
-    simd: bool,
+    isa: Isa,
 ) {
     if mr == MR && nr == NR {
-        micro_kernel(kc, a, b, c, ldc, store, simd);
+        micro_kernel(isa, kc, a, rs, cs, b.as_ptr(), NR, c, ldc, store);
         return;
     }
     let mut tmp = [0.0f32; MR * NR];
-    micro_kernel(kc, a, b, tmp.as_mut_ptr(), NR, Store::Overwrite, simd);
+    micro_kernel(
+        isa,
+        kc,
+        a,
+        rs,
+        cs,
+        b.as_ptr(),
+        NR,
+        tmp.as_mut_ptr(),
+        NR,
+        Store::Overwrite,
+    );
     store_partial(&tmp, c, ldc, mr, nr, store);
 }
 
-/// The micro-kernel on a packed A panel (element (i, p) at `a[p*MR + i]`).
-#[inline(always)]
-unsafe fn micro_kernel(kc: usize, a: &[f32], b: &[f32], c: *mut f32, ldc: usize, store: Store, simd: bool) {
+/// An MR × 2·NR tile of C from two B panels, the second `b1` floats after the first (both with
+/// row stride `ldb`): the AVX-512 kernel's full tile. Off x86-64 (never chosen there) and as a
+/// plain fallback it is two MR × NR tiles.
+#[allow(clippy::too_many_arguments)]
+unsafe fn micro_tile_x2(
+    kc: usize,
+    a: *const f32,
+    rs: usize,
+    cs: usize,
+    b: *const f32,
+    ldb: usize,
+    b1: usize,
+    c: *mut f32,
+    ldc: usize,
+    store: Store,
+) {
     #[cfg(target_arch = "x86_64")]
-    if simd {
-        return micro_kernel_avx2(kc, a.as_ptr(), 1, MR, b.as_ptr(), NR, c, ldc, store);
+    {
+        micro_kernel_avx512_x2(kc, a, rs, cs, b, ldb, b1, c, ldc, store)
     }
-    let _ = simd;
-    micro_kernel_portable(kc, a, b, c, ldc, store)
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let second = match store {
+            Store::AddRow(r) => Store::AddRow(r.add(NR)),
+            s => s,
+        };
+        micro_kernel(Isa::Portable, kc, a, rs, cs, b, ldb, c, ldc, store);
+        micro_kernel(Isa::Portable, kc, a, rs, cs, b.add(b1), ldb, c.add(NR), ldc, second);
+    }
+}
+
+/// An MR × NR tile `C (+)= A·B` in the given instruction set. A's element (i, p) is at
+/// `a[i*rs + p*cs]`, B's row p at `b[p*ldb ..]`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn micro_kernel(
+    isa: Isa,
+    kc: usize,
+    a: *const f32,
+    rs: usize,
+    cs: usize,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    store: Store,
+) {
+    #[cfg(target_arch = "x86_64")]
+    match isa {
+        Isa::Avx512 => return micro_kernel_avx512(kc, a, rs, cs, b, ldb, c, ldc, store),
+        Isa::Avx2 => return micro_kernel_avx2(kc, a, rs, cs, b, ldb, c, ldc, store),
+        Isa::Portable => {}
+    }
+    let _ = isa;
+    micro_kernel_portable(kc, a, rs, cs, b, ldb, c, ldc, store)
 }
 
 /// Portable micro-kernel: the compiler vectorises the NR-wide inner loop.
-unsafe fn micro_kernel_portable(kc: usize, a: &[f32], b: &[f32], c: *mut f32, ldc: usize, store: Store) {
+#[allow(clippy::too_many_arguments)]
+unsafe fn micro_kernel_portable(
+    kc: usize,
+    a: *const f32,
+    rs: usize,
+    cs: usize,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    store: Store,
+) {
     let mut t = [[0.0f32; NR]; MR];
     for p in 0..kc {
-        let bp = &b[p * NR..p * NR + NR];
-        let ap = &a[p * MR..p * MR + MR];
-        for i in 0..MR {
-            let ai = ap[i];
+        let bp = std::slice::from_raw_parts(b.add(p * ldb), NR);
+        for (i, row) in t.iter_mut().enumerate() {
+            let ai = *a.add(i * rs + p * cs);
             for j in 0..NR {
-                t[i][j] += ai * bp[j];
+                row[j] += ai * bp[j];
             }
         }
     }
@@ -527,9 +678,7 @@ unsafe fn micro_kernel_portable(kc: usize, a: &[f32], b: &[f32], c: *mut f32, ld
 }
 
 /// AVX2 micro-kernel: 6 rows x 16 columns = 12 accumulator registers; per step of k, two loads
-/// of B, six broadcasts of A and twelve FMAs. A's element (i, p) is at `a[i*rs + p*cs]`: a packed
-/// panel is `rs = 1, cs = MR`; the direct (unpacked) path passes A's own strides. B's row p is at
-/// `b[p*ldb ..]`: `ldb = NR` for a packed panel.
+/// of B, six broadcasts of A and twelve FMAs.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
@@ -566,6 +715,98 @@ unsafe fn micro_kernel_avx2(
         };
         _mm256_storeu_ps(dst, _mm256_add_ps(add0, row[0]));
         _mm256_storeu_ps(dst.add(8), _mm256_add_ps(add1, row[1]));
+    }
+}
+
+/// AVX-512 micro-kernel, 6 × 16: one zmm register per row. Six accumulators cannot cover the
+/// FMA latency (4 cycles × 2 units = 8 in flight), so even and odd steps of k accumulate
+/// separately (12 chains) and are added at the end.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn micro_kernel_avx512(
+    kc: usize,
+    a: *const f32,
+    rs: usize,
+    cs: usize,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    store: Store,
+) {
+    use std::arch::x86_64::*;
+    let mut even = [_mm512_setzero_ps(); MR];
+    let mut odd = [_mm512_setzero_ps(); MR];
+    let mut p = 0;
+    while p + 1 < kc {
+        let b0 = _mm512_loadu_ps(b.add(p * ldb));
+        let b1 = _mm512_loadu_ps(b.add((p + 1) * ldb));
+        let (ap0, ap1) = (a.add(p * cs), a.add((p + 1) * cs));
+        for i in 0..MR {
+            even[i] = _mm512_fmadd_ps(_mm512_set1_ps(*ap0.add(i * rs)), b0, even[i]);
+            odd[i] = _mm512_fmadd_ps(_mm512_set1_ps(*ap1.add(i * rs)), b1, odd[i]);
+        }
+        p += 2;
+    }
+    if p < kc {
+        let b0 = _mm512_loadu_ps(b.add(p * ldb));
+        let ap0 = a.add(p * cs);
+        for (i, acc) in even.iter_mut().enumerate() {
+            *acc = _mm512_fmadd_ps(_mm512_set1_ps(*ap0.add(i * rs)), b0, *acc);
+        }
+    }
+    for i in 0..MR {
+        let dst = c.add(i * ldc);
+        let add = match store {
+            Store::Overwrite => _mm512_setzero_ps(),
+            Store::Accumulate => _mm512_loadu_ps(dst),
+            Store::AddRow(r) => _mm512_loadu_ps(r),
+        };
+        _mm512_storeu_ps(dst, _mm512_add_ps(add, _mm512_add_ps(even[i], odd[i])));
+    }
+}
+
+/// AVX-512 micro-kernel, 6 × 32: rows of two B panels (`b` and `b + b1`) in two zmm registers,
+/// 12 accumulators; per step of k, two loads of B, six broadcasts of A and twelve FMAs of 16
+/// lanes (the AVX2 kernel's instruction count for twice the arithmetic).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn micro_kernel_avx512_x2(
+    kc: usize,
+    a: *const f32,
+    rs: usize,
+    cs: usize,
+    b: *const f32,
+    ldb: usize,
+    b1: usize,
+    c: *mut f32,
+    ldc: usize,
+    store: Store,
+) {
+    use std::arch::x86_64::*;
+    let mut t = [[_mm512_setzero_ps(); 2]; MR];
+    let b_second = b.add(b1);
+    for p in 0..kc {
+        let v0 = _mm512_loadu_ps(b.add(p * ldb));
+        let v1 = _mm512_loadu_ps(b_second.add(p * ldb));
+        let ap = a.add(p * cs);
+        for (i, row) in t.iter_mut().enumerate() {
+            let ai = _mm512_set1_ps(*ap.add(i * rs));
+            row[0] = _mm512_fmadd_ps(ai, v0, row[0]);
+            row[1] = _mm512_fmadd_ps(ai, v1, row[1]);
+        }
+    }
+    for (i, row) in t.iter().enumerate() {
+        let dst = c.add(i * ldc);
+        let (add0, add1) = match store {
+            Store::Overwrite => (_mm512_setzero_ps(), _mm512_setzero_ps()),
+            Store::Accumulate => (_mm512_loadu_ps(dst), _mm512_loadu_ps(dst.add(NR))),
+            Store::AddRow(r) => (_mm512_loadu_ps(r), _mm512_loadu_ps(r.add(NR))),
+        };
+        _mm512_storeu_ps(dst, _mm512_add_ps(add0, row[0]));
+        _mm512_storeu_ps(dst.add(NR), _mm512_add_ps(add1, row[1]));
     }
 }
 
@@ -609,19 +850,19 @@ mod tests {
         ] {
             for ta in [false, true] {
                 for tb in [false, true] {
-                    for simd in [false, true] {
+                    for isa in Isa::available() {
                         for parallel in [false, true] {
                             let av = rng.normal_vec(m * k, 1.0);
                             let bv = rng.normal_vec(k * n, 1.0);
                             let a = MatRef::new(&av, if ta { m } else { k }, ta);
                             let b = MatRef::new(&bv, if tb { k } else { n }, tb);
                             let mut c = vec![f32::NAN; m * n];
-                            gemm_with(m, n, k, a, b, &mut c, n, false, parallel, simd && has_avx2_fma());
+                            gemm_with(m, n, k, a, b, &mut c, n, false, parallel, isa);
                             let r = naive(m, n, k, a, b);
                             let e = rel_err(&c, &r);
-                            assert!(e < 1e-5, "m{m} n{n} k{k} ta{ta} tb{tb} simd{simd}: rel err {e}");
+                            assert!(e < 1e-5, "m{m} n{n} k{k} ta{ta} tb{tb} {isa:?}: rel err {e}");
                             // accumulate: C += A·B doubles it
-                            gemm_with(m, n, k, a, b, &mut c, n, true, parallel, simd && has_avx2_fma());
+                            gemm_with(m, n, k, a, b, &mut c, n, true, parallel, isa);
                             let r2: Vec<f64> = r.iter().map(|x| 2.0 * x).collect();
                             assert!(rel_err(&c, &r2) < 1e-5);
                         }
@@ -653,18 +894,35 @@ mod tests {
             for (i, x) in r.iter_mut().enumerate() {
                 *x += bias[i % n] as f64;
             }
-            for simd in [false, true] {
+            for isa in Isa::available() {
                 for parallel in [false, true] {
                     let mut c = vec![f32::NAN; m * n];
-                    let simd = simd && has_avx2_fma();
-                    gemm_impl(m, n, k, a, b, &mut c, n, Init::Bias(&bias), parallel, simd);
+                    gemm_impl(m, n, k, a, b, &mut c, n, Init::Bias(&bias), parallel, isa);
                     let e = rel_err(&c, &r);
-                    assert!(
-                        e < 1e-5,
-                        "bias m{m} n{n} k{k} simd{simd} parallel{parallel}: rel err {e}"
-                    );
+                    assert!(e < 1e-5, "bias m{m} n{n} k{k} {isa:?} parallel{parallel}: rel err {e}");
                 }
             }
+        }
+    }
+
+    /// `gemm_padded` (the attention's per-head products) = the naive product, with widths that
+    /// take the AVX-512 pair tile, a single tile after pairs, and single tiles only; A read
+    /// through transposed strides as the attention does.
+    #[test]
+    fn gemm_padded_matches_naive() {
+        let mut rng = Rng::new(14);
+        for &(m, n, k, ta) in &[
+            (18, 32, 16, false),
+            (24, 48, 17, true),
+            (6, 16, 5, false),
+            (12, 80, 64, true),
+        ] {
+            let (av, bv) = (rng.normal_vec(m * k, 1.0), rng.normal_vec(k * n, 1.0));
+            let (a, b) = (MatRef::new(&av, if ta { m } else { k }, ta), MatRef::new(&bv, n, false));
+            let mut c = vec![f32::NAN; m * n];
+            gemm_padded(m, n, k, a, &bv, n, &mut c, n);
+            let e = rel_err(&c, &naive(m, n, k, a, b));
+            assert!(e < 1e-5, "padded m{m} n{n} k{k}: rel err {e}");
         }
     }
 
@@ -685,12 +943,12 @@ mod tests {
             let a = MatRef::new(&av, if ta { m } else { k }, ta);
             let b = MatRef::new(&bv, n, false);
             let r = naive(m, n, k, a, b);
-            for simd in [false, true] {
+            for isa in Isa::available() {
                 let mut c = vec![f32::NAN; m * n];
-                pool.install(|| gemm_with(m, n, k, a, b, &mut c, n, false, true, simd && has_avx2_fma()));
+                pool.install(|| gemm_with(m, n, k, a, b, &mut c, n, false, true, isa));
                 let e = rel_err(&c, &r);
-                assert!(e < 1e-5, "k-split m{m} n{n} k{k} simd{simd}: rel err {e}");
-                pool.install(|| gemm_with(m, n, k, a, b, &mut c, n, true, true, simd && has_avx2_fma()));
+                assert!(e < 1e-5, "k-split m{m} n{n} k{k} {isa:?}: rel err {e}");
+                pool.install(|| gemm_with(m, n, k, a, b, &mut c, n, true, true, isa));
                 let r2: Vec<f64> = r.iter().map(|x| 2.0 * x).collect();
                 assert!(rel_err(&c, &r2) < 1e-5, "k-split accumulate m{m} n{n} k{k}");
             }
