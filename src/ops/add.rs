@@ -61,9 +61,17 @@ pub fn add_broadcast(a: &Tensor, b: &Tensor) -> Result<Tensor> {
             let mut y = Tensor::scratch(a.shape());
             let (ad, bd) = (a.data(), b.data());
             if let Some(block) = leading_broadcast_block(a.shape(), b.shape()) {
+                // In runs that do not wrap around the block, so the loop vectorises and pays
+                // no division per element (a residual add is a block as long as `a`).
                 map_into(y.data_mut(), |off, out| {
-                    for (i, o) in out.iter_mut().enumerate() {
-                        *o = ad[off + i] + bd[(off + i) % block];
+                    let (mut i, mut j) = (0, off % block);
+                    while i < out.len() {
+                        let run = (block - j).min(out.len() - i);
+                        let (o, x, r) = (&mut out[i..i + run], &ad[off + i..off + i + run], &bd[j..j + run]);
+                        for ((o, &x), &r) in o.iter_mut().zip(x).zip(r) {
+                            *o = x + r;
+                        }
+                        (i, j) = (i + run, 0);
                     }
                 });
             } else {
