@@ -71,7 +71,7 @@ pub enum Command {
         #[arg(long, default_value = "best")]
         checkpoint: String,
         /// Test-time augmentation: average the class probabilities over the image and its
-        /// one-pixel shifts left, right, up and down (five forward passes) [default: the run's
+        /// shifts by 1 and 2 pixels left, right, up and down (nine forward passes) [default: the run's
         /// setting, on for the default preset's runs]; `--tta false` turns it off.
         #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
         tta: Option<bool>,
@@ -119,7 +119,7 @@ pub enum Command {
         #[arg(long, default_value = "best")]
         checkpoint: String,
         /// Test-time augmentation: average the class probabilities over the image and its
-        /// one-pixel shifts left, right, up and down (five forward passes) [default: the run's
+        /// shifts by 1 and 2 pixels left, right, up and down (nine forward passes) [default: the run's
         /// setting, on for the default preset's runs]; `--tta false` turns it off.
         #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
         tta: Option<bool>,
@@ -358,7 +358,8 @@ pub struct TrainFlags {
     #[arg(long, value_name = "DECAY")]
     pub ema: Option<f64>,
     /// Score the test set (and later `eval` / `predict` of the run) by test-time augmentation:
-    /// the mean probabilities of each image and its four one-pixel shifts [default preset: on;
+    /// the mean probabilities of each image and its shifts by 1 and 2 pixels along each axis
+    /// (nine views) [default preset: on;
     /// others: off]. Applies on --resume.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub tta: Option<bool>,
