@@ -51,7 +51,7 @@ impl ScheduleKind {
 /// (down to 15). The cap is set by time: the default when the budget was introduced (15 epochs
 /// at batch 128) is the yardstick, and a run may take at most twice its wall time. A batch-64
 /// epoch costs about what a batch-128 epoch cost before the AVX-512 matrix products, so 32
-/// epochs took a 5,400-row run to 2.13× (measured pairwise) and 28 keep it under 2×; MNIST's
+/// epochs took a 5,400-row run to 2.13× (measured pairwise) and 28 to 1.87×; MNIST's
 /// run takes about 1.74×. Its warm-up of at least 240 steps is one epoch down to
 /// 15,360 training images and longer below: 3.2 epochs of the 76 steps 5,400 rows make, where
 /// one epoch would let the rate reach its peak before the first attention patterns form.
