@@ -406,7 +406,6 @@ fn gemm_impl(
                 // Two full panels side by side make one AVX-512 6 × 32 tile.
                 let pair = isa == Isa::Avx512 && jp + 1 < jp_end && n >= (jp + 2) * NR;
                 let width = if pair { 2 } else { 1 };
-                let store = first_store(jp * NR);
                 for ip in 0..m_panels {
                     let r0 = i0 + ip * MR;
                     let mr = MR.min(i0 + mc - r0);
@@ -419,24 +418,22 @@ fn gemm_impl(
                     } else {
                         (apanel.as_ptr(), 1, MR)
                     };
-                    for q in 0..width {
-                        let jq = jp + q;
-                        let bpanel = &bp_k[jq * NR * kc..(jq + 1) * NR * kc];
-                        let nr = NR.min(n - jq * NR);
-                        // SAFETY: tasks own disjoint (row block, column block) tiles of C, and
-                        // the tile [r0..r0+mr, jq*NR..jq*NR+nr] lies inside C (checked above);
-                        // (a0, rs, cs) reads MR × kc elements inside A or the packed panel; a
-                        // pair's second panel follows the first in `bp_k`.
-                        unsafe {
+                    // SAFETY: tasks own disjoint (row block, column block) tiles of C, and each
+                    // tile [r0..r0+mr, jq*NR..jq*NR+nr] lies inside C (checked above); (a0, rs,
+                    // cs) reads MR × kc elements inside A or the packed panel; a pair's second
+                    // panel follows the first in `bp_k`.
+                    unsafe {
+                        if pair && mr == MR {
+                            let (bpanel, ct) = (bp_k[jp * NR * kc..].as_ptr(), cp.0.add(r0 * ldc + jp * NR));
+                            micro_tile_x2(kc, a0, rs, cs, bpanel, NR, kc * NR, ct, ldc, first_store(jp * NR));
+                            continue;
+                        }
+                        // Single panels, or a pair's two panels one at a time (a partial row panel).
+                        for jq in jp..jp + width {
+                            let bpanel = &bp_k[jq * NR * kc..(jq + 1) * NR * kc];
+                            let nr = NR.min(n - jq * NR);
                             let ct = cp.0.add(r0 * ldc + jq * NR);
-                            if pair && mr == MR {
-                                if q == 0 {
-                                    micro_tile_x2(kc, a0, rs, cs, bpanel.as_ptr(), NR, kc * NR, ct, ldc, store);
-                                }
-                                continue;
-                            }
-                            let store = if q == 0 { store } else { first_store(jq * NR) };
-                            micro_tile(kc, a0, rs, cs, bpanel, ct, ldc, mr, nr, store, isa);
+                            micro_tile(kc, a0, rs, cs, bpanel, ct, ldc, mr, nr, first_store(jq * NR), isa);
                         }
                     }
                 }
@@ -586,8 +583,7 @@ unsafe fn micro_tile(
 }
 
 /// An MR × 2·NR tile of C from two B panels, the second `b1` floats after the first (both with
-/// row stride `ldb`): the AVX-512 kernel's full tile. Off x86-64 (never chosen there) and as a
-/// plain fallback it is two MR × NR tiles.
+/// row stride `ldb`): the AVX-512 kernel's full tile, only ever chosen with [`Isa::Avx512`].
 #[allow(clippy::too_many_arguments)]
 unsafe fn micro_tile_x2(
     kc: usize,
@@ -607,12 +603,8 @@ unsafe fn micro_tile_x2(
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let second = match store {
-            Store::AddRow(r) => Store::AddRow(r.add(NR)),
-            s => s,
-        };
-        micro_kernel(Isa::Portable, kc, a, rs, cs, b, ldb, c, ldc, store);
-        micro_kernel(Isa::Portable, kc, a, rs, cs, b.add(b1), ldb, c.add(NR), ldc, second);
+        let _ = (kc, a, rs, cs, b, ldb, b1, c, ldc, store);
+        unreachable!("AVX-512 is only chosen on x86_64");
     }
 }
 
