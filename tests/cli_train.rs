@@ -383,26 +383,28 @@ fn train_csv_without_a_validation_split_does_not_report_an_accuracy_of_nothing()
 }
 
 #[test]
-fn the_step_budget_sets_the_epochs_from_the_data_size_between_15_and_28() {
+fn the_step_budget_sets_the_epochs_from_the_data_size_between_15_and_32() {
     use vitcore::train::{StepBudget, TrainConfig};
     let preset = TrainConfig::default_preset();
     let budget = preset.step_budget.expect("the default preset has a budget");
     let expected = StepBudget {
-        steps: 23_632,
-        max_epochs: 28,
+        steps: 27_008,
+        max_epochs: 32,
         warmup_steps: 240,
     };
     assert_eq!(budget, expected);
     assert_eq!((preset.batch_size, preset.epochs), (64, 15));
-    // Batch 64: MNIST's 54,000 training images (844 steps an epoch) get 28 epochs, and so do
+    // Batch 64: MNIST's 54,000 training images (844 steps an epoch) get 32 epochs, and so do
     // 42,000 Kaggle rows (37,800 after validation: 591 steps) and 5,400 rows (4,860: 76 steps),
-    // capped; 64,000 images (1,000 steps) get 24, and a million the preset's least, 15.
+    // capped; 64,000 images (1,000 steps) get 28, 100,000 (1,563 steps) 18, and a million the
+    // preset's least, 15.
     for (train_images, epochs) in [
-        (54_000usize, 28),
-        (37_800, 28),
-        (4_860, 28),
-        (1, 28),
-        (64_000, 24),
+        (54_000usize, 32),
+        (37_800, 32),
+        (4_860, 32),
+        (1, 32),
+        (64_000, 28),
+        (100_000, 18),
         (1_000_000, 15),
     ] {
         let per_epoch = train_images.div_ceil(64);
@@ -410,10 +412,10 @@ fn the_step_budget_sets_the_epochs_from_the_data_size_between_15_and_28() {
     }
     // The warm-up: one epoch (the preset's) while an epoch has 240 steps or more, longer below,
     // at most a fifth of the run.
-    assert_eq!(budget.warmup_epochs(844, 1.0, 28), 1.0);
-    assert_eq!(budget.warmup_epochs(240, 1.0, 28), 1.0);
-    assert_eq!(budget.warmup_epochs(76, 1.0, 28), 240.0 / 76.0);
-    assert_eq!(budget.warmup_epochs(2, 1.0, 28), 0.2 * 28.0);
+    assert_eq!(budget.warmup_epochs(844, 1.0, 32), 1.0);
+    assert_eq!(budget.warmup_epochs(240, 1.0, 32), 1.0);
+    assert_eq!(budget.warmup_epochs(76, 1.0, 32), 240.0 / 76.0);
+    assert_eq!(budget.warmup_epochs(2, 1.0, 32), 0.2 * 32.0);
     // A preset minimum above the cap wins; no preset but the default has a budget.
     let small = StepBudget {
         steps: 10,
@@ -430,7 +432,7 @@ fn the_step_budget_sets_the_epochs_from_the_data_size_between_15_and_28() {
 fn without_epochs_a_run_takes_its_length_from_the_budget_and_a_given_epochs_always_wins() {
     let tmp = TempDir::new("budget");
     // 100 images, 90 after the validation split: 2 steps an epoch at batch 64, so the budget
-    // asks for thousands of epochs and the cap gives 28.
+    // asks for thousands of epochs and the cap gives 32.
     let run = tmp.join("auto");
     let r = vitcore(args_with(
         &format!("train mnist {TINY_MODEL} --train-limit 100 --test-limit 50 --out"),
@@ -439,29 +441,29 @@ fn without_epochs_a_run_takes_its_length_from_the_budget_and_a_given_epochs_alwa
     .ok();
     assert!(
         r.stdout
-            .contains("epochs: 28 (2 steps each for 90 training images: the step budget of 23632 steps"),
+            .contains("epochs: 32 (2 steps each for 90 training images: the step budget of 27008 steps"),
         "{}",
         r.stdout
     );
-    // 240 steps of warm-up at 2 steps an epoch would be 120 epochs: a fifth of the run, 5.6.
+    // 240 steps of warm-up at 2 steps an epoch would be 120 epochs: a fifth of the run, 6.4.
     assert!(
         r.stdout
-            .contains("warm-up: 5.600 epochs (the budget's 240 steps, at most a fifth"),
+            .contains("warm-up: 6.400 epochs (the budget's 240 steps, at most a fifth"),
         "{}",
         r.stdout
     );
     let cfg = read_json(&run.join("config.json"));
-    assert_eq!(cfg["epochs"].as_u64(), Some(28));
-    assert!((cfg["warmup_epochs"].as_f64().unwrap() - 5.6).abs() < 1e-12, "{cfg}");
+    assert_eq!(cfg["epochs"].as_u64(), Some(32));
+    assert!((cfg["warmup_epochs"].as_f64().unwrap() - 6.4).abs() < 1e-12, "{cfg}");
     assert!(
         cfg.get("step_budget").is_none(),
         "the run saves the epochs it chose: {cfg}"
     );
-    assert_eq!(log_rows(&run).len(), 28);
-    // Resuming it keeps its 28 epochs: nothing left to do.
+    assert_eq!(log_rows(&run).len(), 32);
+    // Resuming it keeps its 32 epochs: nothing left to do.
     let again = vitcore(args_with("train mnist --quiet --resume", &[&run])).ok();
     assert!(
-        again.stdout.contains("has trained 28 epoch(s), and 28 were asked for"),
+        again.stdout.contains("has trained 32 epoch(s), and 32 were asked for"),
         "{}",
         again.stdout
     );
@@ -484,14 +486,14 @@ fn without_epochs_a_run_takes_its_length_from_the_budget_and_a_given_epochs_alwa
     ))
     .ok();
     assert!(
-        r.stdout.contains("epochs: 28") && !r.stdout.contains("warm-up:"),
+        r.stdout.contains("epochs: 32") && !r.stdout.contains("warm-up:"),
         "{}",
         r.stdout
     );
     let cfg = read_json(&warm.join("config.json"));
     assert_eq!(
         (cfg["epochs"].as_u64(), cfg["warmup_epochs"].as_f64()),
-        (Some(28), Some(2.0))
+        (Some(32), Some(2.0))
     );
 }
 

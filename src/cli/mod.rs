@@ -667,8 +667,13 @@ fn run_train_with(
     Ok(())
 }
 
-/// Run the parsed command line.
+/// Run the parsed command line (on a thread of the CPU backend's pool: see
+/// [`crate::backend::cpu::on_worker_pool`]).
 pub fn run(cli: Cli) -> Result<()> {
+    crate::backend::cpu::on_worker_pool(|| dispatch(cli))
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Bench {
             what: BenchWhat::Kernels(args),

@@ -18,9 +18,10 @@
 //! Dropping the loader early is safe: it drops the receiving end first (which makes the worker's
 //! next `send` fail, so it stops) and then joins the thread.
 
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use rayon::prelude::*;
 
@@ -213,11 +214,35 @@ impl BatchLoader {
     }
 }
 
+/// The next batch from the worker. On a rayon worker thread (the command runs on one: see
+/// `backend::cpu::on_worker_pool`), waiting is spent on the pool's pending jobs, among them
+/// the worker's own augmentation loop: a blocked `recv` would leave that loop one thread short.
+fn receive(rx: &Receiver<Batch>) -> std::result::Result<Batch, ()> {
+    if rayon::current_thread_index().is_none() {
+        return rx.recv().map_err(|_| ());
+    }
+    loop {
+        match rx.try_recv() {
+            Ok(batch) => return Ok(batch),
+            Err(TryRecvError::Disconnected) => return Err(()),
+            Err(TryRecvError::Empty) => {}
+        }
+        if rayon::yield_now() != Some(rayon::Yield::Executed) {
+            // Nothing to help with: wait briefly for the batch, then look again.
+            match rx.recv_timeout(Duration::from_micros(200)) {
+                Ok(batch) => return Ok(batch),
+                Err(RecvTimeoutError::Disconnected) => return Err(()),
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+        }
+    }
+}
+
 impl Iterator for BatchLoader {
     type Item = Batch;
 
     fn next(&mut self) -> Option<Batch> {
-        match self.receiver.as_ref()?.recv() {
+        match receive(self.receiver.as_ref()?) {
             Ok(batch) => {
                 self.yielded += 1;
                 Some(batch)
@@ -351,7 +376,6 @@ pub fn normalise(pixel: u8, mean: f32, std: f32) -> f32 {
 mod tests {
     use super::*;
     use std::collections::BTreeSet;
-    use std::time::Duration;
 
     /// `n` 1x1x2 images whose two pixels spell the index (low byte, high byte); label = index % 10.
     fn indexed(n: usize) -> Arc<Dataset> {
@@ -491,6 +515,44 @@ mod tests {
         });
         let got = done_rx.recv_timeout(Duration::from_secs(20));
         assert_eq!(got, Ok(8), "dropping a loader mid-epoch must stop its worker promptly");
+    }
+
+    /// Read from a rayon worker (as the command line does), the loader waits by running pool
+    /// jobs: it yields the same batches as from a plain thread, ends, and can be dropped early.
+    #[test]
+    fn a_loader_read_on_a_pool_worker_yields_the_same_batches() {
+        let d = indexed(3_000);
+        let cfg = || LoaderConfig {
+            augment: Some(Augment {
+                rotate_deg: 10.0,
+                shift_px: 2.0,
+                ..Augment::default()
+            }),
+            ..raw(64, true, 3, false)
+        };
+        let read = move |d: Arc<Dataset>| {
+            BatchLoader::new(d, cfg())
+                .unwrap()
+                .map(|b| b.images)
+                .collect::<Vec<_>>()
+        };
+        let plain = read(d.clone());
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let on_worker = rayon::scope(|_| {
+                assert!(rayon::current_thread_index().is_some());
+                let mut early = BatchLoader::new(d.clone(), cfg()).unwrap();
+                early.next().unwrap();
+                drop(early); // mid-epoch, from the worker
+                read(d.clone())
+            });
+            done_tx.send(on_worker).unwrap();
+        });
+        let on_worker = done_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the loader hung on a pool worker");
+        assert_eq!(on_worker.len(), 3_000usize.div_ceil(64));
+        assert!(on_worker == plain, "batches differ when read on a pool worker");
     }
 
     #[test]

@@ -5,12 +5,12 @@
 //! many times:
 //!
 //! ```text
-//! for pc in 0..K step KC                      // a K-slice: A-block and B-panel fit in cache
-//!     pack B[pc..pc+KC, :] into NR-wide column panels   (shared by all threads)
+//! for pc in 0..K step kc (≤ KC, equal slices) // a K-slice: A-block and B-panel fit in cache
+//!     pack B[pc..pc+kc, :] into NR-wide column panels   (shared by all threads)
 //!     parallel for each (MC rows) x (NCT cols) tile of C:
-//!         pack A[rows, pc..pc+KC] into MR-tall row panels (per thread, stays in L2)
+//!         pack A[rows, pc..pc+kc] into MR-tall row panels (per thread, stays in L2)
 //!         for each NR panel j, MR panel i:    // the micro-kernel: an MR x NR block of C
-//!             C[i, j] += Apanel_i · Bpanel_j  // held in 12 AVX registers, KC FMAs deep
+//!             C[i, j] += Apanel_i · Bpanel_j  // held in 12 AVX registers, kc FMAs deep
 //! ```
 //!
 //! Two shapes get their own routes, because the tiles above leave threads idle or waste packing:
@@ -284,7 +284,9 @@ fn gemm_impl(
     let tiles = m.div_ceil(MC) * n.div_ceil(NR * 4);
     if threads > 1 && tiles < 4 * threads && k >= 2 * threads * KC {
         let splits = threads.min(k / (2 * KC));
-        let kslice = k.div_ceil(splits).div_ceil(KC) * KC;
+        // Equal parts, not whole KC blocks: K = 1,088 (batch 64 × 17 tokens) in blocks of 256
+        // would give one thread 768 rows and the other 320.
+        let kslice = k.div_ceil(splits);
         let partials: Vec<Vec<f32>> = (0..splits)
             .into_par_iter()
             .map(|s| {
@@ -332,9 +334,12 @@ fn gemm_impl(
         (n_panels.div_ceil(want).max(4) * NR).min(n_panels * NR)
     };
     let n_blocks = (n_panels * NR).div_ceil(nct);
+    // K-slices of equal depth, at most KC: K = 544 as 272 + 272, not 256 + 256 + 32 (a short
+    // last slice loads and stores all of C for few multiply-adds).
+    let kc_even = k.div_ceil(k.div_ceil(KC));
     let mut pc = 0;
     while pc < k {
-        let kc = KC.min(k - pc);
+        let kc = kc_even.min(k - pc);
         // The first K-slice stores according to `init`, later ones accumulate.
         let first_store = |j0: usize| match init {
             _ if pc > 0 => Store::Accumulate,
@@ -918,18 +923,22 @@ mod tests {
         }
     }
 
-    /// Few output tiles over a long K takes the K-split path (partial products summed); with
-    /// 3 threads the last slice is short. Also through the Cᵀ route (m ≤ 32 < n).
+    /// Few output tiles over a long K takes the K-split path (partial products summed), cut in
+    /// near-equal slices that end inside a KC block: 1,088 = the default recipe's dW (two
+    /// slices of 544 on 2 threads), 1,537 on 3 threads (513 + 513 + 511), the rest on 3
+    /// threads. Also through the Cᵀ route (m ≤ 32 < n).
     #[test]
     fn k_split_matches_naive() {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
         let mut rng = Rng::new(12);
-        for &(m, n, k, ta) in &[
-            (37, 45, 2311, true),
-            (5, 70, 1600, true),
-            (100, 20, 4099, false),
-            (70, 100, 1700, true),
+        for &(m, n, k, ta, threads) in &[
+            (64, 64, 1088, true, 2),
+            (192, 64, 1537, true, 3),
+            (37, 45, 2311, true, 3),
+            (5, 70, 1600, true, 3),
+            (100, 20, 4099, false, 3),
+            (70, 100, 1700, true, 3),
         ] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             let av = rng.normal_vec(m * k, 1.0);
             let bv = rng.normal_vec(k * n, 1.0);
             let a = MatRef::new(&av, if ta { m } else { k }, ta);
