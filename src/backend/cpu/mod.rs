@@ -50,8 +50,9 @@ impl Drop for CpuBuffer {
 ///
 /// The workers get the main thread's 8 MiB of stack rather than the 2 MiB default, so no code
 /// path has less stack than it had on the main thread. With a pool of one thread (one CPU, or
-/// `RAYON_NUM_THREADS=1`) `f` runs on the calling thread instead: `f` blocks on the batch
-/// loader's channel, and the loader's own parallel loop needs a free worker to finish.
+/// `RAYON_NUM_THREADS=1`) `f` runs on the calling thread instead: a batch loader dropped
+/// mid-epoch is joined, and its thread's parallel loop needs a free worker to finish (waiting
+/// for a batch is not the hazard: the loader's `receive` runs pool jobs while it waits).
 pub fn on_worker_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     // An error only means the global pool exists already (a second call, or a test harness):
     // then that pool serves.
