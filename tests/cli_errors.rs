@@ -298,9 +298,9 @@ fn checkpoint_of_another_shape_names_the_checkpoint_the_parameter_and_both_shape
     let parts = [
         ckpt.as_str(),
         "does not match the model",
-        "`cls_token`",
-        "[1, 1, 8]",
-        "[1, 1, 16]",
+        "`pos_embed`",
+        "[1, 16, 8]",
+        "[1, 16, 16]",
         "`head.weight`",
         "[10, 8]",
         "[10, 16]",

@@ -178,13 +178,13 @@ fn a_checkpoint_holding_nan_or_inf_is_refused_naming_the_tensor() {
     vitcore(args_with("eval", &[&run])).fails_mentioning(&["`head.bias`", "NaN"]);
 
     // A checkpoint written by another program (the bytes of the format, as PyTorch writes them)
-    // with +Inf in the class token.
+    // with +Inf in the position embedding.
     let (tensors, _) = vitcore::checkpoint::load(tiny_run().join("best.safetensors")).unwrap();
     let mut header = serde_json::Map::new();
     let mut data: Vec<u8> = Vec::new();
     for (name, t) in &tensors {
         let mut v = t.to_vec();
-        if name == "cls_token" {
+        if name == "pos_embed" {
             v[0] = f32::INFINITY;
         }
         let begin = data.len();
@@ -199,7 +199,7 @@ fn a_checkpoint_holding_nan_or_inf_is_refused_naming_the_tensor() {
     bytes.extend(header);
     bytes.extend(data);
     fs::write(run.join("best.safetensors"), bytes).unwrap();
-    vitcore(args_with("eval", &[&run])).fails_mentioning(&["`cls_token`", "inf"]);
+    vitcore(args_with("eval", &[&run])).fails_mentioning(&["`pos_embed`", "inf"]);
 }
 
 #[test]

@@ -86,12 +86,12 @@ fn plot_refuses_a_run_without_checkpoint_and_writes_nothing() {
 #[test]
 fn summary_lists_every_layer_with_the_parameters_training_counts() {
     let r = vitcore(words("summary")).ok();
-    // `train mnist` announces "training ViT (305034 parameters)" for the default preset.
-    assert!(r.stdout.contains("total parameters: 305,034"), "{}", r.stdout);
+    // `train mnist` announces "training ViT (304906 parameters)" for the default preset.
+    assert!(r.stdout.contains("total parameters: 304,906"), "{}", r.stdout);
     for name in [
         "patch_embed.proj",
-        "cls_token",
         "pos_embed",
+        "fc_norm",
         "blocks.5.attn.qkv",
         "blocks.5.mlp.fc2",
         "head",
@@ -102,14 +102,22 @@ fn summary_lists_every_layer_with_the_parameters_training_counts() {
             r.stdout
         );
     }
-    // blocks.0.mlp.fc1: 17 tokens x (64 -> 256), 2 FLOPs a multiply-add.
+    // The default recipe has no class token: the head reads the patches' mean.
+    assert!(!r.stdout.contains("cls_token"), "{}", r.stdout);
+    assert!(r.stdout.contains("no class token = 16 tokens"), "{}", r.stdout);
+    // blocks.0.mlp.fc1: 16 tokens x (64 -> 256), 2 FLOPs a multiply-add.
     let fc1 = r.stdout.lines().find(|l| l.starts_with("blocks.0.mlp.fc1")).unwrap();
     assert!(
-        fc1.contains("[17, 256]") && fc1.contains("16,640") && fc1.contains("557,056"),
+        fc1.contains("[16, 256]") && fc1.contains("16,640") && fc1.contains("524,288"),
         "{fc1}"
     );
     let seed = vitcore(words("summary --preset seed")).ok();
     assert!(seed.stdout.contains("[50, 16]"), "{}", seed.stdout);
+    assert!(
+        seed.stdout.lines().any(|l| l.starts_with("cls_token")),
+        "{}",
+        seed.stdout
+    );
     let run = vitcore(args_with("summary", &[tiny_run()])).ok();
     assert!(run.stdout.contains("blocks.0.attn.qkv"), "{}", run.stdout);
     assert!(

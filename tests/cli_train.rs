@@ -138,7 +138,10 @@ fn smoke_train_on_real_mnist_reaches_85_percent_and_writes_a_complete_run_folder
         "{}",
         r.stdout
     );
-    assert!(best.iter().any(|(n, s, _)| n == "cls_token" && s == &[1, 1, 64]));
+    // The default recipe's model: no class token, 16 positions, the pooled head's fc_norm.
+    assert!(best.iter().any(|(n, s, _)| n == "pos_embed" && s == &[1, 16, 64]));
+    assert!(best.iter().any(|(n, s, _)| n == "fc_norm.weight" && s == &[64]));
+    assert!(!best.iter().any(|(n, _, _)| n == "cls_token"));
     let best_epoch: usize = best_meta["epoch"].parse().unwrap();
     assert!((1..=3).contains(&best_epoch));
     let (_, last_meta) = checkpoint_contents(&run_dir.join("last.safetensors"));
@@ -238,7 +241,7 @@ fn ema_and_the_affine_and_elastic_augmentation_resume_exactly_and_best_holds_the
             .clone()
     };
     assert_eq!(last_meta["ema.updates"], (2 * 600usize.div_ceil(64)).to_string());
-    for name in ["head.weight", "blocks.0.attn.qkv.weight", "cls_token"] {
+    for name in ["head.weight", "blocks.0.attn.qkv.weight", "pos_embed"] {
         let (raw, avg) = (get(&last, name), get(&last, &format!("ema.{name}")));
         assert_ne!(raw, avg, "{name}: the average is the weights themselves");
         assert_eq!(get(&best, name), avg, "{name}: best.safetensors is not the average");
@@ -383,28 +386,28 @@ fn train_csv_without_a_validation_split_does_not_report_an_accuracy_of_nothing()
 }
 
 #[test]
-fn the_step_budget_sets_the_epochs_from_the_data_size_between_15_and_32() {
+fn the_step_budget_sets_the_epochs_from_the_data_size_between_15_and_36() {
     use vitcore::train::{StepBudget, TrainConfig};
     let preset = TrainConfig::default_preset();
     let budget = preset.step_budget.expect("the default preset has a budget");
     let expected = StepBudget {
-        steps: 27_008,
-        max_epochs: 32,
+        steps: 30_384,
+        max_epochs: 36,
         warmup_steps: 240,
     };
     assert_eq!(budget, expected);
     assert_eq!((preset.batch_size, preset.epochs), (64, 15));
-    // Batch 64: MNIST's 54,000 training images (844 steps an epoch) get 32 epochs, and so do
+    // Batch 64: MNIST's 54,000 training images (844 steps an epoch) get 36 epochs, and so do
     // 42,000 Kaggle rows (37,800 after validation: 591 steps) and 5,400 rows (4,860: 76 steps),
-    // capped; 64,000 images (1,000 steps) get 28, 100,000 (1,563 steps) 18, and a million the
+    // capped; 64,000 images (1,000 steps) get 31, 100,000 (1,563 steps) 20, and a million the
     // preset's least, 15.
     for (train_images, epochs) in [
-        (54_000usize, 32),
-        (37_800, 32),
-        (4_860, 32),
-        (1, 32),
-        (64_000, 28),
-        (100_000, 18),
+        (54_000usize, 36),
+        (37_800, 36),
+        (4_860, 36),
+        (1, 36),
+        (64_000, 31),
+        (100_000, 20),
         (1_000_000, 15),
     ] {
         let per_epoch = train_images.div_ceil(64);
@@ -412,10 +415,10 @@ fn the_step_budget_sets_the_epochs_from_the_data_size_between_15_and_32() {
     }
     // The warm-up: one epoch (the preset's) while an epoch has 240 steps or more, longer below,
     // at most a fifth of the run.
-    assert_eq!(budget.warmup_epochs(844, 1.0, 32), 1.0);
-    assert_eq!(budget.warmup_epochs(240, 1.0, 32), 1.0);
-    assert_eq!(budget.warmup_epochs(76, 1.0, 32), 240.0 / 76.0);
-    assert_eq!(budget.warmup_epochs(2, 1.0, 32), 0.2 * 32.0);
+    assert_eq!(budget.warmup_epochs(844, 1.0, 36), 1.0);
+    assert_eq!(budget.warmup_epochs(240, 1.0, 36), 1.0);
+    assert_eq!(budget.warmup_epochs(76, 1.0, 36), 240.0 / 76.0);
+    assert_eq!(budget.warmup_epochs(2, 1.0, 36), 0.2 * 36.0);
     // A preset minimum above the cap wins; no preset but the default has a budget.
     let small = StepBudget {
         steps: 10,
@@ -432,7 +435,7 @@ fn the_step_budget_sets_the_epochs_from_the_data_size_between_15_and_32() {
 fn without_epochs_a_run_takes_its_length_from_the_budget_and_a_given_epochs_always_wins() {
     let tmp = TempDir::new("budget");
     // 100 images, 90 after the validation split: 2 steps an epoch at batch 64, so the budget
-    // asks for thousands of epochs and the cap gives 32.
+    // asks for thousands of epochs and the cap gives 36.
     let run = tmp.join("auto");
     let r = vitcore(args_with(
         &format!("train mnist {TINY_MODEL} --train-limit 100 --test-limit 50 --out"),
@@ -441,29 +444,29 @@ fn without_epochs_a_run_takes_its_length_from_the_budget_and_a_given_epochs_alwa
     .ok();
     assert!(
         r.stdout
-            .contains("epochs: 32 (2 steps each for 90 training images: the step budget of 27008 steps"),
+            .contains("epochs: 36 (2 steps each for 90 training images: the step budget of 30384 steps"),
         "{}",
         r.stdout
     );
-    // 240 steps of warm-up at 2 steps an epoch would be 120 epochs: a fifth of the run, 6.4.
+    // 240 steps of warm-up at 2 steps an epoch would be 120 epochs: a fifth of the run, 7.2.
     assert!(
         r.stdout
-            .contains("warm-up: 6.400 epochs (the budget's 240 steps, at most a fifth"),
+            .contains("warm-up: 7.200 epochs (the budget's 240 steps, at most a fifth"),
         "{}",
         r.stdout
     );
     let cfg = read_json(&run.join("config.json"));
-    assert_eq!(cfg["epochs"].as_u64(), Some(32));
-    assert!((cfg["warmup_epochs"].as_f64().unwrap() - 6.4).abs() < 1e-12, "{cfg}");
+    assert_eq!(cfg["epochs"].as_u64(), Some(36));
+    assert!((cfg["warmup_epochs"].as_f64().unwrap() - 7.2).abs() < 1e-12, "{cfg}");
     assert!(
         cfg.get("step_budget").is_none(),
         "the run saves the epochs it chose: {cfg}"
     );
-    assert_eq!(log_rows(&run).len(), 32);
-    // Resuming it keeps its 32 epochs: nothing left to do.
+    assert_eq!(log_rows(&run).len(), 36);
+    // Resuming it keeps its 36 epochs: nothing left to do.
     let again = vitcore(args_with("train mnist --quiet --resume", &[&run])).ok();
     assert!(
-        again.stdout.contains("has trained 32 epoch(s), and 32 were asked for"),
+        again.stdout.contains("has trained 36 epoch(s), and 36 were asked for"),
         "{}",
         again.stdout
     );
@@ -486,14 +489,14 @@ fn without_epochs_a_run_takes_its_length_from_the_budget_and_a_given_epochs_alwa
     ))
     .ok();
     assert!(
-        r.stdout.contains("epochs: 32") && !r.stdout.contains("warm-up:"),
+        r.stdout.contains("epochs: 36") && !r.stdout.contains("warm-up:"),
         "{}",
         r.stdout
     );
     let cfg = read_json(&warm.join("config.json"));
     assert_eq!(
         (cfg["epochs"].as_u64(), cfg["warmup_epochs"].as_f64()),
-        (Some(32), Some(2.0))
+        (Some(36), Some(2.0))
     );
 }
 

@@ -17,7 +17,7 @@ mod cuda_common;
 use cuda_common::{check_tol, rand_tensor, rand_vec, rng};
 use vitcore::autograd::{Graph, ParamStore};
 use vitcore::backend::cuda::cuda_available;
-use vitcore::nn::{Init, Mode, Vit, VitConfig, VitOptions};
+use vitcore::nn::{GlobalPool, Init, Mode, Vit, VitConfig, VitOptions};
 use vitcore::ops::dropout::Mask;
 use vitcore::ops::{self, GeluKind};
 use vitcore::optim::{clip_grad_norm, clip_grad_value, default_no_decay, Adam, AdamConfig};
@@ -346,6 +346,7 @@ fn flowers_options_step_on_gpu_matches_cpu() {
         embed_dropout: Some(0.0),
         attn_proj_dropout: Some(0.0),
         softmax_head: true,
+        ..VitOptions::default()
     };
     let mut cpu = ParamStore::new();
     let vit = Vit::with_options(cfg, opts, &mut cpu, 77).unwrap();
@@ -380,6 +381,29 @@ fn flowers_options_step_on_gpu_matches_cpu() {
     keras_adam().step(&mut cpu).unwrap();
     keras_adam().step(&mut gpu).unwrap();
     params_match(&cpu, &gpu);
+}
+
+#[test]
+fn pooled_model_step_on_gpu_matches_cpu() {
+    // The default recipe's architecture: no class token, the head reading the patch tokens'
+    // mean (a product with constant weights, on the device) through `fc_norm`.
+    let _dev = gpu_or_skip!();
+    let mut r = rng("pooled step");
+    let opts = VitOptions {
+        no_class_token: true,
+        global_pool: GlobalPool::Avg,
+        ..VitOptions::default()
+    };
+    let mut cpu = ParamStore::new();
+    let vit = Vit::with_options(step_config(), opts, &mut cpu, 31).unwrap();
+    let mut gpu = cpu.clone();
+    gpu.to_device(Device::Cuda).unwrap();
+    let (images, labels) = batch(&mut r, 5);
+    let (loss_c, logits_c) = forward_backward(&vit, &mut cpu, &images, &labels, 4);
+    let (loss_g, logits_g) = forward_backward(&vit, &mut gpu, &images, &labels, 4);
+    check_tol("loss", &loss_g.values().unwrap(), loss_c.data(), OP_TOL);
+    check_tol("logits", &logits_g.values().unwrap(), logits_c.data(), OP_TOL);
+    grads_match(&cpu, &gpu);
 }
 
 #[test]

@@ -6,7 +6,7 @@ use super::check::GemmDims;
 use super::Phase;
 use crate::autograd::ParamStore;
 use crate::error::Result;
-use crate::nn::Vit;
+use crate::nn::{GlobalPool, Vit, VitOptions};
 use crate::optim::AdamConfig;
 use crate::train::TrainConfig;
 
@@ -34,6 +34,8 @@ pub struct VitShape {
     pub mlp: usize,
     pub patch: usize,
     pub depth: usize,
+    /// A class token before the patches (the default recipe has none: it pools the patches).
+    pub class_token: bool,
 }
 
 impl VitShape {
@@ -41,7 +43,7 @@ impl VitShape {
         (IMAGE / self.patch) * (IMAGE / self.patch)
     }
     pub fn tokens(&self) -> usize {
-        self.patches() + 1
+        self.patches() + usize::from(self.class_token)
     }
     /// Token rows of a batch: the M of every linear layer in a block.
     pub fn rows(&self) -> usize {
@@ -62,8 +64,17 @@ impl VitShape {
         cfg.mlp_dim = self.mlp;
         cfg.patch = self.patch;
         cfg.depth = self.depth;
+        let opts = VitOptions {
+            no_class_token: !self.class_token,
+            global_pool: if self.class_token {
+                GlobalPool::Token
+            } else {
+                GlobalPool::Avg
+            },
+            ..VitOptions::default()
+        };
         let mut store = ParamStore::new();
-        Vit::new(cfg, &mut store, 0)?;
+        Vit::with_options(cfg, opts, &mut store, 0)?;
         Ok(store
             .ids()
             .map(|id| (store.name(id).to_string(), store.value(id).shape().to_vec()))
@@ -82,6 +93,7 @@ pub fn vit_shapes(quick: bool) -> Vec<VitShape> {
         mlp: 2048,
         patch: 4,
         depth: 4,
+        class_token: true,
     };
     if quick {
         return vec![VitShape { batch: 4, ..seed }];
@@ -94,8 +106,10 @@ pub fn vit_shapes(quick: bool) -> Vec<VitShape> {
         mlp: 256,
         patch: 4,
         depth: 6,
+        class_token: true,
     };
-    // The default recipe's model (`vitcore train mnist`): patch 7, so 17 tokens per image.
+    // The default recipe's model (`vitcore train mnist`): patch 7 and no class token, so 16
+    // tokens per image.
     let default = VitShape {
         name: "default",
         batch: 64,
@@ -104,6 +118,7 @@ pub fn vit_shapes(quick: bool) -> Vec<VitShape> {
         mlp: 256,
         patch: 7,
         depth: 6,
+        class_token: false,
     };
     vec![seed, small, default]
 }

@@ -14,7 +14,7 @@ use crate::data;
 use crate::data::image::DigitOptions;
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::nn::Init;
+use crate::nn::{GlobalPool, Init};
 use crate::ops::GeluKind;
 use crate::output::{self, WhenClosed};
 use crate::train::{
@@ -381,6 +381,14 @@ pub struct TrainFlags {
     /// Each attention head's q/k/v width (Keras's `key_dim`); default: embed-dim / heads.
     #[arg(long)]
     pub key_dim: Option<usize>,
+    /// What the head reads (timm's `global_pool`): the class token, or the mean of the patch
+    /// tokens (avg; the digits' default).
+    #[arg(long, value_enum)]
+    pub global_pool: Option<PoolArg>,
+    /// Prepend a class token (timm's `class_token`); false needs --global-pool avg. Default:
+    /// false for the digits, true for photos and the seed preset.
+    #[arg(long)]
+    pub class_token: Option<bool>,
     /// Hidden width of each block's MLP.
     #[arg(long)]
     pub mlp_dim: Option<usize>,
@@ -426,6 +434,11 @@ pub enum SchedArg {
     Plateau,
     /// Reduce on plateau by Keras's rule (absolute min_delta 1e-4, lowers on the patience-th bad epoch).
     PlateauKeras,
+}
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum PoolArg {
+    Token,
+    Avg,
 }
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum GeluArg {
@@ -500,6 +513,15 @@ impl TrainFlags {
         }
         if self.key_dim.is_some() {
             c.model_options.key_dim = self.key_dim;
+        }
+        if let Some(p) = self.global_pool {
+            c.model_options.global_pool = match p {
+                PoolArg::Token => GlobalPool::Token,
+                PoolArg::Avg => GlobalPool::Avg,
+            };
+        }
+        if let Some(yes) = self.class_token {
+            c.model_options.no_class_token = !yes;
         }
         if self.clip_norm.is_some() {
             c.clip_norm = self.clip_norm;

@@ -13,6 +13,11 @@
 //!   block's output is the product `R = Â_L · … · Â_1`. Row 0 of `R`, without its first entry,
 //!   says how much of the class token's final state comes from each patch.
 //!
+//! A model without a class token (`--class-token false`: the head reads the mean of the patch
+//! tokens) has no row 0 to read. Its pooled output is the mean of every token's output, so the
+//! information it takes from each patch is the mean of the rows: both views use the mean row
+//! of the weights (of `A` for the heads, of `R` for the rollout).
+//!
 //! Each map is drawn scaled to its own maximum: they show *where*, not how much.
 
 use super::input::InputImage;
@@ -31,8 +36,9 @@ pub struct ClassAttention {
     /// The model's probability per class.
     pub probabilities: Vec<f32>,
     /// Per head of the last block: the weight the class token gives each patch (`N`, row-major
-    /// patch order), and the weight it gives itself.
-    pub heads: Vec<(Vec<f32>, f32)>,
+    /// patch order), and the weight it gives itself (`None` without a class token: the mean
+    /// row's weights).
+    pub heads: Vec<(Vec<f32>, Option<f32>)>,
     /// Attention rollout through all blocks: the share of each patch (`N`).
     pub rollout: Vec<f32>,
     /// The patch grid, rows × columns.
@@ -83,22 +89,35 @@ pub fn class_attention(vit: &Vit, store: &ParamStore, img: &InputImage, mean: f3
     let x = Tensor::from_vec(x, &[1, 1, img.height, img.width])?;
     let (logits, weights) = vit.forward_with_attention(store, x)?;
     let logits = logits.values()?;
-    let (h, t) = (cfg.heads, cfg.tokens());
+    let (h, t) = (cfg.heads, vit.tokens());
     let blocks: Vec<Vec<f32>> = weights.iter().map(|w| w.values()).collect::<Result<_>>()?;
     let last = blocks.last().expect("a ViT has at least one block");
+    let has_cls = vit.cls_token.is_some();
     let heads = (0..h)
         .map(|k| {
-            let row0 = &last[k * t * t..k * t * t + t];
-            (row0[1..].to_vec(), row0[0])
+            let a = &last[k * t * t..(k + 1) * t * t];
+            match has_cls {
+                true => (a[1..t].to_vec(), Some(a[0])),
+                false => (mean_row(a, t), None),
+            }
         })
         .collect();
     let r = rollout(&blocks, h, t);
     Ok(ClassAttention {
         probabilities: crate::ops::softmax::probabilities(&logits),
         heads,
-        rollout: r[1..t].to_vec(),
+        rollout: if has_cls { r[1..t].to_vec() } else { mean_row(&r, t) },
         grid: (cfg.image_height / cfg.patch, cfg.image_width / cfg.patch),
     })
+}
+
+/// The mean of the rows of a `t×t` row-major matrix.
+fn mean_row(a: &[f32], t: usize) -> Vec<f32> {
+    let mut m = vec![0.0f32; t];
+    for row in a.chunks(t) {
+        m.iter_mut().zip(row).for_each(|(x, &v)| *x += v / t as f32);
+    }
+    m
 }
 
 /// Pixels per image pixel in the picture.
@@ -143,7 +162,10 @@ pub fn picture(img: &InputImage, a: &ClassAttention, depth: usize, name: &str) -
             over(map),
             [
                 format!("block {depth}, head {}", k + 1),
-                format!("max {:.0}%, to CLS {:.0}%", 100.0 * top, 100.0 * own),
+                match own {
+                    Some(own) => format!("max {:.0}%, to CLS {:.0}%", 100.0 * top, 100.0 * own),
+                    None => format!("max {:.0}% (mean row)", 100.0 * top),
+                },
             ],
         ));
     }
@@ -156,7 +178,14 @@ pub fn picture(img: &InputImage, a: &ClassAttention, depth: usize, name: &str) -
         })
         .collect();
     tiles::sheet(
-        &format!("{}: what the class token attends to ({name})", img.name),
+        &format!(
+            "{}: what {} attends to ({name})",
+            img.name,
+            match a.heads.first().is_some_and(|(_, own)| own.is_none()) {
+                true => "the pooled output",
+                false => "the class token",
+            }
+        ),
         "each map scaled to its own maximum (dark: little, yellow: most); rollout: heads averaged, identity added, \
          rows renormalised, multiplied through the blocks",
         &tiles,
@@ -195,5 +224,50 @@ mod tests {
         let one = rollout(&[two], 2, t);
         let expect_diag = (0.5 + 1.0 / 6.0 + 1.0) / 2.0;
         assert!((one[0] - expect_diag).abs() < 1e-6, "{one:?}");
+    }
+
+    #[test]
+    fn class_token_row_or_mean_row_by_the_model() {
+        use crate::nn::{GlobalPool, VitOptions};
+        let mut cfg = crate::train::TrainConfig::default_preset().model;
+        (cfg.embed_dim, cfg.heads, cfg.mlp_dim, cfg.depth) = (16, 2, 32, 2);
+        let img = InputImage {
+            pixels: (0..784).map(|i| (i * 37 % 256) as u8).collect(),
+            height: 28,
+            width: 28,
+            label: None,
+            path: "x.png".into(),
+            name: "x".into(),
+            notes: Vec::new(),
+        };
+        for class_token in [true, false] {
+            let opts = VitOptions {
+                no_class_token: !class_token,
+                global_pool: if class_token {
+                    GlobalPool::Token
+                } else {
+                    GlobalPool::Avg
+                },
+                ..VitOptions::default()
+            };
+            let mut store = ParamStore::new();
+            let vit = Vit::with_options(cfg.clone(), opts, &mut store, 4).unwrap();
+            let a = class_attention(&vit, &store, &img, 0.5, 0.5).unwrap();
+            assert_eq!(a.heads.len(), 2);
+            for (map, own) in &a.heads {
+                assert_eq!(map.len(), 16, "one weight per patch");
+                assert_eq!(own.is_some(), class_token);
+                // A row of weights sums to 1: over the patches and the class token, or over
+                // the patches alone (the mean of rows that each sum to 1).
+                let total = map.iter().sum::<f32>() + own.unwrap_or(0.0);
+                assert!((total - 1.0).abs() < 1e-5, "{total}");
+            }
+            assert_eq!(a.rollout.len(), 16);
+            let flow: f32 = a.rollout.iter().sum();
+            match class_token {
+                true => assert!(flow > 0.0 && flow < 1.0, "{flow}"),
+                false => assert!((flow - 1.0).abs() < 1e-5, "{flow}"),
+            }
+        }
     }
 }

@@ -30,4 +30,4 @@ pub use init::Init;
 pub use layers::{Ctx, LayerNorm, Linear, Mode};
 pub use mlp::Mlp;
 pub use patch_embed::PatchEmbed;
-pub use vit::{Vit, VitConfig, VitOptions};
+pub use vit::{GlobalPool, Vit, VitConfig, VitOptions};

@@ -9,7 +9,7 @@
 //! the forward (the backward computes two products per forward product).
 
 use super::layers::{LayerNorm, Linear};
-use super::Vit;
+use super::{GlobalPool, Vit};
 use crate::autograd::{ParamId, ParamStore};
 
 /// One row of the summary.
@@ -29,7 +29,7 @@ pub struct Layer {
 /// The layers of `vit` in the order the forward runs them; parameter counts read from `store`.
 pub fn layers(vit: &Vit, store: &ParamStore) -> Vec<Layer> {
     let cfg = &vit.cfg;
-    let (n, t, d, m, h) = (cfg.num_patches(), cfg.tokens(), cfg.embed_dim, cfg.mlp_dim, cfg.heads);
+    let (n, t, d, m, h) = (cfg.num_patches(), vit.tokens(), cfg.embed_dim, cfg.mlp_dim, cfg.heads);
     // q, k and v are each h·Dk wide (D unless the heads have a key width of their own).
     let inner = h * vit.key_dim();
     let numel = |ids: &[ParamId]| ids.iter().map(|&id| store.value(id).numel()).sum::<usize>();
@@ -48,18 +48,24 @@ pub fn layers(vit: &Vit, store: &ParamStore) -> Vec<Layer> {
     let norm =
         |name: &str, kind: &str, l: &LayerNorm, out: Vec<usize>| row(name, kind, out, numel(&[l.weight, l.bias]), 0);
     let cpp = cfg.channels * cfg.patch * cfg.patch;
-    let mut rows = vec![
-        linear("patch_embed.proj", "PatchEmbed", &vit.patch_embed.proj, n, (cpp, d)),
-        row("cls_token", "Parameter", vec![1, d], numel(&[vit.cls_token]), 0),
-        // [T, D], or [N, D] when it covers the patches only.
-        row(
-            "pos_embed",
-            "Parameter",
-            store.value(vit.pos_embed).shape()[1..].to_vec(),
-            numel(&[vit.pos_embed]),
-            0,
-        ),
-    ];
+    let mut rows = vec![linear(
+        "patch_embed.proj",
+        "PatchEmbed",
+        &vit.patch_embed.proj,
+        n,
+        (cpp, d),
+    )];
+    if let Some(cls) = vit.cls_token {
+        rows.push(row("cls_token", "Parameter", vec![1, d], numel(&[cls]), 0));
+    }
+    // [T, D], or [N, D] when it covers the patches only.
+    rows.push(row(
+        "pos_embed",
+        "Parameter",
+        store.value(vit.pos_embed).shape()[1..].to_vec(),
+        numel(&[vit.pos_embed]),
+        0,
+    ));
     for (i, b) in vit.blocks.iter().enumerate() {
         let p = |s: &str| format!("blocks.{i}.{s}");
         let core = format!("softmax(q·kᵀ/√Dh)·v, {h} heads of {}", vit.key_dim());
@@ -74,7 +80,10 @@ pub fn layers(vit: &Vit, store: &ParamStore) -> Vec<Layer> {
             linear(&p("mlp.fc2"), "Linear", &b.mlp.fc2, t, (m, d)),
         ]);
     }
-    rows.push(norm("norm", "LayerNorm (class token)", &vit.norm, vec![d]));
+    rows.push(match vit.opts.global_pool {
+        GlobalPool::Token => norm("norm", "LayerNorm (class token)", &vit.norm, vec![d]),
+        GlobalPool::Avg => norm("fc_norm", "mean of patches + LayerNorm", &vit.norm, vec![d]),
+    });
     let head = if vit.opts.softmax_head {
         "Linear + softmax"
     } else {
@@ -125,14 +134,19 @@ pub fn table(vit: &Vit, store: &ParamStore) -> String {
     let flops: u64 = rows.iter().map(|r| r.flops).sum();
     let cfg = &vit.cfg;
     s += &format!(
-        "input: [{}, {}, {}] (C, H, W); {} patches of {}x{} + the class token = {} tokens of {} features\n",
+        "input: [{}, {}, {}] (C, H, W); {} patches of {}x{}{} = {} tokens of {} features\n",
         cfg.channels,
         cfg.image_height,
         cfg.image_width,
         cfg.num_patches(),
         cfg.patch,
         cfg.patch,
-        cfg.tokens(),
+        if vit.cls_token.is_some() {
+            " + the class token"
+        } else {
+            ", no class token"
+        },
+        vit.tokens(),
         cfg.embed_dim
     );
     s += &format!(

@@ -19,6 +19,19 @@
 //! Applying the final norm to the class token alone equals timm's norm-all-then-select (layernorm
 //! works per token) and skips N tokens of work.
 //!
+//! **Global average pooling** ([`GlobalPool::Avg`], timm's `global_pool='avg'`, and with
+//! [`VitOptions::no_class_token`] timm's `class_token=False`, as in Beyer et al., "Better plain
+//! ViT baselines for ImageNet-1k", 2022): the head reads the mean of the patch tokens instead,
+//! normalised by `fc_norm` (timm's name for the final norm when it follows the pooling):
+//!
+//! ```text
+//! x [B,C,H,W] ─patchify→ [B,N,C·P·P] ─linear→ [B,N,D] ─+pos→ [B,N,D]    (no class token: T = N)
+//! head:   logits = head(fc_norm(mean_i x[:, i]))        [B,K]     (the patch tokens' mean)
+//! ```
+//! The mean is a product with a row of `1/N` (`[B,1,T]·[B,T,D]`, zero for a class token), so
+//! its backward is the matmul's: each token receives `G/N`. No token is special: every patch's
+//! output feeds the loss directly.
+//!
 //! [`VitOptions`] names where other ViTs differ: heads of their own width Dk (then q, k, v are
 //! `[.., h·Dk]` and `proj` maps h·Dk → D), the position embedding on the patches only, which
 //! dropout sites exist, and a softmax after the head.
@@ -114,6 +127,23 @@ impl VitConfig {
     }
 }
 
+/// What the head reads from the last block's tokens (timm's `global_pool`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GlobalPool {
+    /// The class token (timm's `'token'`, the original ViT's).
+    #[default]
+    Token,
+    /// The mean of the patch tokens (timm's `'avg'`), normalised by `fc_norm`.
+    Avg,
+}
+
+impl GlobalPool {
+    fn is_token(&self) -> bool {
+        *self == GlobalPool::Token
+    }
+}
+
 /// Architecture options that differ between ViT implementations; the default is timm's
 /// `VisionTransformer`. Kept apart from [`VitConfig`] so every existing configuration (and
 /// checkpoint) means what it meant. `--preset flowers` sets all of them to what the Keras
@@ -143,6 +173,14 @@ pub struct VitOptions {
     /// is the cross-entropy of the logits beneath it, as Keras computes it for a softmax output.
     #[serde(default, skip_serializing_if = "is_false")]
     pub softmax_head: bool,
+    /// timm's `global_pool`: the head reads the class token (`Token`, the default) or the mean
+    /// of the patch tokens (`Avg`; the final norm is then named `fc_norm`, as in timm).
+    #[serde(default, skip_serializing_if = "GlobalPool::is_token")]
+    pub global_pool: GlobalPool,
+    /// timm's `class_token=False`: no class token, so `T = N` and the position embedding covers
+    /// the patches only. Needs `global_pool: Avg` (the head must read something).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub no_class_token: bool,
 }
 
 fn is_false(v: &bool) -> bool {
@@ -159,6 +197,12 @@ impl VitOptions {
     pub fn validate(&self) -> Result<()> {
         if self.key_dim == Some(0) {
             return Err(Error::config("model: key_dim must be positive"));
+        }
+        if self.no_class_token && self.global_pool == GlobalPool::Token {
+            return Err(Error::config(
+                "model: without a class token the head must read the mean of the patches \
+                 (--global-pool avg)",
+            ));
         }
         for (name, p) in [
             ("embed_dropout", self.embed_dropout),
@@ -178,12 +222,15 @@ pub struct Vit {
     pub cfg: VitConfig,
     pub opts: VitOptions,
     pub patch_embed: PatchEmbed,
-    /// `cls_token [1, 1, D]`: a learned token that attends to every patch; the head reads only it.
-    pub cls_token: ParamId,
-    /// `pos_embed [1, T, D]`: added to every token, so the model knows where each patch was.
+    /// `cls_token [1, 1, D]`: a learned token that attends to every patch; with
+    /// [`GlobalPool::Token`] the head reads only it. `None` with [`VitOptions::no_class_token`].
+    pub cls_token: Option<ParamId>,
+    /// `pos_embed [1, T, D]` (`[1, N, D]` without a class position): added to every token, so
+    /// the model knows where each patch was.
     pub pos_embed: ParamId,
     pub blocks: Vec<Block>,
-    /// The final norm (`norm`), applied to the class token.
+    /// The final norm, applied to what the head reads: `norm` (the class token) or `fc_norm`
+    /// (the patch tokens' mean).
     pub norm: LayerNorm,
     /// `head`: D → classes.
     pub head: Linear,
@@ -212,12 +259,16 @@ impl Vit {
         };
         let (w, b) = (ini.weight(d, c * p * p), ini.bias(d, c * p * p));
         let patch_embed = PatchEmbed::new(store, p, t(w, &[d, c, p, p]), t(b, &[d]))?;
-        let positions = match opts.no_embed_class {
+        let positions = match opts.no_embed_class || opts.no_class_token {
             true => cfg.num_patches(),
             false => cfg.tokens(),
         };
+        // Drawn with or without a class token, so the other parameters start the same.
         let (cls, pos) = ini.embeddings(d, positions);
-        let cls_token = store.add("cls_token", t(cls, &[1, 1, d]))?;
+        let cls_token = match opts.no_class_token {
+            false => Some(store.add("cls_token", t(cls, &[1, 1, d]))?),
+            true => None,
+        };
         let pos_embed = store.add("pos_embed", t(pos, &[1, positions, d]))?;
         let mut blocks = Vec::with_capacity(cfg.depth);
         let mut first: Option<BlockInit> = None;
@@ -242,7 +293,11 @@ impl Vit {
             first.get_or_insert_with(|| init.clone());
             blocks.push(Block::new(store, &format!("blocks.{i}"), &cfg, &opts, init)?);
         }
-        let norm = LayerNorm::new(store, "norm", d, cfg.ln_eps)?;
+        let norm_name = match opts.global_pool {
+            GlobalPool::Token => "norm",
+            GlobalPool::Avg => "fc_norm",
+        };
+        let norm = LayerNorm::new(store, norm_name, d, cfg.ln_eps)?;
         let k = cfg.num_classes;
         let (w, b) = (ini.weight(k, d), ini.bias(k, d));
         let head = Linear::new(store, "head", t(w, &[k, d]), t(b, &[k]))?;
@@ -257,6 +312,11 @@ impl Vit {
             head,
             fused_attention: true,
         })
+    }
+
+    /// Tokens through the blocks: `N + 1` with a class token, `N` without.
+    pub fn tokens(&self) -> usize {
+        self.cfg.num_patches() + usize::from(self.cls_token.is_some())
     }
 
     /// Each head's q/k/v width `Dk` (`D / h` unless [`VitOptions::key_dim`] sets it).
@@ -315,15 +375,18 @@ impl Vit {
         let (b, d) = (images.shape()[0], cfg.embed_dim);
         let x = cx.g.constant(images);
         let tokens = self.patch_embed.forward(cx, x)?; // [B, N, D]
-        let cls = cx.param(self.cls_token);
-        let cls = cx.g.broadcast_to(cls, &[b, 1, d])?;
         let pos = cx.param(self.pos_embed);
-        let x = match self.opts.no_embed_class {
-            false => {
+        let x = match (self.cls_token, self.opts.no_embed_class) {
+            (None, _) => cx.g.add_broadcast(tokens, pos)?, // [B, N, D]
+            (Some(cls), false) => {
+                let cls = cx.param(cls);
+                let cls = cx.g.broadcast_to(cls, &[b, 1, d])?;
                 let x = cx.g.concat(&[cls, tokens], 1)?; // [B, T, D]
                 cx.g.add_broadcast(x, pos)?
             }
-            true => {
+            (Some(cls), true) => {
+                let cls = cx.param(cls);
+                let cls = cx.g.broadcast_to(cls, &[b, 1, d])?;
                 let tokens = cx.g.add_broadcast(tokens, pos)?; // [B, N, D]
                 cx.g.concat(&[cls, tokens], 1)?
             }
@@ -332,8 +395,26 @@ impl Vit {
         for block in &self.blocks {
             x = block.forward(cx, x)?;
         }
-        let cls_out = cx.g.select(x, 1, 0)?; // [B, D]
-        let cls_out = self.norm.forward(cx, cls_out)?;
-        self.head.forward(cx, cls_out)
+        let pooled = match self.opts.global_pool {
+            GlobalPool::Token => cx.g.select(x, 1, 0)?, // [B, D]
+            GlobalPool::Avg => self.patch_mean(cx, x)?,
+        };
+        let pooled = self.norm.forward(cx, pooled)?;
+        self.head.forward(cx, pooled)
+    }
+
+    /// The mean of the patch tokens of `x [B, T, D]`: `[B, 1, T]·[B, T, D] → [B, D]`, with weights
+    /// `1/N` on the patches and 0 on a class token (timm: `x[:, num_prefix_tokens:].mean(dim=1)`).
+    /// A product with constant weights rather than an op of its own: its forward and backward
+    /// are the matmul's, on either device.
+    fn patch_mean(&self, cx: &mut Ctx, x: Var) -> Result<Var> {
+        let (b, t, d) = (cx.g.value(x).shape()[0], self.tokens(), self.cfg.embed_dim);
+        let prefix = usize::from(self.cls_token.is_some());
+        let n = (t - prefix) as f32;
+        let row: Vec<f32> = (0..t).map(|i| if i < prefix { 0.0 } else { 1.0 / n }).collect();
+        let weights = Tensor::from_vec(row.repeat(b), &[b, 1, t])?.to_device(cx.g.value(x).device())?;
+        let weights = cx.g.constant(weights);
+        let mean = cx.g.matmul(weights, x)?; // [B, 1, D]
+        cx.g.reshape(mean, &[b, d])
     }
 }

@@ -60,6 +60,8 @@ pub const RULES: &[(&str, &str, bool)] = &[
     ("model.heads", "--heads", false),
     ("model.mlp_dim", "--mlp-dim", false),
     ("model_options.key_dim", "--key-dim", false),
+    ("model_options.global_pool", "--global-pool", false),
+    ("model_options.no_class_token", "--class-token", false),
     ("model.dropout", "--dropout", false),
     ("model.attn_dropout", "--attn-dropout", false),
     ("model.gelu", "--gelu", false),

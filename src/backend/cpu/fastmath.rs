@@ -169,3 +169,18 @@ pub fn sum(a: &[f32]) -> f32 {
     }
     acc.iter().sum::<f32>() + tail
 }
+
+/// `Σ (a_i − c)²` with 8 independent partial sums (see [`dot`]): a row's variance times its
+/// length, given its mean `c`.
+#[inline(always)]
+pub fn sum_sq_dev(a: &[f32], c: f32) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let chunks = a.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().map(|&x| (x - c) * (x - c)).sum();
+    for x in chunks {
+        for k in 0..8 {
+            acc[k] += (x[k] - c) * (x[k] - c);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
