@@ -41,4 +41,41 @@ fn main() {
         table("KERNEL_HEADERS", &list(&dir, "cuh")),
     );
     fs::write(&out, code).expect("write kernels.rs");
+    build_commit();
+}
+
+/// `VITCORE_BUILD_COMMIT`: the commit the binary is built from (`-dirty` when the working tree
+/// differed from it), so benchmark records name the code that ran rather than whatever the
+/// directory they are run from holds. Not set outside a git checkout.
+fn build_commit() {
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    // Rerun when the commit or the tree changes (the crate recompiles then anyway).
+    let mut watch = vec![".git/HEAD".to_string(), ".git/index".into(), ".git/packed-refs".into()];
+    // HEAD names a branch ("ref: refs/heads/main"), whose file moves with each commit.
+    if let Ok(head) = fs::read_to_string(root.join(".git/HEAD")) {
+        if let Some(r) = head.trim().strip_prefix("ref: ") {
+            watch.push(format!(".git/{r}"));
+        }
+    }
+    watch.extend(["src", "tests", "kernels"].map(String::from));
+    for p in watch.iter().filter(|p| root.join(p).exists()) {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(&root)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    if let Some(head) = git(&["rev-parse", "HEAD"]).filter(|h| !h.is_empty()) {
+        let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+        println!(
+            "cargo:rustc-env=VITCORE_BUILD_COMMIT={head}{}",
+            if dirty { "-dirty" } else { "" }
+        );
+    }
 }

@@ -6,6 +6,7 @@
 mod cli_common;
 
 use cli_common::*;
+use std::path::Path;
 use std::sync::OnceLock;
 
 /// The quick CPU run, shared by the tests of this file: (its output, its JSON report).
@@ -231,6 +232,30 @@ fn bench_step_prints_one_json_record_like_the_pytorch_script() {
         "the file holds the printed record"
     );
     assert_eq!(r.stderr.lines().next(), Some("device: cpu"), "{}", r.stderr);
+
+    // The record names the commit the binary was built from, wherever it runs: here from a
+    // folder outside any git repository.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(root)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    if let Some(head) = head {
+        let r = vitcore_in(
+            &dir.0,
+            words("bench step --preset small --device cpu --steps 1 --warmup 0 --batch 4"),
+        )
+        .ok();
+        let rec: serde_json::Value = serde_json::from_str(r.stdout.lines().last().unwrap_or("")).unwrap();
+        let commit = rec["commit"].as_str().unwrap_or_else(|| panic!("no commit: {rec}"));
+        assert!(
+            commit == head || commit == format!("{head}-dirty"),
+            "commit {commit}, HEAD {head}"
+        );
+    }
 
     // --profile adds the per-op split on stderr; bad counts are refused.
     let r = vitcore(words(

@@ -660,13 +660,17 @@ pub fn print_record(record: &impl serde::Serialize, json: Option<&Path>) -> Resu
 }
 
 /// The commit being measured: `$VITCORE_COMMIT` if set (a packed binary far from its
-/// repository), else `git rev-parse HEAD` in the working directory, else unknown.
+/// repository), else the commit the binary was built from (`build.rs`; `-dirty` when the tree
+/// had uncommitted changes), else `git rev-parse HEAD` in the working directory, else unknown.
 pub fn git_commit() -> Option<String> {
     if let Ok(c) = std::env::var("VITCORE_COMMIT") {
         let c = c.trim().to_string();
         if !c.is_empty() {
             return Some(c);
         }
+    }
+    if let Some(c) = option_env!("VITCORE_BUILD_COMMIT") {
+        return Some(c.to_string());
     }
     let out = std::process::Command::new("git")
         .args(["rev-parse", "HEAD"])
