@@ -525,3 +525,41 @@ fn mnist_to_csv_writes_the_idx_rows_as_a_kaggle_csv() {
     assert!(String::from_utf8_lossy(&second.stderr).contains("not overwriting"));
     assert_eq!(fs::read_to_string(&out).unwrap(), kaggle_csv(train, 5..12, true));
 }
+
+#[test]
+fn pooling_flags_choose_what_the_head_reads_and_a_contradiction_fails_cleanly() {
+    let tmp = TempDir::new("pool-flags");
+    // `--global-pool token` alone gives timm's class-token model (both options at their
+    // defaults, so config.json leaves them out), with `norm` as the final norm.
+    let run = tmp.join("token");
+    vitcore(args_with(
+        &format!("train mnist {TINY_MODEL} --train-limit 100 --test-limit 50 --epochs 1 --global-pool token --out"),
+        &[&run],
+    ))
+    .ok();
+    let cfg = read_json(&run.join("config.json"));
+    assert!(cfg["model_options"].get("no_class_token").is_none(), "{cfg}");
+    assert!(cfg["model_options"].get("global_pool").is_none(), "{cfg}");
+    let (best, _) = checkpoint_contents(&run.join("best.safetensors"));
+    for name in ["cls_token", "norm.weight"] {
+        assert!(best.iter().any(|(n, _, _)| n == name), "no {name}");
+    }
+    // The default reads the patches' mean with no class token.
+    let pooled = tmp.join("pooled");
+    vitcore(args_with(
+        &format!("train mnist {TINY_MODEL} --train-limit 100 --test-limit 50 --epochs 1 --out"),
+        &[&pooled],
+    ))
+    .ok();
+    let cfg = read_json(&pooled.join("config.json"));
+    assert_eq!(cfg["model_options"]["no_class_token"], true, "{cfg}");
+    assert_eq!(cfg["model_options"]["global_pool"], "avg", "{cfg}");
+    // No class token and a head reading it: refused before anything is written.
+    let bad = tmp.join("bad");
+    vitcore(args_with(
+        &format!("train mnist {TINY_MODEL} --train-limit 100 --epochs 1 --class-token false --global-pool token --out"),
+        &[&bad],
+    ))
+    .fails_mentioning(&["--global-pool avg", "--class-token true"]);
+    assert!(!bad.exists(), "a refused run wrote {}", bad.display());
+}

@@ -428,24 +428,33 @@ fn eval_forward_on_gpu_matches_cpu() {
 fn training_steps_allocate_nothing_in_the_steady_state() {
     let dev = gpu_or_skip!();
     let mut r = rng("steady state");
-    let mut store = ParamStore::new();
-    let vit = Vit::new(step_config(), &mut store, 3).unwrap();
-    store.to_device(Device::Cuda).unwrap();
-    let mut adam = adamw();
-    let (images, labels) = batch(&mut r, 9);
-    let mut allocs = Vec::new();
-    for step in 0..4u64 {
-        let (loss, _) = forward_backward(&vit, &mut store, &images, &labels, step);
-        clip_grad_norm(&mut store, 1.0).unwrap();
-        adam.step(&mut store).unwrap();
-        assert!(loss.item().unwrap().is_finite());
-        allocs.push(dev.pool_stats().device_allocs);
+    // The class-token model, and the default recipe's pooled one (whose mean weights are a new
+    // small tensor each forward: it must come from the pool, not from the device).
+    let pooled = VitOptions {
+        no_class_token: true,
+        global_pool: GlobalPool::Avg,
+        ..VitOptions::default()
+    };
+    for opts in [VitOptions::default(), pooled] {
+        let mut store = ParamStore::new();
+        let vit = Vit::with_options(step_config(), opts.clone(), &mut store, 3).unwrap();
+        store.to_device(Device::Cuda).unwrap();
+        let mut adam = adamw();
+        let (images, labels) = batch(&mut r, 9);
+        let mut allocs = Vec::new();
+        for step in 0..4u64 {
+            let (loss, _) = forward_backward(&vit, &mut store, &images, &labels, step);
+            clip_grad_norm(&mut store, 1.0).unwrap();
+            adam.step(&mut store).unwrap();
+            assert!(loss.item().unwrap().is_finite());
+            allocs.push(dev.pool_stats().device_allocs);
+        }
+        println!("{opts:?}: device allocations after each step: {allocs:?}");
+        assert_eq!(
+            allocs[1], allocs[3],
+            "{opts:?}: steps 3 and 4 allocated device memory: {allocs:?}"
+        );
     }
-    println!("device allocations after each step: {allocs:?}");
-    assert_eq!(
-        allocs[1], allocs[3],
-        "steps 3 and 4 allocated device memory: {allocs:?}"
-    );
 }
 
 // ---- without a GPU --------------------------------------------------------------------------

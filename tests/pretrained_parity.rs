@@ -242,3 +242,53 @@ fn freeze_backbone_trains_the_head_only_and_predict_runs_a_bare_checkpoint() {
     ]);
     r.fails_mentioning(&["--heads"]);
 }
+
+#[test]
+fn a_checkpoint_without_a_class_token_is_read_as_the_pooled_model() {
+    // vitcore's default recipe saves no `cls_token` and an `fc_norm`: read as a bare
+    // checkpoint (what `predict CKPT --heads N` does), it builds the same model and gives the
+    // same logits, at its own size and resampled to a larger one.
+    use vitcore::nn::{GlobalPool, VitOptions};
+    let tmp = TempDir::new("pooled-ckpt");
+    let mut cfg = vitcore::train::TrainConfig::default_preset().model;
+    (cfg.embed_dim, cfg.heads, cfg.mlp_dim, cfg.depth) = (16, 2, 32, 2);
+    cfg.ln_eps = 1e-6; // timm's, which a bare checkpoint is read with
+    let opts = VitOptions {
+        no_class_token: true,
+        global_pool: GlobalPool::Avg,
+        ..VitOptions::default()
+    };
+    let mut store = ParamStore::new();
+    let vit = Vit::with_options(cfg, opts.clone(), &mut store, 9).unwrap();
+    let path = tmp.join("pooled.safetensors");
+    let tensors: Vec<(String, &Tensor)> = store
+        .ids()
+        .map(|id| (store.name(id).to_string(), store.value(id)))
+        .collect();
+    checkpoint::save(&path, &tensors, &Default::default()).unwrap();
+    let x = Tensor::from_vec(vitcore::rng::Rng::new(2).normal_vec(2 * 784, 1.0), &[2, 1, 28, 28]).unwrap();
+    let run = |vit: &Vit, store: &ParamStore, x: &Tensor| {
+        let mut g = Graph::no_grad();
+        let y = vit.forward(&mut g, store, x.clone(), Mode::Eval).unwrap();
+        g.value(y).values().unwrap().to_vec()
+    };
+    let want = run(&vit, &store, &x);
+
+    let pre = Pretrained::read(&path).unwrap();
+    let (cfg2, opts2) = pre.vit_config(&path, 2, None, None).unwrap();
+    assert_eq!(opts2.global_pool, GlobalPool::Avg);
+    assert!(opts2.no_class_token);
+    let mut store2 = ParamStore::new();
+    let vit2 = Vit::with_options(cfg2, opts2.clone(), &mut store2, 1).unwrap();
+    pre.load_into(&path, &vit2, &mut store2).unwrap();
+    assert_eq!(run(&vit2, &store2, &x), want);
+
+    // At 35×35 (25 patches), the 16 positions are resampled with no class position.
+    let (big, opts3) = pre.vit_config(&path, 2, Some(35), None).unwrap();
+    let mut store3 = ParamStore::new();
+    let vit3 = Vit::with_options(big, opts3, &mut store3, 1).unwrap();
+    let notes = pre.load_into(&path, &vit3, &mut store3).unwrap();
+    assert!(notes.iter().any(|n| n.contains("from 16 to 25 positions")), "{notes:?}");
+    let pos = store3.value(store3.id("pos_embed").unwrap());
+    assert_eq!(pos.shape(), [1, 25, 16]);
+}

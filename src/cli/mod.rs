@@ -143,8 +143,8 @@ pub enum Command {
         #[command(subcommand)]
         what: see::ShowWhat,
     },
-    /// What the class token attends to in one image: each head of the last block, and attention
-    /// rollout through all blocks, over the image (a PNG).
+    /// What the class token (or, pooled, the mean patch row) attends to in one image: each head
+    /// of the last block, and attention rollout through all blocks, over the image (a PNG).
     Attention(see::AttentionArgs),
     /// Rank a run's training images by how likely their label is wrong (area under the margin,
     /// Pleiss et al. 2020): audit.csv and a contact sheet audit.png in the run folder.
@@ -381,12 +381,14 @@ pub struct TrainFlags {
     /// Each attention head's q/k/v width (Keras's `key_dim`); default: embed-dim / heads.
     #[arg(long)]
     pub key_dim: Option<usize>,
-    /// What the head reads (timm's `global_pool`): the class token, or the mean of the patch
-    /// tokens (avg; the digits' default).
+    /// What the head reads (timm's `global_pool`): the class token (`token`, which brings the
+    /// class token back unless --class-token false), or the mean of the patch tokens (`avg`;
+    /// the digits' default).
     #[arg(long, value_enum)]
     pub global_pool: Option<PoolArg>,
     /// Prepend a class token (timm's `class_token`); false needs --global-pool avg. Default:
-    /// false for the digits, true for photos and the seed preset.
+    /// false for the digits, true for photos and the seed preset. `--class-token true` alone
+    /// keeps the digits' average pooling; `--global-pool token` gives the original ViT.
     #[arg(long)]
     pub class_token: Option<bool>,
     /// Hidden width of each block's MLP.
@@ -519,6 +521,10 @@ impl TrainFlags {
                 PoolArg::Token => GlobalPool::Token,
                 PoolArg::Avg => GlobalPool::Avg,
             };
+            // Reading the class token needs one: `--global-pool token` alone gives timm's model.
+            if c.model_options.global_pool == GlobalPool::Token && self.class_token.is_none() {
+                c.model_options.no_class_token = false;
+            }
         }
         if let Some(yes) = self.class_token {
             c.model_options.no_class_token = !yes;

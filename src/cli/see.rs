@@ -35,8 +35,8 @@ pub struct SummaryArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum ShowWhat {
-    /// An image with its patch grid drawn, and the patch sequence as the model receives it
-    /// (class token first, then the patches in row-major order).
+    /// An image with its patch grid drawn, and the patch sequence as a ViT receives it (the
+    /// original ViT's class token first, then the patches in row-major order).
     Patches {
         /// A PNG image, or a Kaggle-style CSV (with --index).
         image: PathBuf,

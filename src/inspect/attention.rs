@@ -1,7 +1,7 @@
-//! `vitcore attention`: what the class token looks at.
+//! `vitcore attention`: what the token the head reads looks at.
 //!
-//! The head reads only the class token, so where the class token takes its information from is
-//! where the model looks. Two views, both of the class token's row of attention weights,
+//! In the original ViT the head reads only the class token, so where the class token takes its
+//! information from is where the model looks. Two views, both of the class token's row of attention weights,
 //! restricted to the patches and drawn over the image (bilinear upsampling of the patch grid):
 //!
 //! - **each head of the last block**: `a[0, 1..]` of that head's `T×T` weights — what the final
@@ -13,17 +13,18 @@
 //!   block's output is the product `R = Â_L · … · Â_1`. Row 0 of `R`, without its first entry,
 //!   says how much of the class token's final state comes from each patch.
 //!
-//! A model without a class token (`--class-token false`: the head reads the mean of the patch
-//! tokens) has no row 0 to read. Its pooled output is the mean of every token's output, so the
-//! information it takes from each patch is the mean of the rows: both views use the mean row
-//! of the weights (of `A` for the heads, of `R` for the rollout).
+//! A model whose head reads the mean of the patch tokens (`--global-pool avg`, the default
+//! recipe's, with or without a class token) reads no single row: its pooled output is the mean
+//! of the patch tokens' outputs, so what it takes from each patch is the mean of the patch
+//! rows. Both views then use that mean row over the patch columns (of `A` for the heads, of `R`
+//! for the rollout), and the weight it gives a class token, if any, in place of row 0's.
 //!
 //! Each map is drawn scaled to its own maximum: they show *where*, not how much.
 
 use super::input::InputImage;
 use crate::autograd::ParamStore;
 use crate::error::Result;
-use crate::nn::Vit;
+use crate::nn::{GlobalPool, Vit};
 use crate::tensor::Tensor;
 use crate::viz::heat::{normalise_by_max, overlay, upsample_bilinear};
 use crate::viz::tiles::{self, Tile};
@@ -35,10 +36,12 @@ use plotters::style::colors::BLACK;
 pub struct ClassAttention {
     /// The model's probability per class.
     pub probabilities: Vec<f32>,
-    /// Per head of the last block: the weight the class token gives each patch (`N`, row-major
-    /// patch order), and the weight it gives itself (`None` without a class token: the mean
-    /// row's weights).
+    /// Per head of the last block: the weight the class token (or, pooled, the mean patch row)
+    /// gives each patch (`N`, row-major patch order), and the weight it gives the class token
+    /// (`None` without one).
     pub heads: Vec<(Vec<f32>, Option<f32>)>,
+    /// The head reads the mean of the patch tokens, not the class token.
+    pub pooled: bool,
     /// Attention rollout through all blocks: the share of each patch (`N`).
     pub rollout: Vec<f32>,
     /// The patch grid, rows × columns.
@@ -92,30 +95,37 @@ pub fn class_attention(vit: &Vit, store: &ParamStore, img: &InputImage, mean: f3
     let (h, t) = (cfg.heads, vit.tokens());
     let blocks: Vec<Vec<f32>> = weights.iter().map(|w| w.values()).collect::<Result<_>>()?;
     let last = blocks.last().expect("a ViT has at least one block");
-    let has_cls = vit.cls_token.is_some();
+    let prefix = usize::from(vit.cls_token.is_some());
+    let pooled = vit.opts.global_pool == GlobalPool::Avg;
+    // The row the head reads: row 0 (the class token's), or the mean of the patch rows.
+    let read = |a: &[f32]| -> Vec<f32> {
+        match pooled {
+            false => a[..t].to_vec(),
+            true => mean_row(&a[prefix * t..t * t], t),
+        }
+    };
     let heads = (0..h)
         .map(|k| {
-            let a = &last[k * t * t..(k + 1) * t * t];
-            match has_cls {
-                true => (a[1..t].to_vec(), Some(a[0])),
-                false => (mean_row(a, t), None),
-            }
+            let row = read(&last[k * t * t..(k + 1) * t * t]);
+            (row[prefix..].to_vec(), (prefix == 1).then(|| row[0]))
         })
         .collect();
-    let r = rollout(&blocks, h, t);
+    let r = read(&rollout(&blocks, h, t));
     Ok(ClassAttention {
         probabilities: crate::ops::softmax::probabilities(&logits),
         heads,
-        rollout: if has_cls { r[1..t].to_vec() } else { mean_row(&r, t) },
+        pooled,
+        rollout: r[prefix..].to_vec(),
         grid: (cfg.image_height / cfg.patch, cfg.image_width / cfg.patch),
     })
 }
 
-/// The mean of the rows of a `t×t` row-major matrix.
+/// The mean of the rows of a row-major matrix `t` wide.
 fn mean_row(a: &[f32], t: usize) -> Vec<f32> {
+    let rows = (a.len() / t) as f32;
     let mut m = vec![0.0f32; t];
     for row in a.chunks(t) {
-        m.iter_mut().zip(row).for_each(|(x, &v)| *x += v / t as f32);
+        m.iter_mut().zip(row).for_each(|(x, &v)| *x += v / rows);
     }
     m
 }
@@ -162,9 +172,10 @@ pub fn picture(img: &InputImage, a: &ClassAttention, depth: usize, name: &str) -
             over(map),
             [
                 format!("block {depth}, head {}", k + 1),
-                match own {
-                    Some(own) => format!("max {:.0}%, to CLS {:.0}%", 100.0 * top, 100.0 * own),
-                    None => format!("max {:.0}% (mean row)", 100.0 * top),
+                match (own, a.pooled) {
+                    (Some(own), _) => format!("max {:.0}%, to CLS {:.0}%", 100.0 * top, 100.0 * own),
+                    (None, true) => format!("max {:.0}% (mean row)", 100.0 * top),
+                    (None, false) => format!("max {:.0}%", 100.0 * top),
                 },
             ],
         ));
@@ -181,7 +192,7 @@ pub fn picture(img: &InputImage, a: &ClassAttention, depth: usize, name: &str) -
         &format!(
             "{}: what {} attends to ({name})",
             img.name,
-            match a.heads.first().is_some_and(|(_, own)| own.is_none()) {
+            match a.pooled {
                 true => "the pooled output",
                 false => "the class token",
             }
@@ -240,20 +251,21 @@ mod tests {
             name: "x".into(),
             notes: Vec::new(),
         };
-        for class_token in [true, false] {
+        for (class_token, pool) in [
+            (true, GlobalPool::Token),
+            (true, GlobalPool::Avg),
+            (false, GlobalPool::Avg),
+        ] {
             let opts = VitOptions {
                 no_class_token: !class_token,
-                global_pool: if class_token {
-                    GlobalPool::Token
-                } else {
-                    GlobalPool::Avg
-                },
+                global_pool: pool,
                 ..VitOptions::default()
             };
             let mut store = ParamStore::new();
             let vit = Vit::with_options(cfg.clone(), opts, &mut store, 4).unwrap();
             let a = class_attention(&vit, &store, &img, 0.5, 0.5).unwrap();
             assert_eq!(a.heads.len(), 2);
+            assert_eq!(a.pooled, pool == GlobalPool::Avg);
             for (map, own) in &a.heads {
                 assert_eq!(map.len(), 16, "one weight per patch");
                 assert_eq!(own.is_some(), class_token);
@@ -267,6 +279,20 @@ mod tests {
             match class_token {
                 true => assert!(flow > 0.0 && flow < 1.0, "{flow}"),
                 false => assert!((flow - 1.0).abs() < 1e-5, "{flow}"),
+            }
+            if class_token && pool == GlobalPool::Avg {
+                // The mean of the patch rows (1..17) at patch column 0, not row 0.
+                let x: Vec<f32> = img
+                    .pixels
+                    .iter()
+                    .map(|&p| crate::data::loader::normalise(p, 0.5, 0.5))
+                    .collect();
+                let x = Tensor::from_vec(x, &[1, 1, 28, 28]).unwrap();
+                let (_, weights) = vit.forward_with_attention(&store, x).unwrap();
+                let last = weights.last().unwrap().values().unwrap();
+                let t = 17;
+                let want: f32 = (1..t).map(|i| last[i * t + 1]).sum::<f32>() / 16.0;
+                assert!((a.heads[0].0[0] - want).abs() < 1e-6, "{} vs {want}", a.heads[0].0[0]);
             }
         }
     }

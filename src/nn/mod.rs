@@ -4,11 +4,12 @@
 //! ```text
 //! image [B, C, H, W]
 //!   → PatchEmbed (patch_embed.rs): patchify (P×P patches) [B, N, C·P·P] → linear [B, N, D]
-//!   → prepend cls_token [B, 1+N, D] → + pos_embed → dropout                       (vit.rs)
+//!   → prepend cls_token [B, 1+N, D] (unless --class-token false) → + pos_embed → dropout (vit.rs)
 //!   → depth × Block (block.rs):  x = x + drop(attn(norm1(x)));  x = x + drop(mlp(norm2(x)))
 //!        Attention (attention.rs): qkv → softmax(q·kᵀ/√Dh)·v per head → proj
 //!        Mlp (mlp.rs): fc1 → GELU → dropout → fc2
 //!   → take token 0 (the class token) → norm → head (linear) → logits [B, classes]  (vit.rs)
+//!     or, --global-pool avg (the default recipe): the patch tokens' mean → fc_norm → head
 //! ```
 //! `layers.rs` holds what they are made of (`Linear`, `LayerNorm`) and `Ctx`, the state of one
 //! forward pass. Parameter names are timm's (`patch_embed.proj.weight`,

@@ -75,6 +75,7 @@ impl VitConfig {
     pub fn num_patches(&self) -> usize {
         (self.image_height / self.patch) * (self.image_width / self.patch)
     }
+    /// Tokens with a class token, `N + 1` (a model without one has `N`: [`Vit::tokens`]).
     pub fn tokens(&self) -> usize {
         self.num_patches() + 1
     }
@@ -200,8 +201,8 @@ impl VitOptions {
         }
         if self.no_class_token && self.global_pool == GlobalPool::Token {
             return Err(Error::config(
-                "model: without a class token the head must read the mean of the patches \
-                 (--global-pool avg)",
+                "model: without a class token the head must read the mean of the patches: \
+                 give --global-pool avg, or --class-token true",
             ));
         }
         for (name, p) in [
@@ -263,7 +264,8 @@ impl Vit {
             true => cfg.num_patches(),
             false => cfg.tokens(),
         };
-        // Drawn with or without a class token, so the other parameters start the same.
+        // The class token is drawn either way (and dropped without one), so the random stream
+        // stays the same through the position embedding.
         let (cls, pos) = ini.embeddings(d, positions);
         let cls_token = match opts.no_class_token {
             false => Some(store.add("cls_token", t(cls, &[1, 1, d]))?),
@@ -350,8 +352,8 @@ impl Vit {
 
     /// Inference (no gradients, no dropout) that also returns every block's attention weights:
     /// `(logits [B, num_classes], [B, heads, T, T] per block)`. Row `i` of a head's `T×T` matrix
-    /// is what token `i` (token 0 is the class token, then the patches in row-major order)
-    /// takes from each token; each row sums to 1.
+    /// is what token `i` (the class token first if the model has one, then the patches in
+    /// row-major order) takes from each token; each row sums to 1.
     pub fn forward_with_attention(&self, store: &ParamStore, images: Tensor) -> Result<(Tensor, Vec<Tensor>)> {
         let mut g = Graph::no_grad();
         let mut weights = Vec::with_capacity(self.blocks.len());

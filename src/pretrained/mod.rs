@@ -29,7 +29,7 @@ use std::path::Path;
 use crate::autograd::ParamStore;
 use crate::checkpoint;
 use crate::error::{Error, Result};
-use crate::nn::{Init, Vit, VitConfig, VitOptions};
+use crate::nn::{GlobalPool, Init, Vit, VitConfig, VitOptions};
 use crate::ops::GeluKind;
 use crate::tensor::Tensor;
 
@@ -228,13 +228,18 @@ impl Pretrained {
             identical_blocks: false,
         };
         cfg.validate()?;
-        Ok((
-            cfg,
-            VitOptions {
-                no_embed_class,
-                ..VitOptions::default()
-            },
-        ))
+        // A checkpoint without a class token (vitcore's default recipe, timm's
+        // `class_token=False`) pools the patches; so does one with timm's `fc_norm`.
+        let no_class_token = !self.tensors.contains_key("cls_token");
+        let pooled = no_class_token || self.tensors.contains_key("fc_norm.weight");
+        let opts = VitOptions {
+            no_embed_class: no_embed_class && !no_class_token,
+            no_class_token,
+            global_pool: if pooled { GlobalPool::Avg } else { GlobalPool::Token },
+            ..VitOptions::default()
+        };
+        cfg.validate_with(&opts)?;
+        Ok((cfg, opts))
     }
 
     /// Put these weights into `vit`'s parameters (its config from [`Pretrained::vit_config`],
@@ -248,7 +253,8 @@ impl Pretrained {
                     let want = store.value(vit.pos_embed).shape().to_vec();
                     // Only the grid may differ; any other mismatch is listed with the others below.
                     if t.rank() == 3 && t.shape()[1] != want[1] && t.shape()[2] == want[2] {
-                        let r = resample_pos_embed(t, &want, vit.opts.no_embed_class)
+                        let patches_only = vit.opts.no_embed_class || vit.cls_token.is_none();
+                        let r = resample_pos_embed(t, &want, patches_only)
                             .map_err(|e| Error::checkpoint(path, format!("`pos_embed`: {e}")))?;
                         notes.push(format!(
                             "position embedding resampled (bicubic, as timm) from {} to {} positions",

@@ -318,8 +318,16 @@ pub fn plan(req: &ResumeRequest, apply_flags: impl Fn(TrainConfig) -> TrainConfi
 /// The settings that differ between the saved and the requested configuration: lines saying what
 /// changed (allowed), and refusals naming the flag and the saved value.
 pub fn reconcile(saved: &TrainConfig, requested: &TrainConfig) -> (Vec<String>, Vec<String>) {
-    let (old, new) = (flatten(saved), flatten(requested));
-    let old: HashMap<String, Value> = old.into_iter().collect();
+    let (old_fields, mut new) = (flatten(saved), flatten(requested));
+    // A field at its default is left out of config.json, so a flag setting one back to its
+    // default (`--class-token true`, `--tta false`) shows as a field that disappeared.
+    let gone: Vec<(String, Value)> = old_fields
+        .iter()
+        .filter(|(k, _)| !new.iter().any(|(n, _)| n == k))
+        .map(|(k, _)| (k.clone(), Value::Null))
+        .collect();
+    new.extend(gone);
+    let old: HashMap<String, Value> = old_fields.into_iter().collect();
     let (mut notes, mut refused) = (Vec::new(), Vec::new());
     let mut flags_seen = Vec::new();
     for (field, new_value) in &new {
@@ -335,12 +343,16 @@ pub fn reconcile(saved: &TrainConfig, requested: &TrainConfig) -> (Vec<String>, 
             continue; // --batch-size sets two fields
         }
         flags_seen.push(flag);
-        let (was, now) = (show(old_value), show(new_value));
+        let (was, now) = (show_as(field, old_value), show_as(field, new_value));
         match may {
             true => notes.push(format!(
                 "resume: {flag} {now} replaces the run's {was} (saved in config.json)"
             )),
-            false => refused.push(format!("{flag} {now}: the run has {field} = {was}")),
+            false => {
+                // no_class_token is shown as what --class-token sets (see show_as).
+                let name = field.replace("no_class_token", "class_token");
+                refused.push(format!("{flag} {now}: the run has {name} = {was}"))
+            }
         }
     }
     (notes, refused)
@@ -358,6 +370,17 @@ fn flatten(cfg: &TrainConfig) -> Vec<(String, Value)> {
         }
     }
     out
+}
+
+/// A field's value as its flag takes it: `--class-token` is the negation of
+/// `no_class_token`, and a field left out of config.json is at its default.
+fn show_as(field: &str, v: &Value) -> String {
+    match (field, v) {
+        ("model_options.no_class_token", Value::Bool(b)) => (!b).to_string(),
+        ("model_options.no_class_token", Value::Null) => "true".into(),
+        ("model_options.global_pool", Value::Null) => "token".into(),
+        _ => show(v),
+    }
 }
 
 fn show(v: &Value) -> String {
@@ -493,6 +516,37 @@ mod tests {
             ]
         );
         assert_eq!(reconcile(&saved, &saved), (vec![], vec![]));
+    }
+
+    #[test]
+    fn reconcile_sees_options_set_back_to_their_default_and_names_them_as_their_flags() {
+        // The default recipe pools without a class token; asking for timm's class-token model
+        // sets both options to their defaults, which config.json leaves out.
+        let saved = TrainConfig::default_preset();
+        let mut asked = saved.clone();
+        asked.model_options = crate::nn::VitOptions::default();
+        let (notes, refused) = reconcile(&saved, &asked);
+        assert!(notes.is_empty());
+        let mut refused = refused;
+        refused.sort();
+        assert_eq!(
+            refused,
+            [
+                "--class-token true: the run has model_options.class_token = false",
+                "--global-pool token: the run has model_options.global_pool = avg",
+            ]
+        );
+        // And the other way round.
+        let (_, refused) = reconcile(&asked, &saved);
+        assert!(
+            refused.contains(&"--class-token false: the run has model_options.class_token = true".to_string()),
+            "{refused:?}"
+        );
+        // Any field: test-time augmentation switched off on a run that had it.
+        let mut off = saved.clone();
+        off.tta = false;
+        let (notes, refused) = reconcile(&saved, &off);
+        assert_eq!(notes.len() + refused.len(), 1, "{notes:?} {refused:?}");
     }
 
     #[test]
