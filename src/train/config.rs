@@ -51,7 +51,8 @@ impl ScheduleKind {
 /// (down to 15). The cap is set by time: the default when the budget was introduced (15 epochs
 /// at batch 128) is the yardstick, and a run may take at most twice its wall time. With the
 /// AVX-512 matrix products, the ops run from a pool thread and 16 tokens an image (no class
-/// token), a 5,400-row run of 36 epochs takes 1.77× that (measured pairwise). Its warm-up of at least 240 steps is one epoch down
+/// token), a 5,400-row run of 36 epochs takes 1.77× that and MNIST's about 1.78× (measured
+/// side by side). Its warm-up of at least 240 steps is one epoch down
 /// to 15,360 training images and longer below: 3.2 epochs of the 76 steps 5,400 rows make,
 /// where one epoch would let the rate reach its peak before the first attention patterns form.
 /// Measured in BENCHMARKS.md ("Accuracy at every data size").
