@@ -378,17 +378,20 @@ impl Vit {
         let x = cx.g.constant(images);
         let tokens = self.patch_embed.forward(cx, x)?; // [B, N, D]
         let pos = cx.param(self.pos_embed);
-        let x = match (self.cls_token, self.opts.no_embed_class) {
+        let cls = match self.cls_token {
+            Some(cls) => {
+                let cls = cx.param(cls);
+                Some(cx.g.broadcast_to(cls, &[b, 1, d])?) // [B, 1, D]
+            }
+            None => None,
+        };
+        let x = match (cls, self.opts.no_embed_class) {
             (None, _) => cx.g.add_broadcast(tokens, pos)?, // [B, N, D]
             (Some(cls), false) => {
-                let cls = cx.param(cls);
-                let cls = cx.g.broadcast_to(cls, &[b, 1, d])?;
                 let x = cx.g.concat(&[cls, tokens], 1)?; // [B, T, D]
                 cx.g.add_broadcast(x, pos)?
             }
             (Some(cls), true) => {
-                let cls = cx.param(cls);
-                let cls = cx.g.broadcast_to(cls, &[b, 1, d])?;
                 let tokens = cx.g.add_broadcast(tokens, pos)?; // [B, N, D]
                 cx.g.concat(&[cls, tokens], 1)?
             }

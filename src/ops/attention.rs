@@ -64,12 +64,10 @@ fn dims(qkv: &[usize], heads: usize) -> Result<(usize, usize, usize, usize)> {
     }
 }
 
-/// The dropout factors `keep / (1 − p)` of one head's `T×T` weights (all 1 without dropout).
-fn drop_factors(mask: Option<Mask>, bh: usize, t: usize, out: &mut [f32]) {
-    match mask {
-        Some(mask) => mask.factors((bh * t * t) as u32, out),
-        None => out.fill(1.0),
-    }
+/// The dropout factors `keep / (1 − p)` of head `bh`'s `T×T` weights. Without dropout there are
+/// none: the callers skip the products with them.
+fn drop_factors(mask: Mask, bh: usize, t: usize, out: &mut [f32]) {
+    mask.factors((bh * t * t) as u32, out)
 }
 
 /// `dst[..src.len()] = src` for one head's row (Dh floats, 16 in the default model): eight at a
@@ -223,7 +221,7 @@ pub fn forward(qkv: &Tensor, heads: usize, p: f32, seed: u64) -> Result<(Tensor,
                         &mut hb.scores,
                         tc,
                     );
-                    if mask.is_some() {
+                    if let Some(mask) = mask {
                         drop_factors(mask, bh, t, &mut hb.factors);
                     }
                     for (i, prow) in pm.chunks_mut(t).enumerate() {
@@ -288,7 +286,7 @@ pub fn backward(g: &Tensor, qkv: &Tensor, probs: &Tensor, heads: usize, p: f32, 
                 hb.load_transposed(src, first + 2 * d, 3 * d); // Vᵀ
                 let (tr, tc, dc) = (hb.tr, hb.tc, hb.dc);
                 let pm = &pd[bh * t * t..(bh + 1) * t * t];
-                if mask.is_some() {
+                if let Some(mask) = mask {
                     drop_factors(mask, bh, t, &mut hb.factors);
                 }
                 // P̃ = P ⊙ factors, in the valid region of a zero-padded [tr × tc].
