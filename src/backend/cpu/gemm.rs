@@ -106,6 +106,12 @@ impl Isa {
     fn simd(self) -> bool {
         self != Isa::Portable
     }
+
+    /// Whether the B panel at column `col` and the next one make one AVX-512 6 × 32 tile: the
+    /// wide kernel exists and both panels (`col..col + 2·NR`) end by column `end`.
+    fn pairs(self, col: usize, end: usize) -> bool {
+        self == Isa::Avx512 && col + 2 * NR <= end
+    }
 }
 
 /// Whether the CPU has AVX-512F (checked once; `false` off x86-64).
@@ -409,7 +415,7 @@ fn gemm_impl(
             let (jp_end, mut jp) = ((j0 + ncols).div_ceil(NR), j0 / NR);
             while jp < jp_end {
                 // Two full panels side by side make one AVX-512 6 × 32 tile.
-                let pair = isa == Isa::Avx512 && jp + 1 < jp_end && n >= (jp + 2) * NR;
+                let pair = isa.pairs(jp * NR, n.min(jp_end * NR));
                 let width = if pair { 2 } else { 1 };
                 for ip in 0..m_panels {
                     let r0 = i0 + ip * MR;
@@ -508,7 +514,7 @@ pub fn gemm_padded(m: usize, n: usize, k: usize, a: MatRef, b: &[f32], ldb: usiz
         for i0 in (0..m).step_by(MR) {
             let mut j0 = 0;
             while j0 < n {
-                let pair = isa == Isa::Avx512 && j0 + 2 * NR <= n;
+                let pair = isa.pairs(j0, n);
                 // SAFETY: rows i0..i0+MR < m and columns < k of A, rows < k and columns
                 // j0..j0+NR (a pair: j0+2·NR) ≤ n of B, and the C tile lie inside their slices
                 // (asserted above).
