@@ -17,7 +17,7 @@ use vitcore::train::RUN_FILES;
 /// and 3), asserted ≥ 85%.
 const SMOKE: &str = "train mnist --train-limit 20000 --test-limit 1000 --epochs 3 --batch-size 64 --lr 3e-3 \
     --patch 7 --embed-dim 64 --depth 2 --heads 4 --mlp-dim 128 --rotate 0 --shift 0 \
-    --warmup-epochs 0.3 --label-smoothing 0 --quiet --out";
+    --scale 0 --shear 0 --warmup-epochs 0.3 --label-smoothing 0 --quiet --out";
 const SMOKE_MIN_ACCURACY: f64 = 0.85;
 
 fn parse_f64(s: &str, what: &str) -> f64 {
@@ -429,6 +429,44 @@ fn the_step_budget_sets_the_epochs_from_the_data_size_between_15_and_36() {
     for p in ["seed", "photos", "flowers"] {
         assert_eq!(TrainConfig::preset(p).unwrap().step_budget, None, "{p}");
     }
+}
+
+#[test]
+fn the_default_recipe_zooms_and_shears_the_digits_and_the_photo_presets_do_not() {
+    use vitcore::train::TrainConfig;
+    let a = TrainConfig::default_preset()
+        .digit_augment()
+        .expect("the default augments");
+    assert_eq!(
+        (a.rotate_deg, a.shift_px, a.scale, a.shear_deg, a.elastic),
+        (10.0, 2.0, 0.1, 10.0, None)
+    );
+    // The photos and the original write-ups keep their own augmentation: a folder run refuses
+    // the digits' zoom and shear, so the photos preset (also `train folder --preset default`)
+    // must not carry them.
+    for p in ["seed", "photos", "flowers"] {
+        let c = TrainConfig::preset(p).unwrap();
+        assert_eq!((c.scale, c.shear_deg), (0.0, 0.0), "{p}");
+    }
+    // A run records them, and `--scale 0 --shear 0` turns them off (and leaves them out).
+    let tmp = TempDir::new("zoom");
+    let (on, off) = (tmp.join("on"), tmp.join("off"));
+    train_small(&on, "--epochs 1");
+    train_small(&off, "--epochs 1 --scale 0 --shear 0");
+    let (c_on, c_off) = (read_json(&on.join("config.json")), read_json(&off.join("config.json")));
+    assert_eq!(
+        (c_on["scale"].as_f64(), c_on["shear_deg"].as_f64()),
+        (Some(0.1), Some(10.0))
+    );
+    assert!(
+        c_off.get("scale").is_none() && c_off.get("shear_deg").is_none(),
+        "{c_off}"
+    );
+    assert_ne!(
+        checkpoint_contents(&on.join("last.safetensors")).0,
+        checkpoint_contents(&off.join("last.safetensors")).0,
+        "zoom and shear changed nothing"
+    );
 }
 
 #[test]

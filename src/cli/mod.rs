@@ -343,10 +343,12 @@ pub struct TrainFlags {
     /// Random shift range in pixels.
     #[arg(long)]
     pub shift: Option<f32>,
-    /// Random zoom of digits: the factor is uniform in [1 - S, 1 + S] (e.g. 0.1).
+    /// Random zoom of digits: the factor is uniform in [1 - S, 1 + S] (default preset 0.1, others
+    /// 0 = off).
     #[arg(long, value_name = "S")]
     pub scale: Option<f32>,
-    /// Random shear of digits along x, in degrees (uniform in [-DEG, DEG]).
+    /// Random shear of digits along x, in degrees, uniform in [-DEG, DEG] (default preset 10,
+    /// others 0 = off).
     #[arg(long, value_name = "DEG")]
     pub shear: Option<f32>,
     /// Elastic distortion of digits (Simard et al. 2003): displacement ALPHA and smoothing SIGMA
